@@ -1,0 +1,31 @@
+# make demo: venv + install + pack synthetic faces + (train briefly); make test: the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.facegan-installed
+DEMO_SHARDS ?= shards/synthetic-64
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -c constraints.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python -m facegan.pack synthetic --num 10000 --size 64 --out $(DEMO_SHARDS) --overwrite
+	$(BIN)/python -m facegan.pack inspect $(DEMO_SHARDS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check facegan tests bench
+
+bench: install
+	$(BIN)/python bench/loader.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,81 @@
+"""Loader throughput: the seed notebooks' ImageFolder pipeline vs facegan's shard stream.
+
+Both read the same CelebA images with the same DataLoader workers and batch size, and both
+deliver float [-1,1] batches of [B,3,64,64]. Run: python bench/loader.py [--celeba ROOT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from facegan.data import train_loader
+from facegan.pack import pack
+from facegan.sources.celeba import CelebASource
+
+DEFAULT_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-sample"
+
+
+def imagefolder_loader(root: Path, size: int, batch: int, workers: int) -> DataLoader:
+    """The PyTorch DCGAN example / seed notebooks' pipeline, decoding 178x218 JPEGs each time."""
+    tf = transforms.Compose([
+        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ])
+    ds = datasets.ImageFolder(str(root), transform=tf)
+    return DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
+                      persistent_workers=True)
+
+
+def images_per_second(loader, batches: int, warmup: int, get_images) -> float:
+    """Endless iteration over `loader`; time `batches` batches after `warmup`."""
+    def endless():
+        while True:
+            yield from loader
+
+    it = endless()
+    for _ in range(warmup):
+        next(it)
+    n = 0
+    start = time.perf_counter()
+    for _ in range(batches):
+        n += get_images(next(it)).shape[0]
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--celeba", type=Path, default=DEFAULT_CELEBA, help="CelebA root (official layout)")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batches", type=int, default=60, help="timed batches per pipeline")
+    p.add_argument("--formats", default="png,jpg", help="shard formats to measure")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    print(f"images: {args.celeba}, {args.size} px, batch {args.batch}, {args.workers} workers, "
+          f"{args.batches} timed batches after warm-up")
+    base = images_per_second(imagefolder_loader(args.celeba, args.size, args.batch, args.workers),
+                             args.batches, 3, lambda b: b[0])
+    rows = [("ImageFolder + Resize/CenterCrop/Normalize (baseline)", base)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in args.formats.split(","):
+            out = Path(tmp) / fmt
+            pack(CelebASource(args.celeba, "all"), out, size=args.size, crop=None, fmt=fmt,
+                 workers=args.workers, progress=False)
+            loader = train_loader(out, args.batch, num_workers=args.workers)
+            rows.append((f"facegan shards ({fmt})", images_per_second(
+                loader, args.batches, 3, lambda b: b["image"])))
+    print(f"{'pipeline':<56}{'img/s':>10}{'vs baseline':>14}")
+    for name, ips in rows:
+        print(f"{name:<56}{ips:>10.0f}{ips / base:>13.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Stream packed shards: an endless shuffled stream for training, one exact pass for evaluation.
+
+Each (rank, DataLoader worker) pair builds its own webdataset pipeline
+(shards -> tar samples -> shuffle -> decode -> batch). Batches come out as
+{"image": [B,3,H,W] float in [-1,1] (or uint8), "key": list[str], "meta": list[dict]?}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import struct
+import tarfile
+import warnings
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_image
+from tqdm import tqdm
+
+from facegan.shardset import Shard, ShardSet, ShardSetError, load_shardset, verify_checksums
+
+IMAGE_EXTS = ("png", "jpg")
+# torchvision 0.29 deprecates its image codecs in favour of torchcodec, but they remain the
+# fastest decoders of small PNGs here (about 90 us at 64 px, against 130 us through PIL).
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities",
+                        category=DeprecationWarning)
+
+
+def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world size): the given values, else torch.distributed's, else (0, 1)."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _HashingReader:
+    """A file wrapper that hashes what is read, so a shard is checked while it streams."""
+
+    def __init__(self, f):
+        self.f, self.h, self.nbytes = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        self.nbytes += len(data)
+        return data
+
+
+def iter_shard(shard: Shard) -> Iterator[dict]:
+    """The samples of one shard; a truncated, corrupt or changed shard raises ShardSetError."""
+    with open(shard.path, "rb") as f:
+        reader = _HashingReader(f)
+        count = 0
+        try:
+            source = [{"url": shard.path, "stream": reader}]
+            for sample in wds.tariterators.group_by_keys(
+                wds.tariterators.tar_file_expander(source, eof_value=None)
+            ):
+                count += 1
+                yield sample
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+            raise ShardSetError(f"{shard.path}: corrupt or truncated shard ({e.args[0]})") from None
+        while reader.read(1 << 16):  # the tar's end padding, so the whole file is hashed
+            pass
+    if count != shard.count or reader.h.hexdigest() != shard.sha256:
+        raise ShardSetError(
+            f"{shard.path}: {count} samples and sha256 {reader.h.hexdigest()[:12]}..., but the "
+            f"manifest says {shard.count} and {shard.sha256[:12]}...; the shard changed, re-pack"
+        )
+
+
+def png_intact(data: bytes) -> bool:
+    """Whether every chunk's CRC matches. torchvision's libpng decoder crashes the process on a
+    corrupt stream instead of raising, so PNG bytes are checked first (a few microseconds)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    pos = 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        end = pos + 8 + length
+        if end + 4 > len(data) or zlib.crc32(data[pos + 4:end]) != struct.unpack_from(">I", data, end)[0]:
+            return False
+        if data[pos + 4:pos + 8] == b"IEND":
+            return True
+        pos = end + 4
+    return False
+
+
+def decode(sample: dict) -> torch.Tensor:
+    """[3,H,W] uint8 from the sample's png or jpg bytes."""
+    where = f"{sample.get('__url__')}: sample {sample['__key__']}"
+    for ext in IMAGE_EXTS:
+        if ext in sample:
+            if ext == "png" and not png_intact(sample[ext]):
+                raise ShardSetError(f"{where}: corrupt png (the shard changed since packing?)")
+            data = torch.frombuffer(bytearray(sample[ext]), dtype=torch.uint8)
+            try:
+                return decode_image(data, mode=ImageReadMode.RGB)
+            except RuntimeError as e:
+                raise ShardSetError(f"{where}: cannot decode {ext} ({e})") from None
+    raise ShardSetError(f"{where}: has no png or jpg")
+
+
+def collate(samples: list[tuple[torch.Tensor, str, bytes | None]], with_meta: bool) -> dict:
+    images, keys, metas = zip(*samples)
+    batch = {"image": torch.stack(images), "key": list(keys)}  # image: [B,3,H,W] uint8
+    if with_meta:
+        batch["meta"] = [json.loads(m) if m is not None else {} for m in metas]
+    return batch
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0,255] -> float [-1,1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class _ShardStream(IterableDataset):
+    def __init__(self, shardset: ShardSet, batch_size: int, rank: int, world_size: int,
+                 with_meta: bool):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.shardset, self.batch_size = shardset, batch_size
+        self.rank, self.world_size, self.with_meta = rank, world_size, with_meta
+
+    def _slot(self) -> tuple[int, int, int]:
+        """(worker id, this worker's global index, number of readers across all ranks)."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        return worker, self.rank * workers + worker, self.world_size * workers
+
+    def _finish(self, samples, partial: bool):
+        batches = wds.filters._batched(samples, self.batch_size, collation_fn=None, partial=partial)
+        for batch in batches:
+            yield collate(batch, self.with_meta)
+
+
+class TrainStream(_ShardStream):
+    """Endless, shuffled; a pure function of (seed, segment, rank, worker, world, workers)."""
+
+    def __init__(self, shardset, batch_size, rank, world_size, with_meta=False, seed=0,
+                 segment=0, hflip=True, shuffle_buffer=2000):
+        super().__init__(shardset, batch_size, rank, world_size, with_meta)
+        self.seed, self.segment, self.hflip, self.shuffle_buffer = seed, segment, hflip, shuffle_buffer
+
+    def _shards(self, reader: int, readers: int) -> Iterator[Shard]:
+        """Each epoch, one permutation shared by all readers; each takes its own slice of it."""
+        shards = self.shardset.shards
+        for epoch in range(2**62):
+            perm = np.random.default_rng(_seed(self.seed, self.segment, epoch)).permutation(len(shards))
+            mine = perm[reader::readers] if len(shards) >= readers else perm[[reader % len(shards)]]
+            for i in mine:
+                yield shards[i]
+
+    def __iter__(self):
+        worker, reader, readers = self._slot()
+        rng = random.Random(_seed(self.seed, self.segment, self.rank, worker, 1))
+        samples = (s for shard in self._shards(reader, readers) for s in iter_shard(shard))
+        buffer = self.shuffle_buffer
+        samples = wds.filters._shuffle(samples, bufsize=buffer, initial=buffer // 2, rng=rng)
+
+        def prepare(sample):
+            image = decode(sample)
+            if self.hflip and rng.random() < 0.5:
+                image = image.flip(-1)
+            return image, sample["__key__"], sample.get("json")
+
+        yield from self._finish(map(prepare, samples), partial=False)
+
+
+class EvalStream(_ShardStream):
+    """Exactly one pass: reader i of n takes samples [N*i/n, N*(i+1)/n) in manifest order."""
+
+    def _range(self, reader: int, readers: int) -> Iterator[dict]:
+        total = self.shardset.count
+        start, end = total * reader // readers, total * (reader + 1) // readers
+        offset = 0
+        for shard in self.shardset.shards:
+            lo, hi = max(start, offset), min(end, offset + shard.count)
+            if lo < hi:
+                for i, sample in enumerate(iter_shard(shard), start=offset):
+                    if i >= hi:
+                        break
+                    if i >= lo:  # samples before lo are read past, never decoded
+                        yield sample
+            offset += shard.count
+
+    def __iter__(self):
+        _, reader, readers = self._slot()
+        samples = ((decode(s), s["__key__"], s.get("json")) for s in self._range(reader, readers))
+        yield from self._finish(samples, partial=True)
+
+
+class ShardLoader:
+    """A DataLoader over a stream that hands out float [-1,1] images (or uint8 if asked)."""
+
+    def __init__(self, stream: _ShardStream, num_workers: int, uint8: bool, pin_memory=False):
+        self.stream, self.uint8 = stream, uint8
+        self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
+                                 pin_memory=pin_memory,
+                                 prefetch_factor=4 if num_workers > 0 else None)
+
+    @property
+    def shardset(self) -> ShardSet:
+        return self.stream.shardset
+
+    def __iter__(self):
+        for batch in self.loader:
+            if not self.uint8:
+                batch["image"] = to_float(batch["image"])
+            yield batch
+
+
+def _open(data, expect_size) -> ShardSet:
+    return data if isinstance(data, ShardSet) else load_shardset(data, expect_size)
+
+
+def train_loader(data: str | Path | ShardSet, batch_size: int, *, seed: int = 0, segment: int = 0,
+                 hflip: bool = True, num_workers: int = 2, rank: int | None = None,
+                 world_size: int | None = None, shuffle_buffer: int = 2000,
+                 with_meta: bool = False, uint8: bool = False, expect_size: int | None = None,
+                 pin_memory: bool = False) -> ShardLoader:
+    """Endless shuffled batches of `batch_size` per rank. A new `segment` restarts the stream
+    deterministically: the training loop starts one at every checkpoint, for exact resume."""
+    rank, world_size = dist_info(rank, world_size)
+    stream = TrainStream(_open(data, expect_size), batch_size, rank, world_size, with_meta, seed,
+                         segment, hflip, shuffle_buffer)
+    return ShardLoader(stream, num_workers, uint8, pin_memory)
+
+
+def eval_loader(data: str | Path | ShardSet, batch_size: int, *, num_workers: int = 2,
+                rank: int | None = None, world_size: int | None = None, with_meta: bool = False,
+                uint8: bool = False, expect_size: int | None = None) -> ShardLoader:
+    """One pass over every sample, split across ranks and workers: none missed, none repeated."""
+    rank, world_size = dist_info(rank, world_size)
+    stream = EvalStream(_open(data, expect_size), batch_size, rank, world_size, with_meta)
+    return ShardLoader(stream, num_workers, uint8)
+
+
+def verify_samples(shardset: ShardSet, progress: bool = False) -> int:
+    """Re-hash every shard and decode every sample; return the number of samples."""
+    bar = tqdm(total=shardset.count, desc="verifying", unit="img", disable=not progress)
+    verify_checksums(shardset)
+    n = 0
+    for shard in shardset.shards:
+        for sample in iter_shard(shard):
+            decode(sample)
+            n += 1
+            bar.update()
+    bar.close()
+    return n

@@ -1,0 +1,75 @@
+"""Decode, crop, resize and encode single images for packing, and decode them back for streaming."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from facegan.sources.base import BadImage
+
+FORMATS = ("png", "jpg")
+JPEG_QUALITY = 95
+
+
+def open_rgb(data: bytes) -> Image.Image:
+    """Fully decode `data` (whatever its extension says) into an RGB image, or raise BadImage."""
+    if not data:
+        raise BadImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            img.load()  # decode every byte now: a truncated file fails here, not later
+    except UnidentifiedImageError:
+        raise BadImage("not an image") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"cannot decode: {e}") from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Grayscale, palette, CMYK, 16-bit and alpha images become RGB; alpha is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = (arr / max(arr.max(), 1.0) * 255.0).round().astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    return img.convert("RGB")
+
+
+def center_crop_box(width: int, height: int, crop: int | None) -> tuple[int, int, int, int]:
+    """The centred square box of side `crop` (None: the largest square), clamped to the image."""
+    side = min(width, height) if crop is None else min(crop, width, height)
+    left = (width - side) // 2
+    top = (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def crop_resize(img: Image.Image, crop: int | None, size: int) -> Image.Image:
+    """Centre-crop a square, then resize it to size x size with an antialiasing filter."""
+    box = center_crop_box(img.width, img.height, crop)
+    if box == (0, 0, size, size) and img.size == (size, size):
+        return img
+    # Crop first: resizing with box= would let the filter reach pixels outside the crop.
+    return img.crop(box).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def encode(img: Image.Image, fmt: str) -> bytes:
+    """PNG (lossless) or JPEG quality 95 bytes of an RGB image."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG", compress_level=6)
+    elif fmt == "jpg":
+        img.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return buf.getvalue()

@@ -1,0 +1,124 @@
+"""A packed shard set: its manifest, the checks that refuse an incomplete one, and verification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class ShardSetError(ValueError):
+    """A shard set that must not be used; the message names the file and what is wrong."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hash(manifest: dict) -> str:
+    """A hash of what defines the data: shard names and checksums, size, crop and format."""
+    keys = {k: manifest[k] for k in ("size", "crop", "format")}
+    keys["shards"] = [(s["name"], s["sha256"]) for s in manifest["shards"]]
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write to a temporary name, fsync, then rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: str
+    count: int  # samples in this shard
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    root: Path
+    manifest: dict
+    shards: tuple[Shard, ...]
+
+    @property
+    def size(self) -> int:
+        return self.manifest["size"]
+
+    @property
+    def count(self) -> int:
+        return self.manifest["count"]
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_sha256"]
+
+
+def _read_manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise ShardSetError(f"{root}: shard folder not found")
+    if not path.exists():
+        raise ShardSetError(
+            f"{path}: no manifest, so this is not a complete shard set (packing did not finish?); "
+            "pack it with python -m facegan.pack"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+        for key in ("size", "count", "shards", "format", "content_sha256"):
+            manifest[key]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ShardSetError(f"{path}: unreadable manifest ({type(e).__name__}: {e})") from None
+    return manifest
+
+
+def load_shardset(root: str | Path, expect_size: int | None = None) -> ShardSet:
+    """Open a shard set, refusing a missing manifest, a missing or resized shard, a wrong size."""
+    root = Path(root)
+    manifest = _read_manifest(root)
+    if expect_size is not None and manifest["size"] != expect_size:
+        raise ShardSetError(
+            f"{root}: shards are {manifest['size']} px but {expect_size} px was asked; "
+            f"re-pack with --size {expect_size} or train at {manifest['size']} px"
+        )
+    shards = []
+    for s in manifest["shards"]:
+        path = root / s["name"]
+        if not path.exists():
+            raise ShardSetError(f"{path}: shard listed in the manifest is missing")
+        actual = path.stat().st_size
+        if actual != s["bytes"]:
+            raise ShardSetError(
+                f"{path}: {actual} bytes but the manifest says {s['bytes']} "
+                "(truncated or changed since packing); re-pack"
+            )
+        shards.append(Shard(str(path), s["count"], s["sha256"], s["bytes"]))
+    return ShardSet(root, manifest, tuple(shards))
+
+
+def verify_checksums(shardset: ShardSet, progress=None) -> None:
+    """Re-hash every shard; raise ShardSetError naming the first that disagrees."""
+    for shard in shardset.shards:
+        actual = sha256_file(shard.path)
+        if actual != shard.sha256:
+            raise ShardSetError(
+                f"{shard.path}: sha256 {actual[:12]}... disagrees with the manifest "
+                f"({shard.sha256[:12]}...); the shard changed since packing, re-pack"
+            )
+        if progress is not None:
+            progress(shard)

@@ -1,0 +1,27 @@
+"""What every pack source yields: items with a key, a reference to load and metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BadImage(Exception):
+    """An image that cannot be used; the message is the reason recorded in `skipped`."""
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str  # the webdataset __key__: a CelebA id like "000001", or a relative path
+    ref: Any  # what the source's load() needs: a path, a zip member name, an index
+    name: str  # the source file name recorded in the sample's json
+    meta: dict = field(default_factory=dict)  # json-serialisable metadata
+
+
+@dataclass
+class Listing:
+    """The result of listing a source: the items to pack and what was left out."""
+
+    items: list[Item]
+    skipped: list[dict] = field(default_factory=list)  # {"file": ..., "reason": ...}
+    ignored: list[str] = field(default_factory=list)  # files on disk that no list mentions

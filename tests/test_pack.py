@@ -1,0 +1,232 @@
+"""Packing: both CelebA layouts (folder, zip, Kaggle), planted bad inputs, manifest, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegan.data import iter_shard
+from facegan.pack import PackError, main, pack
+from facegan.shardset import MANIFEST, ShardSetError, load_shardset, sha256_file
+from facegan.sources.celeba import CelebAError, CelebASource, detect_layout
+from facegan.sources.folder import FolderSource
+
+from .conftest import ATTRS, CELEBA_SAMPLE, LANDMARKS
+
+
+def _samples(out: Path) -> dict[str, dict]:
+    shardset = load_shardset(out)
+    return {s["__key__"]: s for shard in shardset.shards for s in iter_shard(shard)}
+
+
+@pytest.mark.parametrize("layout", ["official-folder", "official-zip", "kaggle"])
+def test_pack_celeba_layouts(tmp_path, celeba_tree, layout):
+    root = tmp_path / "celeba"
+    if layout == "kaggle":
+        celeba_tree.write_kaggle(root)
+    else:
+        celeba_tree.write_official(root, zipped=layout == "official-zip")
+    source = CelebASource(root, "train")
+    assert source.layout == layout == detect_layout(root)
+
+    out = tmp_path / "out"
+    m = pack(source, out, size=32, crop=140, shard_size=3, workers=2, progress=False)
+
+    assert m["count"] == 8  # 12 train ids - empty - truncated - not-an-image - missing
+    assert [s["count"] for s in m["shards"]] == [3, 3, 2]
+    assert [s["name"] for s in m["shards"]] == [f"train-{i:06d}.tar" for i in range(3)]
+    reasons = {s["file"]: s["reason"] for s in m["skipped"]}
+    assert set(reasons) == set(celeba_tree.bad)
+    for name, why in celeba_tree.bad.items():
+        assert why in reasons[name], (name, reasons[name])
+    assert m["ignored"] == {"count": 1, "files": [celeba_tree.unlisted]}
+    assert m["source"]["layout"] == layout and m["split"] == "train"
+    assert (m["size"], m["crop"], m["format"]) == (32, 140, "png")
+    for s in m["shards"]:
+        assert sha256_file(out / s["name"]) == s["sha256"]
+
+    samples = _samples(out)
+    expected = [f"{i:06d}" for i in (1, 2, 7, 8, 9, 10, 11, 12)]
+    assert sorted(samples) == expected
+    for key, sample in samples.items():
+        img = Image.open(__import__("io").BytesIO(sample["png"]))
+        assert img.mode == "RGB" and img.size == (32, 32)  # grayscale/CMYK/RGBA converted
+        meta = json.loads(sample["json"])
+        name = key + ".jpg"
+        assert meta["file"] == name and meta["partition"] == "train"
+        assert meta["attributes"] == {a: v == 1 for a, v in zip(ATTRS, celeba_tree.attrs(name))}
+        assert meta["landmarks"] == dict(zip(LANDMARKS, celeba_tree.landmarks(name)))
+        if layout != "kaggle":  # the Kaggle release has no identity file
+            assert meta["identity"] == celeba_tree.identity(name)
+
+
+def test_pack_split_val_and_all(tmp_path, celeba_tree):
+    root = celeba_tree.write_official(tmp_path / "celeba")
+    m = pack(CelebASource(root, "val"), tmp_path / "val", size=32, progress=False, split="val")
+    assert m["count"] == 3 and m["shards"][0]["name"] == "val-000000.tar"
+    m = pack(CelebASource(root, "all"), tmp_path / "all", size=32, progress=False, split="all")
+    assert m["count"] == 18 - 4
+
+
+def test_pack_is_deterministic(tmp_path, celeba_tree):
+    root = celeba_tree.write_official(tmp_path / "celeba")
+    a = pack(CelebASource(root), tmp_path / "a", size=32, workers=2, progress=False)
+    b = pack(CelebASource(root), tmp_path / "b", size=32, workers=1, progress=False)
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    assert a["content_sha256"] == b["content_sha256"]
+
+
+def test_strict_turns_skips_into_errors(tmp_path, celeba_tree):
+    root = celeba_tree.write_official(tmp_path / "celeba")
+    with pytest.raises(PackError, match=r"000006\.jpg: listed in list_eval_partition .*--strict"):
+        pack(CelebASource(root), tmp_path / "out", size=32, strict=True, progress=False)
+    assert not (tmp_path / "out" / MANIFEST).exists()
+
+
+def test_strict_decode_error_leaves_no_shards(tmp_path, celeba_tree):
+    root = celeba_tree.write_official(tmp_path / "celeba")
+    (root / "list_eval_partition.txt").write_text(
+        "".join(f"{n} 0\n" for n in ["000001.jpg", "000002.jpg", "000004.jpg"]))
+    out = tmp_path / "out"
+    with pytest.raises(PackError, match=r"000004\.jpg: cannot decode"):
+        pack(CelebASource(root), out, size=32, shard_size=1, strict=True, progress=False)
+    assert list(out.iterdir()) == []  # the finished shard before the failure was removed too
+
+
+def test_folder_source(tmp_path):
+    root = tmp_path / "faces"
+    (root / "a" / "b").mkdir(parents=True)
+    Image.new("RGB", (50, 40), (200, 10, 10)).save(root / "a" / "one.png")
+    Image.new("L", (30, 30), 128).save(root / "a" / "b" / "two.v2.jpg")
+    Image.new("RGB", (30, 30)).save(root / "a" / "one.jpg")  # same key as one.png
+    (root / "notes.txt").write_text("not an image")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n")
+    m = pack(FolderSource(root), tmp_path / "out", size=32, progress=False)
+    assert m["count"] == 2
+    assert sorted(_samples(tmp_path / "out")) == ["a/b/two_v2", "a/one"]
+    assert {s["file"]: s["reason"].split(" ")[0] for s in m["skipped"]} == {
+        "a/one.png": "duplicate", "broken.png": "not"}
+    assert m["ignored"]["files"] == ["notes.txt"]
+
+
+def test_crop_and_resize_geometry(tmp_path):
+    """A 178x218 image with a red centre square of side 140: crop 140 gives an all-red output."""
+    root = tmp_path / "faces"
+    root.mkdir()
+    arr = np.zeros((218, 178, 3), np.uint8)
+    arr[39:179, 19:159] = (255, 0, 0)
+    Image.fromarray(arr).save(root / "x.png")
+    pack(FolderSource(root), tmp_path / "c140", size=32, crop=140, progress=False)
+    pack(FolderSource(root), tmp_path / "full", size=32, crop=None, progress=False)
+    c140 = np.asarray(Image.open(__import__("io").BytesIO(_samples(tmp_path / "c140")["x"]["png"])))
+    full = np.asarray(Image.open(__import__("io").BytesIO(_samples(tmp_path / "full")["x"]["png"])))
+    assert c140[..., 0].min() >= 250 and c140[..., 1:].max() <= 5
+    assert full[16, 0, 0] < 10 and full[16, 16, 0] > 250  # the whole width keeps black borders
+
+
+def test_errors_name_the_path(tmp_path, celeba_tree):
+    root = celeba_tree.write_official(tmp_path / "celeba")
+    (root / "list_eval_partition.txt").unlink()
+    with pytest.raises(CelebAError, match=r"list_eval_partition\.txt: partition file not found"):
+        CelebASource(root).list()
+    with pytest.raises(CelebAError, match="root folder not found"):
+        CelebASource(tmp_path / "nope")
+
+    zroot = tmp_path / "zipped"
+    zroot.mkdir()
+    (zroot / "img_align_celeba.zip").write_bytes(b"PK not really a zip")
+    (zroot / "list_eval_partition.txt").write_text("000001.jpg 0\n")
+    with pytest.raises(CelebAError, match=r"img_align_celeba\.zip: not a readable zip"):
+        CelebASource(zroot).list()
+
+    bad = celeba_tree.write_official(tmp_path / "bad")
+    (bad / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg\n")
+    with pytest.raises(CelebAError, match=r"list_eval_partition\.txt:2: expected 2 fields"):
+        CelebASource(bad).list()
+
+
+def test_empty_result_and_existing_output(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "bad.png").write_bytes(b"")
+    with pytest.raises(PackError, match="no images to pack"):
+        pack(FolderSource(empty), tmp_path / "out", size=32, progress=False)
+    assert not (tmp_path / "out" / MANIFEST).exists()
+
+    good = tmp_path / "good"
+    good.mkdir()
+    Image.new("RGB", (40, 40)).save(good / "a.png")
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "something").write_text("x")
+    with pytest.raises(PackError, match=r"existing: output folder is not empty; pass --overwrite"):
+        pack(FolderSource(good), out, size=32, progress=False)
+    pack(FolderSource(good), out, size=32, progress=False, overwrite=True)
+    assert load_shardset(out).count == 1
+
+
+def test_cli_exit_codes_and_summary(tmp_path, celeba_tree, capsys):
+    root = celeba_tree.write_official(tmp_path / "celeba")
+    out = tmp_path / "out"
+    assert main(["celeba", str(root), "--size", "32", "--out", str(out), "--no-progress",
+                 "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "official-folder layout" in captured.err
+    assert f"packed 8 images into 1 shards at {out} (32 px, crop 140, png)" in captured.out
+    assert "skipped 4 (" in captured.out and "ignored 1 files" in captured.out
+    assert main(["celeba", str(root), "--size", "32", "--out", str(out), "--no-progress"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["inspect", str(out), "--verify"]) == 0
+    assert "verified: 1 shards match their sha256, 8 samples decode" in capsys.readouterr().out
+    assert main(["folder", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing: image folder not found" in capsys.readouterr().err
+    assert main(["celeba", str(root), "--crop", "big", "--out", str(tmp_path / "o2")]) == 2
+    assert "--crop 'big'" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs(tmp_path):
+    out = tmp_path / "syn"
+    cmd = [sys.executable, "-m", "facegan.pack", "synthetic", "--num", "12", "--size", "32",
+           "--out", str(out), "--shard-size", "5", "--no-progress"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "packed 12 images into 3 shards" in res.stdout
+    with tarfile.open(out / "train-000000.tar") as tar:  # readable by any tar tool
+        assert tar.getnames()[:2] == ["000000.png", "000000.json"]
+
+
+def test_inspect_refuses_changed_shard(tmp_path, synthetic_shards):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_shards, copy)
+    shard = copy / "train-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[600] ^= 0xFF  # same size, different content: only the checksum can tell
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardSetError, match=r"train-000001\.tar: sha256 .* disagrees"):
+        from facegan.pack import inspect
+
+        inspect(copy, verify=True)
+
+
+@pytest.mark.slow
+def test_pack_real_celeba_sample(tmp_path):
+    if not (CELEBA_SAMPLE / "img_align_celeba").is_dir():
+        pytest.skip(f"real CelebA sample not found at {CELEBA_SAMPLE}")
+    from facegan.data import eval_loader
+
+    out = tmp_path / "celeba-64"
+    m = pack(CelebASource(CELEBA_SAMPLE, "train"), out, size=64, workers=2, progress=False)
+    assert m["source"]["layout"] == "official-folder"
+    assert m["count"] == 4006 and m["skipped"] == [] and m["ignored"]["count"] == 0
+    assert "attributes" not in json.loads(next(iter_shard(load_shardset(out).shards[0]))["json"])
+    keys = [k for b in eval_loader(out, 256, num_workers=2) for k in b["key"]]
+    assert len(keys) == len(set(keys)) == 4006  # streaming also re-checks every shard's sha256
