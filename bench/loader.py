@@ -7,6 +7,7 @@ deliver float [-1,1] batches of [B,3,64,64]. Run: python bench/loader.py [--cele
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +34,9 @@ def imagefolder_loader(root: Path, size: int, batch: int, workers: int) -> DataL
                       persistent_workers=True)
 
 
-def images_per_second(loader, batches: int, warmup: int, get_images) -> float:
-    """Endless iteration over `loader`; time `batches` batches after `warmup`."""
+def images_per_second(loader, batches: int, warmup: int, get_images, repeats: int = 3) -> float:
+    """Median over `repeats` windows of `batches` batches, after `warmup` batches that also fill
+    the loaders' prefetch queues (a short window would time prefetched batches for free)."""
     def endless():
         while True:
             yield from loader
@@ -42,11 +44,13 @@ def images_per_second(loader, batches: int, warmup: int, get_images) -> float:
     it = endless()
     for _ in range(warmup):
         next(it)
-    n = 0
-    start = time.perf_counter()
-    for _ in range(batches):
-        n += get_images(next(it)).shape[0]
-    return n / (time.perf_counter() - start)
+    rates = []
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        for _ in range(batches):
+            n += get_images(next(it)).shape[0]
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def main() -> None:
@@ -55,14 +59,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batches", type=int, default=60, help="timed batches per pipeline")
-    p.add_argument("--formats", default="png,jpg", help="shard formats to measure")
+    p.add_argument("--batches", type=int, default=60, help="timed batches per window (3 windows)")
+    p.add_argument("--formats", default="png,jpg,npy", help="shard formats to measure")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"images: {args.celeba}, {args.size} px, batch {args.batch}, {args.workers} workers, "
           f"{args.batches} timed batches after warm-up")
     base = images_per_second(imagefolder_loader(args.celeba, args.size, args.batch, args.workers),
-                             args.batches, 3, lambda b: b[0])
+                             args.batches, 10, lambda b: b[0])
     rows = [("ImageFolder + Resize/CenterCrop/Normalize (baseline)", base)]
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in args.formats.split(","):
@@ -71,7 +75,7 @@ def main() -> None:
                  workers=args.workers, progress=False)
             loader = train_loader(out, args.batch, num_workers=args.workers)
             rows.append((f"facegan shards ({fmt})", images_per_second(
-                loader, args.batches, 3, lambda b: b["image"])))
+                loader, args.batches, 10, lambda b: b["image"])))
     print(f"{'pipeline':<56}{'img/s':>10}{'vs baseline':>14}")
     for name, ips in rows:
         print(f"{name:<56}{ips:>10.0f}{ips / base:>13.1f}x")

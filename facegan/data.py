@@ -7,11 +7,11 @@ Each (rank, DataLoader worker) pair builds its own webdataset pipeline
 
 from __future__ import annotations
 
-import hashlib
+import ast
+import functools
 import json
 import random
 import struct
-import tarfile
 import warnings
 import zlib
 from pathlib import Path
@@ -24,9 +24,17 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 from tqdm import tqdm
 
-from facegan.shardset import Shard, ShardSet, ShardSetError, load_shardset, verify_checksums
+from facegan.shardset import (
+    Shard,
+    ShardSet,
+    ShardSetError,
+    load_shardset,
+    read_shard,
+    verify_checksums,
+)
+from facegan.tar_reader import TarReadError, tar_members
 
-IMAGE_EXTS = ("png", "jpg")
+IMAGE_EXTS = ("npy", "png", "jpg")
 # torchvision 0.29 deprecates its image codecs in favour of torchcodec, but they remain the
 # fastest decoders of small PNGs here (about 90 us at 64 px, against 130 us through PIL).
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities",
@@ -42,43 +50,46 @@ def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[i
     return 0, 1
 
 
-class _HashingReader:
-    """A file wrapper that hashes what is read, so a shard is checked while it streams."""
-
-    def __init__(self, f):
-        self.f, self.h, self.nbytes = f, hashlib.sha256(), 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.h.update(data)
-        self.nbytes += len(data)
-        return data
-
-
 def iter_shard(shard: Shard) -> Iterator[dict]:
-    """The samples of one shard; a truncated, corrupt or changed shard raises ShardSetError."""
-    with open(shard.path, "rb") as f:
-        reader = _HashingReader(f)
-        count = 0
-        try:
-            source = [{"url": shard.path, "stream": reader}]
-            for sample in wds.tariterators.group_by_keys(
-                wds.tariterators.tar_file_expander(source, eof_value=None)
-            ):
-                count += 1
-                yield sample
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            raise ShardSetError(f"{shard.path}: corrupt or truncated shard ({e.args[0]})") from None
-        while reader.read(1 << 16):  # the tar's end padding, so the whole file is hashed
-            pass
-    if count != shard.count or reader.h.hexdigest() != shard.sha256:
-        raise ShardSetError(
-            f"{shard.path}: {count} samples and sha256 {reader.h.hexdigest()[:12]}..., but the "
-            f"manifest says {shard.count} and {shard.sha256[:12]}...; the shard changed, re-pack"
-        )
+    """The samples of one shard, whose size and sha256 are checked before any sample comes out.
+    The shard is read whole (a few MB); image bytes are zero-copy views into it."""
+    buf = memoryview(read_shard(shard))
+    files = ({"fname": name, "data": data, "__url__": shard.path}
+             for name, data in tar_members(buf, check_headers=False))  # sha256 already checked
+    count = 0
+    try:
+        for sample in wds.tariterators.group_by_keys(files):
+            count += 1
+            yield sample
+    except (TarReadError, UnicodeDecodeError, ValueError) as e:
+        raise ShardSetError(f"{shard.path}: corrupt shard ({e})") from None
+    if count != shard.count:
+        raise ShardSetError(f"{shard.path}: {count} samples but the manifest says {shard.count}")
 
 
-def png_intact(data: bytes) -> bool:
+@functools.lru_cache(maxsize=16)
+def _npy_shape(header: bytes) -> tuple[int, int, int] | None:
+    """The [H,W,3] shape of a uint8 .npy header, or None for anything else (parsed once)."""
+    try:
+        d = ast.literal_eval(header.decode("latin1"))
+        ok = d["descr"] == "|u1" and not d["fortran_order"] and len(d["shape"]) == 3
+    except (ValueError, SyntaxError, KeyError, TypeError):
+        return None
+    return tuple(d["shape"]) if ok and d["shape"][2] == 3 else None
+
+
+def decode_npy(data: memoryview) -> torch.Tensor | None:
+    """[H,W,3] uint8 view of a raw .npy sample (version 1 header), or None if it is not one."""
+    if data[:6] != b"\x93NUMPY" or data[6] != 1:
+        return None
+    end = 10 + int.from_bytes(data[8:10], "little")
+    shape = _npy_shape(bytes(data[10:end]))
+    if shape is None or len(data) - end != shape[0] * shape[1] * 3:
+        return None
+    return torch.frombuffer(data[end:], dtype=torch.uint8).view(shape)
+
+
+def png_intact(data: memoryview) -> bool:
     """Whether every chunk's CRC matches. torchvision's libpng decoder crashes the process on a
     corrupt stream instead of raising, so PNG bytes are checked first (a few microseconds)."""
     if data[:8] != b"\x89PNG\r\n\x1a\n":
@@ -96,31 +107,54 @@ def png_intact(data: bytes) -> bool:
 
 
 def decode(sample: dict) -> torch.Tensor:
-    """[3,H,W] uint8 from the sample's png or jpg bytes."""
+    """[H,W,3] uint8 from the sample's npy, png or jpg bytes."""
     where = f"{sample.get('__url__')}: sample {sample['__key__']}"
     for ext in IMAGE_EXTS:
+        if ext == "npy" and ext in sample:
+            image = decode_npy(sample[ext])
+            if image is None:
+                raise ShardSetError(f"{where}: not a uint8 [H,W,3] .npy array")
+            return image
         if ext in sample:
             if ext == "png" and not png_intact(sample[ext]):
                 raise ShardSetError(f"{where}: corrupt png (the shard changed since packing?)")
-            data = torch.frombuffer(bytearray(sample[ext]), dtype=torch.uint8)
+            data = torch.frombuffer(sample[ext], dtype=torch.uint8)
             try:
-                return decode_image(data, mode=ImageReadMode.RGB)
+                return decode_image(data, mode=ImageReadMode.RGB).permute(1, 2, 0)
             except RuntimeError as e:
                 raise ShardSetError(f"{where}: cannot decode {ext} ({e})") from None
-    raise ShardSetError(f"{where}: has no png or jpg")
+    raise ShardSetError(f"{where}: has no npy, png or jpg image")
+
+
+def _stack(images: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """[B,H,W,3] from [H,W,3] images; inside a DataLoader worker, straight into shared memory
+    (as torch's default_collate does), which saves a copy when the batch goes to the main process."""
+    out = None
+    if get_worker_info() is not None:
+        numel = len(images) * images[0].numel()
+        storage = images[0].untyped_storage()._new_shared(numel, device="cpu")
+        out = images[0].new(storage).resize_(len(images), *images[0].shape)
+    return torch.stack(images, out=out)
 
 
 def collate(samples: list[tuple[torch.Tensor, str, bytes | None]], with_meta: bool) -> dict:
     images, keys, metas = zip(*samples)
-    batch = {"image": torch.stack(images), "key": list(keys)}  # image: [B,3,H,W] uint8
+    # Stacking [H,W,3] images and permuting gives [B,3,H,W] in channels_last memory order,
+    # 5x faster than stacking [3,H,W] views, and the layout convolutions on GPU prefer.
+    batch = {"image": _stack(images).permute(0, 3, 1, 2), "key": list(keys)}
     if with_meta:
-        batch["meta"] = [json.loads(m) if m is not None else {} for m in metas]
+        batch["meta"] = [json.loads(bytes(m)) if m is not None else {} for m in metas]
     return batch
 
 
+# 2/255 rounded down in float32: 255 maps just under 1.0, and the conversion is one fused kernel,
+# 2.5x faster than float().div_().sub_() on CPU.
+_SCALE = float(np.nextafter(np.float32(2 / 255), np.float32(0)))
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0,255] -> float [-1,1]."""
-    return images.float().div_(127.5).sub_(1.0)
+    """uint8 [0,255] -> float32 [-1,1], on the images' device."""
+    return torch.add(torch.tensor(-1.0), images, alpha=_SCALE)
 
 
 def _seed(*parts: int) -> int:
@@ -133,7 +167,8 @@ class _ShardStream(IterableDataset):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.shardset, self.batch_size = shardset, batch_size
-        self.rank, self.world_size, self.with_meta = rank, world_size, with_meta
+        self.rank, self.world_size = rank, world_size
+        self.with_meta = with_meta
 
     def _slot(self) -> tuple[int, int, int]:
         """(worker id, this worker's global index, number of readers across all ranks)."""
@@ -174,7 +209,7 @@ class TrainStream(_ShardStream):
         def prepare(sample):
             image = decode(sample)
             if self.hflip and rng.random() < 0.5:
-                image = image.flip(-1)
+                image = image.flip(1)  # [H,W,3]: mirror the width
             return image, sample["__key__"], sample.get("json")
 
         yield from self._finish(map(prepare, samples), partial=False)
@@ -203,24 +238,25 @@ class EvalStream(_ShardStream):
         yield from self._finish(samples, partial=True)
 
 
-class ShardLoader:
-    """A DataLoader over a stream that hands out float [-1,1] images (or uint8 if asked)."""
+class ShardLoader(DataLoader):
+    """A DataLoader over a shard stream; the stream batches, converts and splits the work."""
 
     def __init__(self, stream: _ShardStream, num_workers: int, uint8: bool, pin_memory=False):
-        self.stream, self.uint8 = stream, uint8
-        self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
-                                 pin_memory=pin_memory,
-                                 prefetch_factor=4 if num_workers > 0 else None)
-
-    @property
-    def shardset(self) -> ShardSet:
-        return self.stream.shardset
+        super().__init__(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                         prefetch_factor=4 if num_workers > 0 else None)
+        self.uint8 = uint8
 
     def __iter__(self):
-        for batch in self.loader:
+        # Workers hand over uint8 (4x less to copy between processes than float, measured 1.6x
+        # faster end to end); float conversion happens here, or on the GPU when uint8 is asked.
+        for batch in super().__iter__():
             if not self.uint8:
                 batch["image"] = to_float(batch["image"])
             yield batch
+
+    @property
+    def shardset(self) -> ShardSet:
+        return self.dataset.shardset
 
 
 def _open(data, expect_size) -> ShardSet:
@@ -251,8 +287,8 @@ def eval_loader(data: str | Path | ShardSet, batch_size: int, *, num_workers: in
 
 def verify_samples(shardset: ShardSet, progress: bool = False) -> int:
     """Re-hash every shard and decode every sample; return the number of samples."""
-    bar = tqdm(total=shardset.count, desc="verifying", unit="img", disable=not progress)
     verify_checksums(shardset)
+    bar = tqdm(total=shardset.count, desc="verifying", unit="img", disable=not progress)
     n = 0
     for shard in shardset.shards:
         for sample in iter_shard(shard):

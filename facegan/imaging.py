@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from facegan.sources.base import BadImage
 
-FORMATS = ("png", "jpg")
+FORMATS = ("png", "jpg", "npy")
 JPEG_QUALITY = 95
 
 
@@ -64,12 +64,14 @@ def crop_resize(img: Image.Image, crop: int | None, size: int) -> Image.Image:
 
 
 def encode(img: Image.Image, fmt: str) -> bytes:
-    """PNG (lossless) or JPEG quality 95 bytes of an RGB image."""
+    """PNG (lossless), JPEG quality 95 or raw .npy bytes of an RGB image."""
     buf = io.BytesIO()
     if fmt == "png":
         img.save(buf, format="PNG", compress_level=6)
     elif fmt == "jpg":
         img.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    elif fmt == "npy":
+        np.save(buf, np.asarray(img, dtype=np.uint8))  # raw [H,W,3] uint8: no decode at all
     else:
         raise ValueError(f"unknown image format {fmt!r}; expected one of {', '.join(FORMATS)}")
     return buf.getvalue()

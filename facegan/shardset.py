@@ -111,14 +111,34 @@ def load_shardset(root: str | Path, expect_size: int | None = None) -> ShardSet:
     return ShardSet(root, manifest, tuple(shards))
 
 
-def verify_checksums(shardset: ShardSet, progress=None) -> None:
+def check_digest(shard: Shard, actual: str) -> None:
+    if actual != shard.sha256:
+        raise ShardSetError(
+            f"{shard.path}: sha256 {actual[:12]}... disagrees with the manifest "
+            f"({shard.sha256[:12]}...); the shard changed since packing, re-pack"
+        )
+
+
+# Shards whose sha256 this process has checked: hashing costs about 1 ms per MB here, so each
+# shard is hashed on its first read by a process, not again on every epoch.
+_VERIFIED: set[tuple[str, str]] = set()
+
+
+def read_shard(shard: Shard) -> bytearray:
+    """The whole shard, after checking its size (and, on first read, sha256) against the manifest."""
+    with open(shard.path, "rb") as f:
+        data = bytearray(os.fstat(f.fileno()).st_size)
+        n = f.readinto(data)
+    if n != shard.bytes:
+        raise ShardSetError(f"{shard.path}: {n} bytes but the manifest says {shard.bytes} "
+                            "(truncated or changed since packing); re-pack")
+    if (shard.path, shard.sha256) not in _VERIFIED:
+        check_digest(shard, hashlib.sha256(data).hexdigest())
+        _VERIFIED.add((shard.path, shard.sha256))
+    return data
+
+
+def verify_checksums(shardset: ShardSet) -> None:
     """Re-hash every shard; raise ShardSetError naming the first that disagrees."""
     for shard in shardset.shards:
-        actual = sha256_file(shard.path)
-        if actual != shard.sha256:
-            raise ShardSetError(
-                f"{shard.path}: sha256 {actual[:12]}... disagrees with the manifest "
-                f"({shard.sha256[:12]}...); the shard changed since packing, re-pack"
-            )
-        if progress is not None:
-            progress(shard)
+        check_digest(shard, sha256_file(shard.path))

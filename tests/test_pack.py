@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -19,6 +20,10 @@ from facegan.sources.celeba import CelebAError, CelebASource, detect_layout
 from facegan.sources.folder import FolderSource
 
 from .conftest import ATTRS, CELEBA_SAMPLE, LANDMARKS
+
+
+def _png(data) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(bytes(data))))
 
 
 def _samples(out: Path) -> dict[str, dict]:
@@ -56,9 +61,9 @@ def test_pack_celeba_layouts(tmp_path, celeba_tree, layout):
     expected = [f"{i:06d}" for i in (1, 2, 7, 8, 9, 10, 11, 12)]
     assert sorted(samples) == expected
     for key, sample in samples.items():
-        img = Image.open(__import__("io").BytesIO(sample["png"]))
+        img = Image.open(io.BytesIO(bytes(sample["png"])))
         assert img.mode == "RGB" and img.size == (32, 32)  # grayscale/CMYK/RGBA converted
-        meta = json.loads(sample["json"])
+        meta = json.loads(bytes(sample["json"]))
         name = key + ".jpg"
         assert meta["file"] == name and meta["partition"] == "train"
         assert meta["attributes"] == {a: v == 1 for a, v in zip(ATTRS, celeba_tree.attrs(name))}
@@ -125,8 +130,8 @@ def test_crop_and_resize_geometry(tmp_path):
     Image.fromarray(arr).save(root / "x.png")
     pack(FolderSource(root), tmp_path / "c140", size=32, crop=140, progress=False)
     pack(FolderSource(root), tmp_path / "full", size=32, crop=None, progress=False)
-    c140 = np.asarray(Image.open(__import__("io").BytesIO(_samples(tmp_path / "c140")["x"]["png"])))
-    full = np.asarray(Image.open(__import__("io").BytesIO(_samples(tmp_path / "full")["x"]["png"])))
+    c140 = _png(_samples(tmp_path / "c140")["x"]["png"])
+    full = _png(_samples(tmp_path / "full")["x"]["png"])
     assert c140[..., 0].min() >= 250 and c140[..., 1:].max() <= 5
     assert full[16, 0, 0] < 10 and full[16, 16, 0] > 250  # the whole width keeps black borders
 
@@ -227,6 +232,6 @@ def test_pack_real_celeba_sample(tmp_path):
     m = pack(CelebASource(CELEBA_SAMPLE, "train"), out, size=64, workers=2, progress=False)
     assert m["source"]["layout"] == "official-folder"
     assert m["count"] == 4006 and m["skipped"] == [] and m["ignored"]["count"] == 0
-    assert "attributes" not in json.loads(next(iter_shard(load_shardset(out).shards[0]))["json"])
+    assert "attributes" not in json.loads(bytes(next(iter_shard(load_shardset(out).shards[0]))["json"]))
     keys = [k for b in eval_loader(out, 256, num_workers=2) for k in b["key"]]
     assert len(keys) == len(set(keys)) == 4006  # streaming also re-checks every shard's sha256
