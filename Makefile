@@ -19,6 +19,7 @@ demo: install
 	$(BIN)/python -m facegan.pack inspect $(DEMO_SHARDS)
 
 test: install
+	$(BIN)/ruff check facegan tests bench
 	$(BIN)/python -m pytest -q
 
 lint: install

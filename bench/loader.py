@@ -60,25 +60,31 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batches", type=int, default=60, help="timed batches per window (3 windows)")
-    p.add_argument("--formats", default="png,jpg,npy", help="shard formats to measure")
+    p.add_argument("--formats", default="npy,png,jpg", help="shard formats to measure")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"images: {args.celeba}, {args.size} px, batch {args.batch}, {args.workers} workers, "
           f"{args.batches} timed batches after warm-up")
     base = images_per_second(imagefolder_loader(args.celeba, args.size, args.batch, args.workers),
                              args.batches, 10, lambda b: b[0])
-    rows = [("ImageFolder + Resize/CenterCrop/Normalize (baseline)", base)]
+    jpeg_bytes = sum(p.stat().st_size for p in args.celeba.glob("img_align_celeba/*.jpg"))
+    rows = [("ImageFolder + Resize/CenterCrop/Normalize (baseline)", base, jpeg_bytes)]
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in args.formats.split(","):
             out = Path(tmp) / fmt
-            pack(CelebASource(args.celeba, "all"), out, size=args.size, crop=None, fmt=fmt,
-                 workers=args.workers, progress=False)
-            loader = train_loader(out, args.batch, num_workers=args.workers)
-            rows.append((f"facegan shards ({fmt})", images_per_second(
-                loader, args.batches, 10, lambda b: b["image"])))
-    print(f"{'pipeline':<56}{'img/s':>10}{'vs baseline':>14}")
-    for name, ips in rows:
-        print(f"{name:<56}{ips:>10.0f}{ips / base:>13.1f}x")
+            m = pack(CelebASource(args.celeba, "all"), out, size=args.size, crop=None, fmt=fmt,
+                     workers=args.workers, progress=False)
+            disk = sum(s["bytes"] for s in m["shards"])
+            for uint8 in (False, True):
+                # float: [-1,1] batches like the baseline's; uint8: what the training loop takes
+                # on GPU, converting on the device.
+                loader = train_loader(out, args.batch, num_workers=args.workers, uint8=uint8)
+                ips = images_per_second(loader, args.batches, 10, lambda b: b["image"])
+                rows.append((f"facegan shards ({fmt}, {'uint8' if uint8 else 'float'})", ips, disk))
+    n = len(list(args.celeba.glob("img_align_celeba/*.jpg")))
+    print(f"{'pipeline':<56}{'img/s':>9}{'vs baseline':>13}{'KB/img':>8}")
+    for name, ips, nbytes in rows:
+        print(f"{name:<56}{ips:>9.0f}{ips / base:>12.1f}x{nbytes / n / 1024:>8.1f}")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import functools
 import json
 import random
 import struct
+import sys
 import warnings
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -288,7 +289,8 @@ def eval_loader(data: str | Path | ShardSet, batch_size: int, *, num_workers: in
 def verify_samples(shardset: ShardSet, progress: bool = False) -> int:
     """Re-hash every shard and decode every sample; return the number of samples."""
     verify_checksums(shardset)
-    bar = tqdm(total=shardset.count, desc="verifying", unit="img", disable=not progress)
+    bar = tqdm(total=shardset.count, desc="verifying", unit="img", disable=not progress,
+               mininterval=0.2 if sys.stderr.isatty() else 10)
     n = 0
     for shard in shardset.shards:
         for sample in iter_shard(shard):

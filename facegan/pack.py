@@ -92,13 +92,13 @@ def _remove_shards(out: Path, shards: list[dict]) -> None:
         (out / s["name"]).unlink(missing_ok=True)
 
 
-def pack(source, out, *, size=64, crop=None, fmt="png", shard_size=1000, workers=1,
+def pack(source, out, *, size=64, crop=None, fmt="npy", shard_size=1000, workers=1,
          overwrite=False, strict=False, split="train", progress=True) -> dict:
     """Pack every item of `source` into shards under `out`; return the manifest."""
     if size not in SIZES:
         raise PackError(f"size {size} is not supported; choose one of {', '.join(map(str, SIZES))}")
     if fmt not in FORMATS:
-        raise PackError(f"format {fmt!r} is not supported; choose png or jpg")
+        raise PackError(f"format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
     out = Path(out)
     listing = source.list()
     if strict and listing.skipped:
@@ -107,7 +107,8 @@ def pack(source, out, *, size=64, crop=None, fmt="png", shard_size=1000, workers
     prepare_out(out, overwrite)
     writer = ShardWriter(out, split, shard_size)
     skipped = list(listing.skipped)
-    bar = tqdm(total=len(listing.items), desc=f"packing {out}", unit="img", disable=not progress)
+    bar = tqdm(total=len(listing.items), desc=f"packing {out}", unit="img", disable=not progress,
+               mininterval=0.2 if sys.stderr.isatty() else 10)  # a log file gets a line per 10 s
     try:
         for item, data, reason in _results(listing.items, workers, (source, crop, size, fmt)):
             bar.update()
@@ -180,7 +181,9 @@ def _common_options() -> argparse.ArgumentParser:
     p.add_argument("--crop", default=None,
                    help=f"side of the centred square cropped before resizing, or 'full' for the "
                         f"largest square; default {CELEBA_CROP} for celeba, full otherwise")
-    p.add_argument("--format", default="png", choices=FORMATS, help="png (lossless) or jpg q95")
+    p.add_argument("--format", default="npy", choices=FORMATS,
+                   help="npy: raw uint8, lossless, no decode (default, fastest to stream); "
+                        "png: lossless, about 25%% smaller, 3x slower to stream; jpg: quality 95")
     p.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="parallel decode/encode processes")

@@ -7,7 +7,7 @@ raises TarReadError on truncation or a corrupt header.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)

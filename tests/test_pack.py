@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from facegan.data import iter_shard
@@ -42,7 +43,7 @@ def test_pack_celeba_layouts(tmp_path, celeba_tree, layout):
     assert source.layout == layout == detect_layout(root)
 
     out = tmp_path / "out"
-    m = pack(source, out, size=32, crop=140, shard_size=3, workers=2, progress=False)
+    m = pack(source, out, size=32, crop=140, fmt="png", shard_size=3, workers=2, progress=False)
 
     assert m["count"] == 8  # 12 train ids - empty - truncated - not-an-image - missing
     assert [s["count"] for s in m["shards"]] == [3, 3, 2]
@@ -70,6 +71,20 @@ def test_pack_celeba_layouts(tmp_path, celeba_tree, layout):
         assert meta["landmarks"] == dict(zip(LANDMARKS, celeba_tree.landmarks(name)))
         if layout != "kaggle":  # the Kaggle release has no identity file
             assert meta["identity"] == celeba_tree.identity(name)
+
+
+def test_formats_decode_to_the_same_pixels(tmp_path, celeba_tree):
+    from facegan.data import eval_loader
+
+    root = celeba_tree.write_official(tmp_path / "celeba")
+    images = {}
+    for fmt in ("npy", "png", "jpg"):
+        pack(CelebASource(root), tmp_path / fmt, size=32, fmt=fmt, progress=False)
+        images[fmt] = next(iter(eval_loader(tmp_path / fmt, 8, num_workers=0, uint8=True)))
+    assert torch.equal(images["npy"]["image"], images["png"]["image"])  # both lossless
+    assert images["npy"]["key"] == images["jpg"]["key"]
+    err = (images["npy"]["image"].float() - images["jpg"]["image"].float()).abs().mean()
+    assert 0 < err < 8  # jpg q95 is close, not exact
 
 
 def test_pack_split_val_and_all(tmp_path, celeba_tree):
@@ -128,8 +143,8 @@ def test_crop_and_resize_geometry(tmp_path):
     arr = np.zeros((218, 178, 3), np.uint8)
     arr[39:179, 19:159] = (255, 0, 0)
     Image.fromarray(arr).save(root / "x.png")
-    pack(FolderSource(root), tmp_path / "c140", size=32, crop=140, progress=False)
-    pack(FolderSource(root), tmp_path / "full", size=32, crop=None, progress=False)
+    pack(FolderSource(root), tmp_path / "c140", size=32, crop=140, fmt="png", progress=False)
+    pack(FolderSource(root), tmp_path / "full", size=32, crop=None, fmt="png", progress=False)
     c140 = _png(_samples(tmp_path / "c140")["x"]["png"])
     full = _png(_samples(tmp_path / "full")["x"]["png"])
     assert c140[..., 0].min() >= 250 and c140[..., 1:].max() <= 5
@@ -184,7 +199,7 @@ def test_cli_exit_codes_and_summary(tmp_path, celeba_tree, capsys):
                  "--workers", "1"]) == 0
     captured = capsys.readouterr()
     assert "official-folder layout" in captured.err
-    assert f"packed 8 images into 1 shards at {out} (32 px, crop 140, png)" in captured.out
+    assert f"packed 8 images into 1 shards at {out} (32 px, crop 140, npy)" in captured.out
     assert "skipped 4 (" in captured.out and "ignored 1 files" in captured.out
     assert main(["celeba", str(root), "--size", "32", "--out", str(out), "--no-progress"]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
@@ -204,7 +219,8 @@ def test_module_entry_point_runs(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "packed 12 images into 3 shards" in res.stdout
     with tarfile.open(out / "train-000000.tar") as tar:  # readable by any tar tool
-        assert tar.getnames()[:2] == ["000000.png", "000000.json"]
+        assert tar.getnames()[:2] == ["000000.npy", "000000.json"]
+        assert np.load(io.BytesIO(tar.extractfile("000000.npy").read())).shape == (32, 32, 3)
 
 
 def test_inspect_refuses_changed_shard(tmp_path, synthetic_shards):

@@ -38,7 +38,8 @@ class FolderSource:
                 listing.skipped.append({"file": rel.as_posix(), "reason": reason})
                 continue
             seen[key] = rel.as_posix()
-            listing.items.append(Item(key=key, ref=str(path), name=rel.as_posix(), meta={"file": rel.as_posix()}))
+            name = rel.as_posix()
+            listing.items.append(Item(key=key, ref=str(path), name=name, meta={"file": name}))
         return listing
 
     def load(self, item: Item):
