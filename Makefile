@@ -1,9 +1,10 @@
-# make demo: venv + install + pack synthetic faces + (train briefly); make test: the test suite.
+# make demo: venv + install + pack synthetic faces + train briefly; make test: the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.facegan-installed
-DEMO_SHARDS ?= shards/synthetic-64
+DEMO_SHARDS ?= shards/synthetic-32
+DEMO_RUN ?= runs/demo
 
 .PHONY: install demo test lint bench clean
 
@@ -15,8 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m facegan.pack synthetic --num 10000 --size 64 --out $(DEMO_SHARDS) --overwrite
-	$(BIN)/python -m facegan.pack inspect $(DEMO_SHARDS)
+	$(BIN)/python -m facegan.pack synthetic --num 10000 --size 32 --out $(DEMO_SHARDS) --overwrite
+	$(BIN)/python facegan/train.py --preset demo --data $(DEMO_SHARDS) --run-dir $(DEMO_RUN) --resume none
+	@echo "demo: sample grids in $(DEMO_RUN)/samples/, metrics in $(DEMO_RUN)/metrics.jsonl"
 
 test: install
 	$(BIN)/ruff check facegan tests bench

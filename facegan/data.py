@@ -243,8 +243,11 @@ class ShardLoader(DataLoader):
     """A DataLoader over a shard stream; the stream batches, converts and splits the work."""
 
     def __init__(self, stream: _ShardStream, num_workers: int, uint8: bool, pin_memory=False):
+        # Its own generator: creating an iterator must not draw from the global torch RNG, which
+        # the training loop's exact resume depends on (the streams are seeded explicitly).
         super().__init__(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                         prefetch_factor=4 if num_workers > 0 else None)
+                         prefetch_factor=4 if num_workers > 0 else None,
+                         generator=torch.Generator().manual_seed(0))
         self.uint8 = uint8
 
     def __iter__(self):

@@ -1,0 +1,403 @@
+"""train(cfg): the GAN training loop. Devices, DDP, mixed precision, checkpoints, signals and
+tracking live here and only here; networks, losses and data know nothing of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchvision.utils import make_grid, save_image
+from tqdm import tqdm
+
+from facegan import checkpoint as ckpt
+from facegan.augment import diffaugment
+from facegan.config import TrainConfig
+from facegan.data import to_float, train_loader
+from facegan.losses import d_fake_loss, d_real_loss, g_loss, r1_penalty
+from facegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from facegan.shardset import load_shardset
+
+SIGNAL_CHECK_EVERY = 10  # steps between the all-rank checks for SIGTERM / SIGUSR1
+# Config fields that shape the saved state: a checkpoint resumes only into the same ones.
+ARCHITECTURE = ("z_dim", "ngf", "ndf", "d_batchnorm", "d_spectral_norm", "ema")
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup helpers.
+
+
+def build_networks(cfg: TrainConfig, resolution: int) -> tuple[Generator, Discriminator]:
+    g = Generator(GeneratorConfig(resolution, cfg.z_dim, cfg.ngf))
+    d = Discriminator(DiscriminatorConfig(resolution, cfg.ndf, cfg.d_batchnorm, cfg.d_spectral_norm))
+    return g, d
+
+
+def warm_start(module: torch.nn.Module, path: str, kind: str) -> None:
+    """Load an exported network into `module`; the architectures must match."""
+    meta = ckpt.read_network_meta(path)
+    if meta["facegan_network"] != kind or meta["config"] != module.cfg.to_dict():
+        raise ValueError(f"{path}: a {meta['facegan_network']} with {meta['config']} cannot warm-start "
+                         f"this {kind} with {module.cfg.to_dict()}")
+    ckpt.load_tensors(module, Path(path))
+
+
+def total_steps(cfg: TrainConfig, world_size: int) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    if cfg.max_kimg:
+        return math.ceil(cfg.max_kimg * 1000 / (cfg.batch_size * world_size))
+    raise ValueError("set --max-steps or --max-kimg")
+
+
+class StopSignal:
+    """Remembers SIGTERM / SIGUSR1 (SLURM preemption); the loop finishes its step and saves."""
+
+    def __init__(self):
+        self.received: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+
+def tracker_init(accelerator: Accelerator, cfg: TrainConfig, run_dir: Path) -> None:
+    """W&B through Accelerate; the run id persists in the run folder so a resume continues it."""
+    if cfg.tracker != "wandb":
+        return
+    id_file = run_dir / "wandb_run_id.txt"
+    if accelerator.is_main_process and not id_file.exists():
+        id_file.write_text(uuid.uuid4().hex[:12])
+    accelerator.wait_for_everyone()
+    init = {"id": id_file.read_text().strip(), "resume": "allow", "dir": str(run_dir),
+            "name": cfg.run_name or run_dir.name}
+    accelerator.init_trackers(cfg.wandb_project, config=cfg.to_dict(), init_kwargs={"wandb": init})
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop lines a killed run wrote after its last checkpoint."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def fingerprint(*modules: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes: equal across ranks exactly when DDP kept them in sync.
+    (BatchNorm running statistics are per rank: each rank updates them from its own batches.)"""
+    h = hashlib.sha256()
+    for m in modules:
+        for p in m.parameters():
+            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# One training step.
+
+
+class Trainer:
+    """The state and the step of a run: G, D, their optimizers, EMA and counters."""
+
+    def __init__(self, cfg: TrainConfig, accelerator: Accelerator, resolution: int):
+        self.cfg, self.acc = cfg, accelerator
+        set_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
+        g, d = build_networks(cfg, resolution)
+        if cfg.warm_start_g:
+            warm_start(g, cfg.warm_start_g, "generator")
+        if cfg.warm_start_d:
+            warm_start(d, cfg.warm_start_d, "discriminator")
+        opt_g = torch.optim.Adam(g.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        opt_d = torch.optim.Adam(d.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        # One prepare call: save_state/load_state rely on this order.
+        self.g, self.d, self.opt_g, self.opt_d = accelerator.prepare(g, d, opt_g, opt_d)
+        self.ema = None
+        if cfg.ema:  # torch's AveragedModel, fed from the unwrapped G once per step
+            self.ema = AveragedModel(accelerator.unwrap_model(self.g),
+                                     multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.state = {"step": 0, "segment": 0}
+        # Running sums on the device, read only when logging: no per-step host sync.
+        self.sums = torch.zeros(5, device=accelerator.device, dtype=torch.float64)
+        self.first_bad = torch.full((), -1, device=accelerator.device, dtype=torch.long)
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator to sample from: EMA-G when enabled."""
+        return self.ema.module if self.ema is not None else self.acc.unwrap_model(self.g)
+
+    def d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cfg, acc, d = self.cfg, self.acc, self.d
+        self.opt_d.zero_grad(set_to_none=True)
+        r1 = cfg.r1_gamma > 0 and self.state["step"] % cfg.r1_every == 0
+        real = real.detach().requires_grad_(r1)
+        # Backward after each forward (two D forwards before one backward break BatchNorm under
+        # DDP); the first backward skips the all-reduce, the second syncs the summed gradients.
+        with acc.no_sync(d):
+            real_logits = d(diffaugment(real, cfg.diffaugment))
+            loss_real = d_real_loss(cfg.loss, real_logits, cfg.real_label if cfg.loss == "bce" else 1.0)
+            if r1:
+                loss_real = loss_real + cfg.r1_gamma / 2 * cfg.r1_every * r1_penalty(real_logits, real)
+            acc.backward(loss_real)
+        fake_logits = d(diffaugment(fake.detach(), cfg.diffaugment))
+        loss_fake = d_fake_loss(cfg.loss, fake_logits)
+        acc.backward(loss_fake)
+        self.opt_d.step()
+        return loss_real.detach() + loss_fake.detach(), real_logits.detach(), fake_logits.detach()
+
+    def g_step(self, fake: torch.Tensor) -> torch.Tensor:
+        cfg, acc, d = self.cfg, self.acc, self.d
+        self.opt_g.zero_grad(set_to_none=True)
+        d.requires_grad_(False)  # D is frozen and not all-reduced during the G step
+        with acc.no_sync(d):
+            loss = g_loss(cfg.loss, d(diffaugment(fake, cfg.diffaugment)))
+        acc.backward(loss)
+        d.requires_grad_(True)
+        self.opt_g.step()
+        return loss.detach()
+
+    def step(self, real: torch.Tensor) -> None:
+        """One D step and one G step on a batch of real images [B,3,H,W] in [-1,1]."""
+        z = torch.randn(real.shape[0], self.cfg.z_dim, device=real.device)
+        fake = self.g(z)  # one G forward, used detached by D and attached by G's step
+        loss_d, real_logits, fake_logits = self.d_step(real, fake)
+        loss_g = self.g_step(fake)
+        if self.ema is not None:
+            self.ema.update_parameters(self.acc.unwrap_model(self.g))
+        stats = torch.stack([loss_d.double(), loss_g.double(),
+                             torch.sigmoid(real_logits).mean().double(),
+                             torch.sigmoid(fake_logits).mean().double(), torch.ones((), device=z.device,
+                                                                                    dtype=torch.float64)])
+        self.sums += stats
+        bad = ~torch.isfinite(stats[:2]).all() & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.tensor(self.state["step"] + 1, device=z.device),
+                                     self.first_bad)
+        self.state["step"] += 1
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLoss naming the first step whose loss was NaN or infinite."""
+        step = int(self.acc.reduce(self.first_bad.clone(), "max"))
+        if step >= 0:
+            raise NonFiniteLoss(f"non-finite loss at step {step}; stopping without saving. Lower the "
+                                "learning rates or use --mixed-precision no/bf16")
+
+    def take_stats(self) -> dict:
+        """Mean loss/D, loss/G, D(x), D(G(z)) since the last call, averaged across ranks."""
+        sums = self.acc.reduce(self.sums.clone(), "sum")
+        self.sums.zero_()
+        n = max(float(sums[4]), 1.0)
+        return {"loss/D": float(sums[0]) / n, "loss/G": float(sums[1]) / n,
+                "D(x)": float(sums[2]) / n, "D(G(z))": float(sums[3]) / n}
+
+    # Checkpoints.
+
+    def save(self, run_dir: Path) -> Path:
+        """Every rank takes part; the folder appears complete or not at all."""
+        acc, step = self.acc, self.state["step"]
+        final = ckpt.step_dir(run_dir, step)
+        tmp = final.with_name(f".tmp-{final.name}")
+        if acc.is_main_process:
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))  # G, D, optimizers, scaler, RNG states of every rank
+        prints = gather_object([fingerprint(acc.unwrap_model(self.g), acc.unwrap_model(self.d))])
+        if len(set(prints)) > 1:  # every rank has the list, so every rank stops
+            raise RuntimeError(f"step {step}: parameters differ across ranks ({prints}); DDP lost sync")
+        if acc.is_main_process:
+            if self.ema is not None:
+                ckpt.save_tensors(self.ema, tmp / ckpt.EMA_FILE)
+            state = {**self.state, "rank_param_sha256": prints, "config": self.cfg.to_dict()}
+            ckpt.commit_checkpoint(tmp, final, state, self.cfg.keep)
+        acc.wait_for_everyone()
+        return final
+
+    def load(self, path: Path) -> None:
+        state = json.loads((path / ckpt.STATE_FILE).read_text())
+        for name in ARCHITECTURE:
+            saved, asked = state["config"][name], getattr(self.cfg, name)
+            if saved != asked:
+                raise ValueError(f"{path} was trained with {name}={saved}, not {name}={asked}; "
+                                 "use another --run-dir or --resume none")
+        self.acc.load_state(str(path))
+        if self.ema is not None:
+            ckpt.load_tensors(self.ema, path / ckpt.EMA_FILE)
+        # Optimizer state brings back the saved learning rates: the config's win, so a resume
+        # with --lr-g / --lr-d / --beta1 / --beta2 applies them.
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr, (self.cfg.beta1, self.cfg.beta2)
+        self.state = {"step": state["step"], "segment": state["segment"]}
+
+    def export(self, run_dir: Path, **info) -> None:
+        if self.acc.is_main_process:
+            ckpt.export_generator(self.sampler, run_dir / "generator.safetensors",
+                                  step=self.state["step"], ema=self.ema is not None, **info)
+            ckpt.export_discriminator(self.acc.unwrap_model(self.d), run_dir / "discriminator.safetensors",
+                                      step=self.state["step"], **info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs.
+
+
+@torch.no_grad()
+def write_samples(g: Generator, z: torch.Tensor, path: Path) -> torch.Tensor:
+    """A grid of G(z) for the fixed latents, G in eval mode (BatchNorm running statistics)."""
+    was_training = g.training
+    g.eval()
+    images = g(z.to(next(g.parameters()).device)).float().cpu()  # [N,3,H,W] in [-1,1]
+    g.train(was_training)
+    grid = make_grid(images, nrow=int(math.sqrt(len(images))), normalize=True, value_range=(-1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, str(path))
+    return grid
+
+
+class Progress:
+    """tqdm on a terminal, or one concise line per log interval in a log file."""
+
+    def __init__(self, acc: Accelerator, start: int, total: int):
+        self.tty = sys.stderr.isatty() and acc.is_main_process
+        self.bar = tqdm(initial=start, total=total, unit="step", disable=not self.tty, dynamic_ncols=True)
+        self.main = acc.is_main_process
+
+    def update(self, record: dict | None) -> None:
+        self.bar.update()
+        if record is None or not self.main:
+            return
+        text = (f"step {record['step']} kimg {record['kimg']:.1f} loss/D {record['loss/D']:.3f} "
+                f"loss/G {record['loss/G']:.3f} D(x) {record['D(x)']:.3f} D(G(z)) {record['D(G(z))']:.3f} "
+                f"{record['img/s']:.0f} img/s")
+        if self.tty:
+            self.bar.set_postfix_str(text.split(" ", 4)[-1])
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    # Accelerate sets up multi-process CPU (gloo) only when told cpu=True: do so under torchrun
+    # or accelerate launch on a machine without CUDA.
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = cfg.cpu or (multi_process and not torch.cuda.is_available())
+    return Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
+                       log_with="wandb" if cfg.tracker == "wandb" else None,
+                       project_dir=cfg.run_dir, step_scheduler_with_optimizer=False)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train until max steps (or a stop signal); return the exported generator's path."""
+    cfg.validate()
+    run_dir = Path(cfg.run_dir)
+    acc = make_accelerator(cfg)
+    world, rank = acc.num_processes, acc.process_index
+
+    # Data, networks, state.
+    shardset = load_shardset(cfg.data)
+    max_steps = total_steps(cfg, world)
+    trainer = Trainer(cfg, acc, shardset.size)
+    resume_from = ckpt.resolve_resume(run_dir, cfg.resume)
+    if resume_from is not None:
+        trainer.load(resume_from)  # restores every rank's RNG states too
+    else:
+        set_seed(cfg.seed * world + rank)  # different z and augmentations on every rank
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+        trim_metrics(run_dir / "metrics.jsonl", trainer.state["step"])
+        where = f"resuming from {resume_from}" if resume_from else "starting"
+        print(f"facegan: {where}; {world} process(es) x batch {cfg.batch_size} = global batch "
+              f"{world * cfg.batch_size}; {max_steps} steps; {shardset.count} images at "
+              f"{shardset.size} px; mixed precision {cfg.mixed_precision}", file=sys.stderr, flush=True)
+    tracker_init(acc, cfg, run_dir)
+    fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
+    stop = StopSignal()
+
+    def new_stream():
+        # A new, deterministic stream segment starts at every checkpoint, in a resumed run and in
+        # an unbroken one alike: that is what makes resume exact. The loader is not prepared by
+        # Accelerate (it would dispatch every batch from rank 0); it splits ranks itself.
+        return iter(train_loader(shardset, cfg.batch_size, seed=cfg.seed, segment=trainer.state["segment"],
+                                 hflip=cfg.hflip, num_workers=cfg.num_workers, rank=rank, world_size=world,
+                                 shuffle_buffer=cfg.shuffle_buffer, uint8=True,
+                                 pin_memory=acc.device.type == "cuda"))
+
+    def checkpoint():
+        trainer.check_finite()
+        trainer.state["segment"] += 1
+        path = trainer.save(run_dir)
+        trainer.export(run_dir)
+        return path
+
+    stream = new_stream()
+    progress = Progress(acc, trainer.state["step"], max_steps)
+    tick, tick_step = time.perf_counter(), trainer.state["step"]
+    last_saved = trainer.state["step"] if resume_from else -1
+    try:
+        while trainer.state["step"] < max_steps:
+            batch = next(stream)
+            real = to_float(batch["image"].to(acc.device, non_blocking=True))  # [B,3,H,W] in [-1,1]
+            trainer.step(real)
+            step = trainer.state["step"]
+            record = None
+            if step % cfg.log_every == 0:
+                trainer.check_finite()
+                now = time.perf_counter()
+                record = {"step": step, "kimg": step * cfg.batch_size * world / 1000, **trainer.take_stats(),
+                          "img/s": (step - tick_step) * cfg.batch_size * world / (now - tick),
+                          "lr/G": cfg.lr_g, "lr/D": cfg.lr_d}
+                tick, tick_step = now, step
+                if acc.is_main_process:
+                    with open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                acc.log(record, step=step)
+            if step % cfg.sample_every == 0 and acc.is_main_process:
+                grid = write_samples(trainer.sampler, fixed_z, run_dir / "samples" / f"step-{step:09d}.png")
+                if cfg.tracker == "wandb":
+                    acc.get_tracker("wandb").log_images({"samples": [grid.permute(1, 2, 0).numpy()]}, step=step)
+            progress.update(record)
+            signalled = step % SIGNAL_CHECK_EVERY == 0 and acc.reduce(
+                torch.tensor(float(stop.received is not None), device=acc.device), "max") > 0
+            if step % cfg.ckpt_every == 0 or signalled:
+                del stream  # shuts its workers down
+                checkpoint()
+                last_saved = step
+                if signalled:
+                    if acc.is_main_process:
+                        print(f"facegan: stop signal received; saved step {step}, exiting", file=sys.stderr)
+                    break
+                stream = new_stream()
+        if last_saved != trainer.state["step"]:
+            checkpoint()
+        elif acc.is_main_process and not (run_dir / "generator.safetensors").exists():
+            trainer.export(run_dir)
+    finally:
+        progress.close()
+        acc.end_training()
+    if acc.is_main_process:
+        print(f"facegan: step {trainer.state['step']}: generator exported to {run_dir}/generator.safetensors, "
+              f"samples in {run_dir}/samples, metrics in {run_dir}/metrics.jsonl", file=sys.stderr)
+    return run_dir / "generator.safetensors"

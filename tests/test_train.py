@@ -1,0 +1,275 @@
+"""Training: outputs, exact resume, GAN/DDP traps, signals, faults, CLI and entry points."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from facegan import checkpoint as ckpt
+from facegan.config import DEMO, STRONG, TrainConfig, config_from_args
+from facegan.training_loop import NonFiniteLoss, Trainer, make_accelerator, train
+
+from .conftest import REPO
+
+TRAIN_PY = str(REPO / "facegan" / "train.py")
+
+
+def tiny(data: Path, run_dir: Path, **overrides) -> TrainConfig:
+    """A network of width 8 at 32 px: a step takes milliseconds on CPU."""
+    base = dict(data=str(data), run_dir=str(run_dir), z_dim=16, ngf=8, ndf=8, batch_size=8,
+                max_steps=8, ckpt_every=4, log_every=2, sample_every=4, num_samples=16, num_workers=2,
+                shuffle_buffer=50)
+    return dataclasses.replace(DEMO, **{**base, **overrides})
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def env(**extra) -> dict:
+    return {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def test_run_folder_contents(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run))
+    assert json.loads((run / "config.json").read_text())["max_steps"] == 8
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    assert [r["kimg"] for r in records] == [0.016, 0.032, 0.048, 0.064]  # steps x batch 8 x 1 rank
+    for key in ("loss/D", "loss/G", "D(x)", "D(G(z))", "img/s", "lr/G", "lr/D"):
+        assert all(isinstance(r[key], float) for r in records), key
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-000000004.png", "step-000000008.png"]
+    assert Image.open(run / "samples" / "step-000000008.png").size == (4 * 34 + 2, 4 * 34 + 2)  # 4x4 grid
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000004", "step-000000008"]
+    g, meta = ckpt.load_generator(run / "generator.safetensors")
+    assert meta["step"] == 8 and meta["config"] == {"resolution": 32, "z_dim": 16, "ngf": 8}
+    assert json.loads((run / "generator.json").read_text()) == meta
+    assert g(torch.randn(3, 16)).shape == (3, 3, 32, 32)
+    for path in (run / "checkpoints").rglob("*.bin"):  # optimizer state loads without pickle
+        torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("recipe", ["dcgan", "strong"])
+def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, recipe):
+    """2K steps in one run == K steps, then a resume for K more (segments, RNG, Adam, EMA, SN)."""
+    extra = {} if recipe == "dcgan" else dict(
+        loss="hinge", d_spectral_norm=True, d_batchnorm=False, ema=True, r1_gamma=1.0, r1_every=3,
+        diffaugment="color,translation,cutout")
+    one = tiny(synthetic_shards, tmp_path / "one", **extra)
+    train(one)
+    two = tiny(synthetic_shards, tmp_path / "two", max_steps=4, **extra)
+    train(two)
+    assert not (tmp_path / "two" / "checkpoints" / "step-000000008").exists()
+    train(dataclasses.replace(two, max_steps=8))
+    assert sha(tmp_path / "one" / "generator.safetensors") == sha(tmp_path / "two" / "generator.safetensors")
+    assert sha(tmp_path / "one" / "discriminator.safetensors") == sha(
+        tmp_path / "two" / "discriminator.safetensors")
+    assert (tmp_path / "one" / "metrics.jsonl").read_text().count("\n") == 4
+    one_m = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    two_m = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss/D"] for r in one_m] == [r["loss/D"] for r in two_m]
+
+
+def test_resume_auto_skips_unfinished_checkpoints(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=4, keep=5))
+    good = ckpt.complete_checkpoints(run)[-1]
+    # What kill -9 leaves mid-save: a temporary folder, and a step folder without its state file.
+    (run / "checkpoints" / ".tmp-step-000000008").mkdir()
+    broken = run / "checkpoints" / "step-000000006"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"half")
+    assert ckpt.resolve_resume(run, "auto") == good
+    with pytest.raises(ValueError, match="not a complete facegan checkpoint"):
+        ckpt.resolve_resume(run, str(broken))
+
+
+def test_save_is_atomic(tmp_path, synthetic_shards, monkeypatch):
+    """A save that dies before its final rename leaves no checkpoint that resume would take."""
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=4))
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("killed during the rename")
+
+    monkeypatch.setattr(ckpt.os, "replace", die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(synthetic_shards, run, max_steps=8))
+    monkeypatch.undo()
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000004"]
+
+
+def test_resume_refuses_another_architecture(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=4))
+    with pytest.raises(ValueError, match=r"step-000000004 was trained with ndf=8, not ndf=16"):
+        train(tiny(synthetic_shards, run, max_steps=8, ndf=16))
+
+
+def test_keep_last_n(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=10, ckpt_every=2, keep=2, log_every=5))
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000008", "step-000000010"]
+
+
+def test_d_frozen_and_untouched_during_g_step(tmp_path, synthetic_shards):
+    cfg = tiny(synthetic_shards, tmp_path / "run")
+    acc = make_accelerator(cfg)
+    trainer = Trainer(cfg, acc, 32)
+    real = torch.rand(8, 3, 32, 32) * 2 - 1
+    fake = trainer.g(torch.randn(8, 16))
+    trainer.d_step(real, fake)
+    d_grads = [p.grad.clone() for p in trainer.d.parameters()]
+    d_weights = [p.detach().clone() for p in trainer.d.parameters()]
+    trainer.g_step(fake)
+    assert all(torch.equal(a, p.grad) for a, p in zip(d_grads, trainer.d.parameters()))
+    assert all(torch.equal(a, p) for a, p in zip(d_weights, trainer.d.parameters()))
+    assert all(p.requires_grad for p in trainer.d.parameters())
+    assert all(p.grad is not None for p in trainer.g.parameters())
+
+
+def test_non_finite_loss_stops_naming_the_step(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    no_bn = dict(loss="hinge", d_batchnorm=False)  # without BatchNorm, huge D weights overflow
+    train(tiny(synthetic_shards, run, max_steps=4, **no_bn))
+    before = sha(run / "generator.safetensors")
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step \d+"):
+        train(tiny(synthetic_shards, run, max_steps=40, lr_d=1e30, ckpt_every=20, **no_bn))
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000004"]  # the last good one
+    assert sha(run / "generator.safetensors") == before
+
+
+def test_warm_start(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=4))
+    cfg = tiny(synthetic_shards, tmp_path / "warm", warm_start_g=str(run / "generator.safetensors"),
+               warm_start_d=str(run / "discriminator.safetensors"))
+    trainer = Trainer(cfg, make_accelerator(cfg), 32)
+    g, _ = ckpt.load_generator(run / "generator.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), trainer.g.state_dict().values()))
+    wrong = tiny(synthetic_shards, tmp_path / "w2", ngf=16, warm_start_g=str(run / "generator.safetensors"))
+    with pytest.raises(ValueError, match="cannot warm-start"):
+        Trainer(wrong, make_accelerator(wrong), 32)
+
+
+def test_config_presets_and_errors(capsys):
+    cfg, _ = config_from_args(["--data", "d", "--run-dir", "r", "--preset", "strong", "--lr-g", "1e-4",
+                               "--ema", "false"])
+    assert (cfg.loss, cfg.d_spectral_norm, cfg.lr_g, cfg.ema) == ("hinge", True, 1e-4, False)
+    assert STRONG.ema and STRONG.loss == "hinge"
+    for argv, needle in [(["--bogus"], "unrecognized arguments: --bogus"),
+                         (["--loss", "wgan"], "argument --loss: invalid choice: 'wgan'"),
+                         (["--batch-size", "x"], "argument --batch-size: invalid int value: 'x'")]:
+        with pytest.raises(SystemExit) as e:
+            config_from_args(["--data", "d", "--run-dir", "r", *argv])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1
+    with pytest.raises(ValueError, match="batch_size=0: must be at least 1"):
+        config_from_args(["--data", "d", "--run-dir", "r", "--batch-size", "0"])
+    with pytest.raises(ValueError, match="diffaugment='blur': unknown 'blur'"):
+        config_from_args(["--data", "d", "--run-dir", "r", "--diffaugment", "blur"])
+
+
+def test_wandb_offline_writes_a_run_and_no_secret(tmp_path, synthetic_shards):
+    secret = "facegan-test-secret-0123456789abcdef0123"
+    run = tmp_path / "run"
+    code = (f"from facegan.training_loop import train; from tests.test_train import tiny; from pathlib import Path; "
+            f"train(tiny(Path({str(synthetic_shards)!r}), Path({str(run)!r}), tracker='wandb', "
+            f"wandb_project='facegan-test'))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=env(WANDB_MODE="offline", WANDB_API_KEY=secret, WANDB_SILENT="true"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "a run wandb sync can upload"
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert (run / "metrics.jsonl").read_text().count("\n") == 4  # written whatever the tracker
+
+
+def _run(cmd, timeout=300, **kwargs):
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env(), **kwargs)
+
+
+def _flags(data, run, **kw):
+    flags = {"data": data, "run-dir": run, "preset": "demo", "z-dim": 16, "ngf": 8, "ndf": 8,
+             "batch-size": 8, "max-steps": 6, "ckpt-every": 3, "log-every": 3, "sample-every": 3,
+             "num-samples": 4, "num-workers": 1, **kw}
+    return [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["script", "module", "accelerate"])
+def test_entry_points(tmp_path, synthetic_shards, launcher):
+    prefix = {"script": [sys.executable, TRAIN_PY],
+              "module": [sys.executable, "-m", "facegan.train"],
+              "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--cpu",
+                             "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+                             "--dynamo_backend", "no", TRAIN_PY]}[launcher]
+    res = _run(prefix + _flags(synthetic_shards, tmp_path / "run"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "generator exported" in res.stderr
+    assert (tmp_path / "run" / "generator.safetensors").exists()
+
+
+def test_cli_one_line_errors(tmp_path, synthetic_shards):
+    res = _run([sys.executable, TRAIN_PY, "--data", str(synthetic_shards), "--run-dir", str(tmp_path),
+                "--max-stepz", "3"])
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--max-stepz" in res.stderr
+    res = _run([sys.executable, TRAIN_PY, "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path),
+                "--max-steps", "3"])
+    assert res.returncode == 1 and "nowhere: shard folder not found" in res.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_zero(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, TRAIN_PY] + _flags(
+        synthetic_shards, run, **{"max-steps": 100000, "ckpt-every": 100000, "log-every": 10}),
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "stop signal received" in err
+    saved = ckpt.complete_checkpoints(run)
+    assert len(saved) == 1
+    step = json.loads((saved[0] / ckpt.STATE_FILE).read_text())["step"]
+    assert step > 0 and step % 10 == 0  # ranks agree at a signal check, every 10 steps
+    assert ckpt.read_network_meta(run / "generator.safetensors")["step"] == step
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    res = _run(torchrun + [TRAIN_PY] + _flags(synthetic_shards, run, preset="dcgan"), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for path in ckpt.complete_checkpoints(run):
+        state = json.loads((path / ckpt.STATE_FILE).read_text())
+        hashes = state["rank_param_sha256"]
+        assert len(hashes) == 2 and hashes[0] == hashes[1]  # parameters bitwise identical
+        assert sorted(p.name for p in path.glob("random_states_*")) == ["random_states_0.pkl",
+                                                                         "random_states_1.pkl"]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6]  # one line per interval: rank 0 alone writes
+    assert [r["kimg"] for r in records] == [0.048, 0.096]  # 3 steps x 8 per rank x 2 ranks
+    assert res.stderr.count("generator exported") == 1
+    assert sorted(p.name for p in run.iterdir()) == sorted([
+        "checkpoints", "config.json", "discriminator.json", "discriminator.safetensors",
+        "generator.json", "generator.safetensors", "metrics.jsonl", "samples"])
