@@ -67,9 +67,14 @@ def commit_checkpoint(tmp: Path, final: Path, state: dict, keep: int) -> None:
         shutil.rmtree(old)
 
 
+def cpu_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as contiguous CPU tensors, floating point ones in float32."""
+    return {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in module.state_dict().items()}
+
+
 def save_tensors(module: torch.nn.Module, path: Path) -> None:
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    save_file(tensors, str(path))
+    save_file(cpu_tensors(module), str(path))
 
 
 def load_tensors(module: torch.nn.Module, path: Path) -> None:
@@ -80,9 +85,8 @@ def _write_network(module: torch.nn.Module, path: Path, kind: str, info: dict) -
     """`path` (.safetensors) and `path`.json, each written to a temporary name then renamed."""
     meta = {"facegan_network": kind, "config": module.cfg.to_dict(), **info}
     tmp = path.with_name(path.name + ".tmp")
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() if v.is_floating_point()
-               else v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"facegan": json.dumps(meta)})
+    save_file(cpu_tensors(module), str(tmp), metadata={"facegan": json.dumps(meta)})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     write_json_atomic(path.with_suffix(".json"), meta)
 
@@ -112,20 +116,19 @@ def read_network_meta(path: str | Path) -> dict:
     return json.loads(meta)
 
 
+NETWORKS = {"generator": (Generator, GeneratorConfig), "discriminator": (Discriminator, DiscriminatorConfig)}
+
+
+def load_network(path: str | Path, kind: str) -> tuple[torch.nn.Module, dict]:
+    """An exported generator or discriminator (no pickle involved) and its metadata."""
+    meta = read_network_meta(path)
+    if meta["facegan_network"] != kind:
+        raise ValueError(f"{path}: holds a {meta['facegan_network']}, not a {kind}")
+    cls, cfg_cls = NETWORKS[kind]
+    module = cls(cfg_cls(**meta["config"]))
+    load_tensors(module, Path(path))
+    return module, meta
+
+
 def load_generator(path: str | Path) -> tuple[Generator, dict]:
-    """An exported generator (no pickle involved) and its metadata."""
-    meta = read_network_meta(path)
-    if meta["facegan_network"] != "generator":
-        raise ValueError(f"{path}: holds a {meta['facegan_network']}, not a generator")
-    g = Generator(GeneratorConfig(**meta["config"]))
-    load_tensors(g, Path(path))
-    return g, meta
-
-
-def load_discriminator(path: str | Path) -> tuple[Discriminator, dict]:
-    meta = read_network_meta(path)
-    if meta["facegan_network"] != "discriminator":
-        raise ValueError(f"{path}: holds a {meta['facegan_network']}, not a discriminator")
-    d = Discriminator(DiscriminatorConfig(**meta["config"]))
-    load_tensors(d, Path(path))
-    return d, meta
+    return load_network(path, "generator")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOSSES = ("bce", "hinge", "nonsat")
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 TRACKERS = ("none", "wandb")
 AUGMENTS = ("color", "translation", "cutout")  # facegan.augment.AUGMENTS
 
@@ -48,7 +48,7 @@ class TrainConfig:
     # Length and precision
     max_steps: int = 0  # stop after this many steps (0: use max_kimg)
     max_kimg: float = 0.0  # or after this many thousand images across all ranks
-    mixed_precision: str = "no"  # no, bf16 or fp16 (Accelerate autocast; fp16 adds a grad scaler)
+    mixed_precision: str = "auto"  # auto (the launcher's, else bf16 on a GPU, else no), no, bf16 or fp16
     cpu: bool = False  # train on the CPU even where a GPU is present
     # Checkpoints, logging, tracking
     ckpt_every: int = 1000  # steps between resumable checkpoints (and generator exports)

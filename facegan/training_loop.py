@@ -3,6 +3,7 @@ tracking live here and only here; networks, losses and data know nothing of them
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.utils import make_grid, save_image
@@ -298,12 +300,23 @@ class Progress:
 # The loop.
 
 
+def resolve_precision(cfg: TrainConfig) -> str:
+    """'auto': what accelerate launch was given, else bf16 on a GPU that has it, else no."""
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher in ("no", "bf16", "fp16"):
+        return launcher
+    gpu = torch.cuda.is_available() and not cfg.cpu
+    return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+
+
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # Accelerate sets up multi-process CPU (gloo) only when told cpu=True: do so under torchrun
     # or accelerate launch on a machine without CUDA.
     multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
     cpu = cfg.cpu or (multi_process and not torch.cuda.is_available())
-    return Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
+    return Accelerator(cpu=cpu, mixed_precision=resolve_precision(cfg),
                        log_with="wandb" if cfg.tracker == "wandb" else None,
                        project_dir=cfg.run_dir, step_scheduler_with_optimizer=False)
 
@@ -311,6 +324,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 def train(cfg: TrainConfig) -> Path:
     """Train until max steps (or a stop signal); return the exported generator's path."""
     cfg.validate()
+    cfg = dataclasses.replace(cfg, mixed_precision=resolve_precision(cfg))
     run_dir = Path(cfg.run_dir)
     acc = make_accelerator(cfg)
     world, rank = acc.num_processes, acc.process_index
@@ -377,7 +391,8 @@ def train(cfg: TrainConfig) -> Path:
             if step % cfg.sample_every == 0 and acc.is_main_process:
                 grid = write_samples(trainer.sampler, fixed_z, run_dir / "samples" / f"step-{step:09d}.png")
                 if cfg.tracker == "wandb":
-                    acc.get_tracker("wandb").log_images({"samples": [grid.permute(1, 2, 0).numpy()]}, step=step)
+                    image = grid.permute(1, 2, 0).numpy()  # [H,W,3]
+                    acc.get_tracker("wandb").log_images({"samples": [image]}, step=step)
             progress.update(record)
             signalled = step % SIGNAL_CHECK_EVERY == 0 and acc.reduce(
                 torch.tensor(float(stop.received is not None), device=acc.device), "max") > 0
@@ -397,7 +412,11 @@ def train(cfg: TrainConfig) -> Path:
     finally:
         progress.close()
         acc.end_training()
+        # Accelerate keeps its state per process: reset it so another train() in this process
+        # (tests, notebooks) may choose another mixed precision.
+        AcceleratorState._reset_state()
     if acc.is_main_process:
-        print(f"facegan: step {trainer.state['step']}: generator exported to {run_dir}/generator.safetensors, "
-              f"samples in {run_dir}/samples, metrics in {run_dir}/metrics.jsonl", file=sys.stderr)
+        print(f"facegan: step {trainer.state['step']}: generator exported to "
+              f"{run_dir}/generator.safetensors, samples in {run_dir}/samples, metrics in "
+              f"{run_dir}/metrics.jsonl", file=sys.stderr)
     return run_dir / "generator.safetensors"

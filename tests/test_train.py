@@ -61,12 +61,15 @@ def test_run_folder_contents(tmp_path, synthetic_shards):
         torch.load(path, weights_only=True)
 
 
-@pytest.mark.parametrize("recipe", ["dcgan", "strong"])
-def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, recipe):
-    """2K steps in one run == K steps, then a resume for K more (segments, RNG, Adam, EMA, SN)."""
-    extra = {} if recipe == "dcgan" else dict(
-        loss="hinge", d_spectral_norm=True, d_batchnorm=False, ema=True, r1_gamma=1.0, r1_every=3,
-        diffaugment="color,translation,cutout")
+@pytest.mark.parametrize("recipe,precision", [("dcgan", "no"), ("strong", "no"), ("dcgan", "fp16"),
+                                              ("strong", "bf16")])
+def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, recipe, precision):
+    """2K steps in one run == K steps, then a resume for K more (segments, RNG, Adam, EMA, SN,
+    the fp16 grad scaler)."""
+    extra = {"mixed_precision": precision}
+    if recipe == "strong":
+        extra.update(loss="hinge", d_spectral_norm=True, d_batchnorm=False, ema=True, r1_gamma=1.0,
+                     r1_every=3, diffaugment="color,translation,cutout")
     one = tiny(synthetic_shards, tmp_path / "one", **extra)
     train(one)
     two = tiny(synthetic_shards, tmp_path / "two", max_steps=4, **extra)
@@ -186,9 +189,9 @@ def test_config_presets_and_errors(capsys):
 def test_wandb_offline_writes_a_run_and_no_secret(tmp_path, synthetic_shards):
     secret = "facegan-test-secret-0123456789abcdef0123"
     run = tmp_path / "run"
-    code = (f"from facegan.training_loop import train; from tests.test_train import tiny; from pathlib import Path; "
-            f"train(tiny(Path({str(synthetic_shards)!r}), Path({str(run)!r}), tracker='wandb', "
-            f"wandb_project='facegan-test'))")
+    code = (f"from facegan.training_loop import train; from tests.test_train import tiny; "
+            f"from pathlib import Path; train(tiny(Path({str(synthetic_shards)!r}), Path({str(run)!r}), "
+            f"tracker='wandb', wandb_project='facegan-test'))")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env=env(WANDB_MODE="offline", WANDB_API_KEY=secret, WANDB_SILENT="true"))
     assert res.returncode == 0, res.stderr[-2000:]
