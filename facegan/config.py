@@ -60,6 +60,12 @@ class TrainConfig:
     tracker: str = "none"  # none or wandb (WANDB_MODE=offline works without network)
     wandb_project: str = "facegan"
     run_name: str = ""  # tracker run name (default: the run folder's name)
+    # FID (torch-fidelity InceptionV3), measured during training when fid_every > 0
+    fid_every: int = 0  # steps between FID measurements; 0 is off
+    fid_samples: int = 10000  # generated images per FID (the real side is every packed sample)
+    fid_batch_size: int = 100  # Inception batch per process
+    inception_weights: str = ""  # torch-fidelity InceptionV3 weights file (default: standard, downloaded)
+    fid_cache: str = ""  # folder for cached real-data statistics (default: ~/.cache/facegan/fid-stats)
     warm_start_g: str = ""  # exported generator (.safetensors) to start G from
     warm_start_d: str = ""  # exported discriminator (.safetensors) to start D from
 
@@ -70,7 +76,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
         for name in ("z_dim", "ngf", "ndf", "batch_size", "ckpt_every", "keep", "log_every",
-                     "sample_every", "num_samples", "r1_every"):
+                     "sample_every", "num_samples", "r1_every", "fid_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         for name in ("lr_g", "lr_d"):
@@ -81,6 +87,10 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 1)")
         if self.max_steps < 0 or self.max_kimg < 0 or self.r1_gamma < 0 or self.num_workers < 0:
             raise ValueError("max_steps, max_kimg, r1_gamma and num_workers must not be negative")
+        if self.fid_every < 0:
+            raise ValueError(f"fid_every={self.fid_every}: must not be negative (0 is off)")
+        if self.fid_every and self.fid_samples < 2:
+            raise ValueError(f"fid_samples={self.fid_samples}: must be at least 2")
         for aug in filter(None, self.diffaugment.split(",")):
             if aug not in AUGMENTS:
                 raise ValueError(f"diffaugment={self.diffaugment!r}: unknown {aug!r}; "

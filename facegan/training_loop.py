@@ -23,9 +23,11 @@ from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from facegan import checkpoint as ckpt
+from facegan import metrics
 from facegan.augment import diffaugment
 from facegan.config import TrainConfig
 from facegan.data import to_float, train_loader
+from facegan.inception import Inception
 from facegan.losses import d_fake_loss, d_real_loss, g_loss, r1_penalty
 from facegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from facegan.shardset import load_shardset
@@ -245,7 +247,26 @@ class Trainer:
         for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
             for group in opt.param_groups:
                 group["lr"], group["betas"] = lr, (self.cfg.beta1, self.cfg.beta2)
-        self.state = {"step": state["step"], "segment": state["segment"]}
+        self.state = {k: state[k] for k in ("step", "segment", "fid", "best_fid") if k in state}
+
+    def measure_fid(self, inception: Inception, shardset, run_dir: Path) -> dict:
+        """FID of the sampler (EMA-G when enabled) on every rank's share; the best G is exported.
+        The latents, the shard reader and Inception use their own RNGs: training is unchanged."""
+        cfg, acc = self.cfg, self.acc
+        record = metrics.score_generator(
+            inception, self.sampler, cfg.z_dim, shardset, cfg.fid_samples, seed=cfg.seed,
+            batch_size=cfg.fid_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
+            world_size=acc.num_processes, reduce=lambda t: acc.reduce(t, "sum"),
+            cache_dir=cfg.fid_cache or None, progress=acc.is_main_process and sys.stderr.isatty())
+        value, step = metrics.fid_value(record), self.state["step"]
+        self.state["fid"] = {"step": step, "value": value, "standard_weights": record["standard_weights"]}
+        best = self.state.get("best_fid")
+        if best is None or value < best["value"]:
+            self.state["best_fid"] = self.state["fid"]
+            if acc.is_main_process:
+                ckpt.export_generator(self.sampler, run_dir / "generator-best.safetensors", step=step,
+                                      ema=self.ema is not None, fid=record)
+        return record
 
     def export(self, run_dir: Path, **info) -> None:
         if self.acc.is_main_process:
@@ -347,6 +368,8 @@ def train(cfg: TrainConfig) -> Path:
               f"{world * cfg.batch_size}; {max_steps} steps; {shardset.count} images at "
               f"{shardset.size} px; mixed precision {cfg.mixed_precision}", file=sys.stderr, flush=True)
     tracker_init(acc, cfg, run_dir)
+    # Load the Inception weights now: a wrong path fails in seconds, not at the first FID.
+    inception = Inception(cfg.inception_weights or None, acc.device) if cfg.fid_every else None
     fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
     stop = StopSignal()
 
@@ -393,6 +416,17 @@ def train(cfg: TrainConfig) -> Path:
                 if cfg.tracker == "wandb":
                     image = grid.permute(1, 2, 0).numpy()  # [H,W,3]
                     acc.get_tracker("wandb").log_images({"samples": [image]}, step=step)
+            if cfg.fid_every and step % cfg.fid_every == 0:  # every rank takes part
+                started = time.perf_counter()
+                fid = {"step": step, "kimg": step * cfg.batch_size * world / 1000,
+                       **trainer.measure_fid(inception, shardset, run_dir)}
+                tick += time.perf_counter() - started  # FID time does not count against img/s
+                if acc.is_main_process:
+                    with open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(fid) + "\n")
+                    print(f"facegan: {metrics.describe(fid)}", file=sys.stderr, flush=True)
+                key = "fid" if "fid" in fid else "fid_nonstandard"
+                acc.log({key: fid[key], "fid/num_generated": fid["num_generated"]}, step=step)
             progress.update(record)
             signalled = step % SIGNAL_CHECK_EVERY == 0 and acc.reduce(
                 torch.tensor(float(stop.received is not None), device=acc.device), "max") > 0

@@ -135,3 +135,12 @@ def synthetic_shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shards") / "synthetic-32"
     pack(SyntheticSource(103, seed=0, size=32), out, size=32, shard_size=10, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory) -> Path:
+    """A random (Kaiming-initialised) InceptionV3 in torch-fidelity's layout: the real FID code
+    path runs offline, and every FID it gives is reported as non-standard."""
+    from facegan.inception import make_standin_weights
+
+    return make_standin_weights(tmp_path_factory.mktemp("inception") / "standin-inception.pth", seed=0)

@@ -258,10 +258,12 @@ def test_sigterm_saves_and_exits_zero(tmp_path, synthetic_shards):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu(tmp_path, synthetic_shards):
+def test_two_process_ddp_on_cpu(tmp_path, synthetic_shards, standin):
     run = tmp_path / "run"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    res = _run(torchrun + [TRAIN_PY] + _flags(synthetic_shards, run, preset="dcgan"), timeout=240)
+    fid = {"fid-every": 6, "fid-samples": 8, "fid-batch-size": 4, "inception-weights": standin,
+           "fid-cache": tmp_path / "cache"}  # every rank measures its share
+    res = _run(torchrun + [TRAIN_PY] + _flags(synthetic_shards, run, preset="dcgan", **fid), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     for path in ckpt.complete_checkpoints(run):
         state = json.loads((path / ckpt.STATE_FILE).read_text())
@@ -270,9 +272,13 @@ def test_two_process_ddp_on_cpu(tmp_path, synthetic_shards):
         assert sorted(p.name for p in path.glob("random_states_*")) == ["random_states_0.pkl",
                                                                          "random_states_1.pkl"]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [3, 6]  # one line per interval: rank 0 alone writes
-    assert [r["kimg"] for r in records] == [0.048, 0.096]  # 3 steps x 8 per rank x 2 ranks
+    losses = [r for r in records if "loss/D" in r]
+    assert [r["step"] for r in losses] == [3, 6]  # one line per interval: rank 0 alone writes
+    assert [r["kimg"] for r in losses] == [0.048, 0.096]  # 3 steps x 8 per rank x 2 ranks
+    fids = [r for r in records if "fid_nonstandard" in r]
+    assert [(r["step"], r["num_real"], r["num_generated"]) for r in fids] == [(6, 103, 8)]
     assert res.stderr.count("generator exported") == 1
     assert sorted(p.name for p in run.iterdir()) == sorted([
         "checkpoints", "config.json", "discriminator.json", "discriminator.safetensors",
-        "generator.json", "generator.safetensors", "metrics.jsonl", "samples"])
+        "generator-best.json", "generator-best.safetensors", "generator.json", "generator.safetensors",
+        "metrics.jsonl", "samples"])

@@ -1,0 +1,121 @@
+"""Images from an exported generator: a grid, a latent walk, or individual PNGs.
+
+    python -m facegan.sample --generator RUN/generator.safetensors --out grid.png [--num 64] [--seed S]
+    python -m facegan.sample --generator G --out walk.gif --interpolate [--num 8] [--steps 16]
+    python -m facegan.sample --generator G --images-dir DIR --num 10000   # for other FID tools
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+from tqdm.auto import tqdm
+
+from .checkpoint import load_generator
+from .config import OneLineErrors
+from .metrics import generate_uint8, latents
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b at fractions t: [N,Z],[N,Z],[T] -> [N,T,Z]."""
+    a_n, b_n = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(1).clamp(-1 + 1e-7, 1 - 1e-7))[:, None, None]  # [N,1,1]
+    t = t[None, :, None]
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a[:, None] + (torch.sin(t * omega) / so) * b[:, None]
+
+
+def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
+    """uint8 [N,3,H,W] -> one PIL image with a 2 px border, as the training grids."""
+    grid = make_grid(images, nrow=nrow, padding=2)
+    return Image.fromarray(grid.permute(1, 2, 0).numpy())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineErrors(prog="python -m facegan.sample", description=__doc__.split("\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    p.add_argument("--generator", required=True, metavar="FILE", help="exported generator (.safetensors)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", metavar="FILE", help="the grid (.png) or the latent walk (.png grid or .gif)")
+    out.add_argument("--images-dir", metavar="DIR", help="write --num individual PNGs here")
+    p.add_argument("--num", type=int, default=None,
+                   help="images (grid: 64, --images-dir: 10000) or walks (--interpolate: 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truncation", type=float, default=None,
+                   help="redraw latent components beyond +-T (fidelity over variety; try 1.0-2.0)")
+    p.add_argument("--interpolate", action="store_true",
+                   help="a latent walk: one row per walk (.png) or one frame per step (.gif)")
+    p.add_argument("--steps", type=int, default=16, help="points along each walk")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--cpu", action="store_true", help="stay on the CPU even where a GPU is present")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "facegan.sample"
+    default_num = 10000 if args.images_dir else 8 if args.interpolate else 64
+    num = args.num if args.num is not None else default_num
+    if num < 1 or args.steps < 2 or args.batch_size < 1:
+        print(f"{prog}: error: --num and --batch-size must be at least 1, --steps at least 2", file=sys.stderr)
+        return 2
+    if args.interpolate and args.images_dir:
+        print(f"{prog}: error: --interpolate writes to --out, not --images-dir", file=sys.stderr)
+        return 2
+    if args.out and Path(args.out).suffix.lower() not in ((".png", ".gif") if args.interpolate else (".png",)):
+        print(f"{prog}: error: --out {args.out}: expected a .png" + (" or .gif" if args.interpolate else ""),
+              file=sys.stderr)
+        return 2
+    try:
+        g, meta = load_generator(args.generator)
+        z_dim = meta["config"]["z_dim"]
+        z = latents(num * (2 if args.interpolate else 1), z_dim, args.seed, args.truncation)
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    g = g.to(device)
+
+    if args.images_dir:
+        out = Path(args.images_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=num, unit="img", desc="sampling")
+        index = 0
+        for batch in generate_uint8(g, z, args.batch_size):
+            for image in batch.permute(0, 2, 3, 1).cpu().numpy():
+                Image.fromarray(image).save(out / f"{index:06d}.png")
+                index += 1
+            bar.update(len(batch))
+        bar.close()
+        print(f"{prog}: {num} PNGs ({g.cfg.resolution} px) in {out}", file=sys.stderr)
+        return 0
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.interpolate:
+        images = torch.cat(list(generate_uint8(g, z, args.batch_size))).cpu()
+        grid_image(images, nrow=math.ceil(math.sqrt(num))).save(out)
+        print(f"{prog}: {num} samples in {out}", file=sys.stderr)
+        return 0
+
+    walk = slerp(z[:num], z[num:], torch.linspace(0, 1, args.steps))  # [num, steps, Z]
+    images = torch.cat(list(generate_uint8(g, walk.reshape(-1, z_dim), args.batch_size))).cpu()
+    images = images.view(num, args.steps, *images.shape[1:])
+    if out.suffix.lower() == ".png":  # one row per walk
+        grid_image(images.flatten(0, 1), nrow=args.steps).save(out)
+    else:  # one frame per step, the walks side by side; there and back again
+        frames = [grid_image(images[:, s], nrow=math.ceil(math.sqrt(num))) for s in range(args.steps)]
+        frames += frames[-2:0:-1]
+        frames[0].save(out, save_all=True, append_images=frames[1:], duration=80, loop=0)
+    print(f"{prog}: {num} latent walks of {args.steps} steps in {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
