@@ -187,6 +187,9 @@ def _common_options() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="parallel decode/encode processes")
+    p.add_argument("--readers", type=int, default=16,
+                   help="readers you will train with (processes x loader workers, all nodes): warns when "
+                        "there are fewer shards, as readers would then share shards")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--strict", action="store_true", help="fail on any skipped image")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -251,6 +254,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(manifest, out))
+    shards = len(manifest["shards"])
+    if shards < args.readers:
+        print(f"warning: {shards} shard(s) for {args.readers} readers (--readers: processes x loader "
+              f"workers): readers will share shards. For that many, pack with --shard-size "
+              f"{max(1, manifest['count'] // args.readers)} or less", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ tracking live here and only here; networks, losses and data know nothing of them
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -14,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import accelerate.optimizer
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -30,6 +32,7 @@ from facegan.data import to_float, train_loader
 from facegan.inception import Inception
 from facegan.losses import d_fake_loss, d_real_loss, g_loss, r1_penalty
 from facegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from facegan.prefetch import DevicePrefetcher
 from facegan.shardset import load_shardset
 
 SIGNAL_CHECK_EVERY = 10  # steps between the all-rank checks for SIGTERM / SIGUSR1
@@ -44,11 +47,27 @@ class NonFiniteLoss(FloatingPointError):
 # ---------------------------------------------------------------------------------------------
 # Setup helpers.
 
+# Accelerate's optimizer wrapper asks importlib whether the `lomo` package exists at every
+# optimizer.step(): a filesystem search over sys.path, twice per GAN step (measured 4% of a small
+# CPU step). The answer cannot change while the process runs, so it is asked once.
+accelerate.optimizer.is_lomo_available = functools.cache(accelerate.optimizer.is_lomo_available)
+
 
 def build_networks(cfg: TrainConfig, resolution: int) -> tuple[Generator, Discriminator]:
     g = Generator(GeneratorConfig(resolution, cfg.z_dim, cfg.ngf))
     d = Discriminator(DiscriminatorConfig(resolution, cfg.ndf, cfg.d_batchnorm, cfg.d_spectral_norm))
     return g, d
+
+
+def to_channels_last(net: torch.nn.Module) -> torch.nn.Module:
+    """NHWC weights, except G's first layer: its input is z as [B,z,1,1], where both layouts are
+    the same, so eager autograd returns a contiguous weight gradient and torch.compile, expecting
+    the weight's layout, would fail its stride check."""
+    net = net.to(memory_format=torch.channels_last)
+    if isinstance(net, Generator):
+        first = net.net[0]
+        first.weight.data = first.weight.data.contiguous()
+    return net
 
 
 def warm_start(module: torch.nn.Module, path: str, kind: str) -> None:
@@ -68,16 +87,31 @@ def total_steps(cfg: TrainConfig, world_size: int) -> int:
     raise ValueError("set --max-steps or --max-kimg")
 
 
-class StopSignal:
-    """Remembers SIGTERM / SIGUSR1 (SLURM preemption); the loop finishes its step and saves."""
+STOP_FILE = "STOP"  # `touch RUN_DIR/STOP`: save and exit at the next check, like SIGUSR1
 
-    def __init__(self):
+
+class StopSignal:
+    """Remembers SIGTERM / SIGUSR1 (SLURM preemption), or finds RUN_DIR/STOP (what a launcher
+    writes when signalling the right processes through its process tree is unreliable); the
+    loop finishes its step, saves and exits."""
+
+    def __init__(self, run_dir: Path):
         self.received: int | None = None
+        self.stop_file = run_dir / STOP_FILE
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
+
+    def agreed(self, acc: Accelerator) -> bool:
+        """Whether any rank got a signal or sees the stop file. One process needs no collective,
+        and no host-device sync that would drain the GPU queue; several ranks all-reduce."""
+        local = self.received is not None or self.stop_file.exists()
+        if acc.num_processes == 1:
+            return local
+        flag = torch.full((), float(local), device=acc.device)
+        return bool(acc.reduce(flag, "max") > 0)
 
 
 def tracker_init(accelerator: Accelerator, cfg: TrainConfig, run_dir: Path) -> None:
@@ -125,18 +159,28 @@ class Trainer:
             warm_start(g, cfg.warm_start_g, "generator")
         if cfg.warm_start_d:
             warm_start(d, cfg.warm_start_d, "discriminator")
-        opt_g = torch.optim.Adam(g.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-        opt_d = torch.optim.Adam(d.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        if cfg.channels_last:
+            g, d = to_channels_last(g), to_channels_last(d)
+        fused = cfg.fused_adam or None  # None lets torch pick its default (foreach)
+        opt_g = torch.optim.Adam(g.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
+        opt_d = torch.optim.Adam(d.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2), fused=fused)
         # One prepare call: save_state/load_state rely on this order.
         self.g, self.d, self.opt_g, self.opt_d = accelerator.prepare(g, d, opt_g, opt_d)
         self.ema = None
         if cfg.ema:  # torch's AveragedModel, fed from the unwrapped G once per step
             self.ema = AveragedModel(accelerator.unwrap_model(self.g),
                                      multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.compile != "off":  # in place: parameter names, checkpoints and exports are unchanged
+            # Start from an empty compile cache, as a resumed run in a new process does: graphs
+            # left by an earlier train() in this process would make this one differ numerically.
+            torch._dynamo.reset()
+            for net in (self.g, self.d):
+                accelerator.unwrap_model(net).compile(mode=cfg.compile)
         self.state = {"step": 0, "segment": 0}
         # Running sums on the device, read only when logging: no per-step host sync.
         self.sums = torch.zeros(5, device=accelerator.device, dtype=torch.float64)
         self.first_bad = torch.full((), -1, device=accelerator.device, dtype=torch.long)
+        self.step_on_device = torch.zeros((), device=accelerator.device, dtype=torch.long)  # no host sync
 
     @property
     def sampler(self) -> Generator:
@@ -175,6 +219,8 @@ class Trainer:
 
     def step(self, real: torch.Tensor) -> None:
         """One D step and one G step on a batch of real images [B,3,H,W] in [-1,1]."""
+        if self.cfg.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
         z = torch.randn(real.shape[0], self.cfg.z_dim, device=real.device)
         fake = self.g(z)  # one G forward, used detached by D and attached by G's step
         loss_d, real_logits, fake_logits = self.d_step(real, fake)
@@ -186,9 +232,9 @@ class Trainer:
                              torch.sigmoid(fake_logits).mean().double(), torch.ones((), device=z.device,
                                                                                     dtype=torch.float64)])
         self.sums += stats
+        self.step_on_device += 1
         bad = ~torch.isfinite(stats[:2]).all() & (self.first_bad < 0)
-        self.first_bad = torch.where(bad, torch.tensor(self.state["step"] + 1, device=z.device),
-                                     self.first_bad)
+        self.first_bad = torch.where(bad, self.step_on_device, self.first_bad)
         self.state["step"] += 1
 
     def check_finite(self) -> None:
@@ -248,6 +294,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"], group["betas"] = lr, (self.cfg.beta1, self.cfg.beta2)
         self.state = {k: state[k] for k in ("step", "segment", "fid", "best_fid") if k in state}
+        self.step_on_device.fill_(self.state["step"])
 
     def measure_fid(self, inception: Inception, shardset, run_dir: Path) -> dict:
         """FID of the sampler (EMA-G when enabled) on every rank's share; the best G is exported.
@@ -333,6 +380,12 @@ def resolve_precision(cfg: TrainConfig) -> str:
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    # On a GPU some cuDNN kernels (convolution backward) sum in a varying order, so two runs, or a
+    # run and its resume, drift apart in the last bits. Deterministic kernels make resume bitwise
+    # exact there too; on CPU every kernel is deterministic already.
+    torch.backends.cudnn.deterministic = cfg.deterministic
+    if cfg.deterministic:
+        torch.backends.cudnn.benchmark = False
     # Accelerate sets up multi-process CPU (gloo) only when told cpu=True: do so under torchrun
     # or accelerate launch on a machine without CUDA.
     multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -363,6 +416,12 @@ def train(cfg: TrainConfig) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
         trim_metrics(run_dir / "metrics.jsonl", trainer.state["step"])
+        (run_dir / STOP_FILE).unlink(missing_ok=True)  # the request that ended the last start
+        readers = world * max(cfg.num_workers, 1)
+        if len(shardset.shards) < readers:
+            print(f"facegan: warning: {len(shardset.shards)} shards for {readers} readers ({world} processes x "
+                  f"{max(cfg.num_workers, 1)} workers): readers share shards, so a batch holds repeated "
+                  "images; repack with a smaller --shard-size", file=sys.stderr)
         where = f"resuming from {resume_from}" if resume_from else "starting"
         print(f"facegan: {where}; {world} process(es) x batch {cfg.batch_size} = global batch "
               f"{world * cfg.batch_size}; {max_steps} steps; {shardset.count} images at "
@@ -371,16 +430,18 @@ def train(cfg: TrainConfig) -> Path:
     # Load the Inception weights now: a wrong path fails in seconds, not at the first FID.
     inception = Inception(cfg.inception_weights or None, acc.device) if cfg.fid_every else None
     fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
-    stop = StopSignal()
+    stop = StopSignal(run_dir)
+    acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it
 
     def new_stream():
         # A new, deterministic stream segment starts at every checkpoint, in a resumed run and in
         # an unbroken one alike: that is what makes resume exact. The loader is not prepared by
         # Accelerate (it would dispatch every batch from rank 0); it splits ranks itself.
-        return iter(train_loader(shardset, cfg.batch_size, seed=cfg.seed, segment=trainer.state["segment"],
-                                 hflip=cfg.hflip, num_workers=cfg.num_workers, rank=rank, world_size=world,
-                                 shuffle_buffer=cfg.shuffle_buffer, uint8=True,
-                                 pin_memory=acc.device.type == "cuda"))
+        # Batches come uint8 and become float [-1,1] on the device, a few steps ahead.
+        loader = train_loader(shardset, cfg.batch_size, seed=cfg.seed, segment=trainer.state["segment"],
+                              hflip=cfg.hflip, num_workers=cfg.num_workers, rank=rank, world_size=world,
+                              shuffle_buffer=cfg.shuffle_buffer, uint8=True, pin_memory=acc.device.type == "cuda")
+        return DevicePrefetcher(loader, acc.device, to_float)
 
     def checkpoint():
         trainer.check_finite()
@@ -395,9 +456,7 @@ def train(cfg: TrainConfig) -> Path:
     last_saved = trainer.state["step"] if resume_from else -1
     try:
         while trainer.state["step"] < max_steps:
-            batch = next(stream)
-            real = to_float(batch["image"].to(acc.device, non_blocking=True))  # [B,3,H,W] in [-1,1]
-            trainer.step(real)
+            trainer.step(next(stream))  # real images [B,3,H,W] in [-1,1]
             step = trainer.state["step"]
             record = None
             if step % cfg.log_every == 0:
@@ -428,10 +487,9 @@ def train(cfg: TrainConfig) -> Path:
                 key = "fid" if "fid" in fid else "fid_nonstandard"
                 acc.log({key: fid[key], "fid/num_generated": fid["num_generated"]}, step=step)
             progress.update(record)
-            signalled = step % SIGNAL_CHECK_EVERY == 0 and acc.reduce(
-                torch.tensor(float(stop.received is not None), device=acc.device), "max") > 0
+            signalled = step % SIGNAL_CHECK_EVERY == 0 and stop.agreed(acc)
             if step % cfg.ckpt_every == 0 or signalled:
-                del stream  # shuts its workers down
+                stream.close()  # and its workers
                 checkpoint()
                 last_saved = step
                 if signalled:
@@ -444,6 +502,7 @@ def train(cfg: TrainConfig) -> Path:
         elif acc.is_main_process and not (run_dir / "generator.safetensors").exists():
             trainer.export(run_dir)
     finally:
+        stream.close()
         progress.close()
         acc.end_training()
         # Accelerate keeps its state per process: reset it so another train() in this process

@@ -29,7 +29,7 @@ def tiny(data: Path, run_dir: Path, **overrides) -> TrainConfig:
     """A network of width 8 at 32 px: a step takes milliseconds on CPU."""
     base = dict(data=str(data), run_dir=str(run_dir), z_dim=16, ngf=8, ndf=8, batch_size=8,
                 max_steps=8, ckpt_every=4, log_every=2, sample_every=4, num_samples=16, num_workers=2,
-                shuffle_buffer=50)
+                shuffle_buffer=50, deterministic=True)
     return dataclasses.replace(DEMO, **{**base, **overrides})
 
 
@@ -61,14 +61,24 @@ def test_run_folder_contents(tmp_path, synthetic_shards):
         torch.load(path, weights_only=True)
 
 
-@pytest.mark.parametrize("recipe,precision", [("dcgan", "no"), ("strong", "no"), ("dcgan", "fp16"),
-                                              ("strong", "bf16")])
-def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, recipe, precision):
+OPTS = {"default": {},  # channels_last + fused Adam
+        "plain": {"channels_last": False, "fused_adam": False},
+        "compile": {"compile": "default"},
+        "cudagraphs": {"compile": "reduce-overhead"}}  # CUDA graphs on a GPU; plain inductor on CPU
+
+
+@pytest.mark.parametrize("recipe,precision,opts", [
+    ("dcgan", "no", "default"), ("strong", "no", "default"), ("dcgan", "fp16", "default"),
+    ("strong", "bf16", "default"), ("dcgan", "no", "plain"),
+    pytest.param("dcgan", "bf16", "compile", marks=pytest.mark.slow),
+    pytest.param("strong", "bf16", "cudagraphs", marks=pytest.mark.slow)])
+def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, recipe, precision, opts):
     """2K steps in one run == K steps, then a resume for K more (segments, RNG, Adam, EMA, SN,
-    the fp16 grad scaler)."""
-    extra = {"mixed_precision": precision}
+    the fp16 grad scaler), with each speed option."""
+    extra = {"mixed_precision": precision, **OPTS[opts]}
     if recipe == "strong":
-        extra.update(loss="hinge", d_spectral_norm=True, d_batchnorm=False, ema=True, r1_gamma=1.0,
+        extra.update(loss="hinge", d_spectral_norm=True, d_batchnorm=False, ema=True,
+                     r1_gamma=0.0 if "compile" in OPTS[opts] else 1.0,  # compile cannot do R1's double backward
                      r1_every=3, diffaugment="color,translation,cutout")
     one = tiny(synthetic_shards, tmp_path / "one", **extra)
     train(one)
@@ -131,8 +141,8 @@ def test_d_frozen_and_untouched_during_g_step(tmp_path, synthetic_shards):
     cfg = tiny(synthetic_shards, tmp_path / "run")
     acc = make_accelerator(cfg)
     trainer = Trainer(cfg, acc, 32)
-    real = torch.rand(8, 3, 32, 32) * 2 - 1
-    fake = trainer.g(torch.randn(8, 16))
+    real = torch.rand(8, 3, 32, 32, device=acc.device) * 2 - 1
+    fake = trainer.g(torch.randn(8, 16, device=acc.device))
     trainer.d_step(real, fake)
     d_grads = [p.grad.clone() for p in trainer.d.parameters()]
     d_weights = [p.detach().clone() for p in trainer.d.parameters()]

@@ -1,0 +1,206 @@
+"""Training speed: facegan's step and loop against a bare PyTorch DCGAN loop, side by side.
+
+    python bench/train_step.py            # CPU: 32 px, widths 32, batch 64 (quick)
+    python bench/train_step.py --size 64 --width 64 --batch 128   # the DCGAN of the paper
+
+Every row trains the same DCGAN (facegan.networks at the same widths) with the same batch and
+Adam settings. Rows, in one process, interleaved over --rounds rounds (median reported):
+
+  bare loop                the PyTorch DCGAN example's step: D real+fake backward, D step,
+                           G backward through D, G step; in-memory batch; no logging
+  bare loop, same opts     the same with facegan's memory layout and optimizer settings
+  facegan Trainer.step     facegan's step (Accelerate, no_sync, frozen D, on-device stats)
+                           on the same in-memory batch
+
+On a GPU it adds end-to-end rows that read real images from disk:
+
+  DCGAN example config     fp32, NCHW, foreach Adam, ImageFolder decoding the 178x218 CelebA
+                           JPEGs with Resize/CenterCrop/Normalize in DataLoader workers
+  facegan train(), ...     facegan's own loop (facegan.training_loop.train) on shards packed
+                           from the same JPEGs, img/s as its metrics.jsonl reports it
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from facegan.config import DCGAN, TrainConfig  # noqa: E402
+from facegan.training_loop import Trainer, build_networks, make_accelerator, to_channels_last, train  # noqa: E402
+
+DEFAULT_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-sample"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class BareLoop:
+    """The PyTorch DCGAN example's training step, nothing else (BCE on logits, labels 0.9/0)."""
+
+    def __init__(self, cfg: TrainConfig, size: int, device: torch.device, same_opts: bool):
+        torch.manual_seed(0)
+        g, d = build_networks(cfg, size)
+        if same_opts and cfg.channels_last:
+            g, d = to_channels_last(g), to_channels_last(d)
+        self.g, self.d = g.to(device), d.to(device)
+        fused = (cfg.fused_adam or None) if same_opts else None
+        self.opt_g = torch.optim.Adam(self.g.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2), fused=fused)
+        if same_opts and cfg.compile != "off":
+            self.g.compile(mode=cfg.compile)
+            self.d.compile(mode=cfg.compile)
+        self.mark_step = same_opts and cfg.compile == "reduce-overhead"
+        self.cfg, self.device = cfg, device
+        self.autocast = cfg.mixed_precision == "bf16"
+
+    def step(self, real: torch.Tensor) -> None:
+        cfg, g, d = self.cfg, self.g, self.d
+        if self.mark_step:
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+            z = torch.randn(real.shape[0], cfg.z_dim, device=real.device)
+            fake = g(z)
+            self.opt_d.zero_grad(set_to_none=True)
+            out = d(real)
+            F.binary_cross_entropy_with_logits(out.float(), torch.full_like(out, cfg.real_label,
+                                                                            dtype=torch.float32)).backward()
+            out = d(fake.detach())
+            F.binary_cross_entropy_with_logits(out.float(), torch.zeros_like(out, dtype=torch.float32)).backward()
+            self.opt_d.step()
+            self.opt_g.zero_grad(set_to_none=True)
+            out = d(fake)
+            F.binary_cross_entropy_with_logits(out.float(), torch.ones_like(out, dtype=torch.float32)).backward()
+            self.opt_g.step()
+
+
+def rate(step, real: torch.Tensor, steps: int, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(real)
+    sync(device)
+    return steps * real.shape[0] / (time.perf_counter() - start)
+
+
+def in_memory_rows(cfg: TrainConfig, size: int, device: torch.device, steps: int, warmup: int,
+                   rounds: int) -> list[tuple[str, float]]:
+    real = (torch.rand(cfg.batch_size, 3, size, size, device=device) * 2 - 1)
+    real_cl = real.contiguous(memory_format=torch.channels_last) if cfg.channels_last else real
+    bare, same = BareLoop(cfg, size, device, False), BareLoop(cfg, size, device, True)
+    acc = make_accelerator(cfg)
+    trainer = Trainer(cfg, acc, size)
+    contenders = [("bare loop (NCHW, foreach Adam)", bare.step, real),
+                  ("bare loop, same opts as facegan", same.step, real_cl),
+                  ("facegan Trainer.step", trainer.step, real_cl)]
+    for _, step, batch in contenders:  # warm-up (and compilation)
+        rate(step, batch, warmup, device)
+    results: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+    for _ in range(rounds):  # interleaved, so drifts in clock or load hit every row alike
+        for name, step, batch in contenders:
+            results[name].append(rate(step, batch, steps, device))
+    return [(name, statistics.median(values)) for name, values in results.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on GPU: the example's configuration against facegan's loop, both reading images.
+
+
+def example_config_rate(cfg: TrainConfig, celeba: Path, size: int, workers: int, steps: int,
+                        warmup: int, device: torch.device) -> float:
+    from loader import imagefolder_loader  # bench/loader.py: the example's ImageFolder pipeline
+
+    base = dataclasses.replace(cfg, mixed_precision="no", compile="off")
+    loop = BareLoop(base, size, device, same_opts=False)
+    loader = imagefolder_loader(celeba, size, cfg.batch_size, workers)
+
+    def batches():
+        while True:
+            for images, _ in loader:
+                yield images
+
+    it = batches()
+    for _ in range(warmup):
+        loop.step(next(it).to(device, non_blocking=True))
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loop.step(next(it).to(device, non_blocking=True))
+    sync(device)
+    return steps * cfg.batch_size / (time.perf_counter() - start)
+
+
+def facegan_train_rate(cfg: TrainConfig, shards: Path, steps: int, warmup: int) -> float:
+    """facegan's own loop; img/s from metrics.jsonl, leaving out the first (warm-up) interval."""
+    with tempfile.TemporaryDirectory() as run:
+        run_cfg = dataclasses.replace(cfg, data=str(shards), run_dir=run, max_steps=warmup + steps, log_every=warmup,
+                                      ckpt_every=10**9, sample_every=10**9, resume="none")
+        if steps % warmup:
+            raise ValueError("--steps must be a multiple of --warmup for the train() rows")
+        train(run_cfg)
+        records = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(r["img/s"] for r in records[1:])
+
+
+def pack_celeba(celeba: Path, out: Path, size: int, workers: int) -> Path:
+    from facegan.pack import pack
+    from facegan.sources.celeba import CelebASource
+
+    pack(CelebASource(celeba, "all"), out, size=size, workers=workers, progress=False)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cuda = torch.cuda.is_available()
+    p.add_argument("--size", type=int, default=64 if cuda else 32)
+    p.add_argument("--width", type=int, default=64 if cuda else 32, help="ngf = ndf")
+    p.add_argument("--batch", type=int, default=128 if cuda else 64)
+    p.add_argument("--steps", type=int, default=200 if cuda else 20, help="timed steps per round")
+    p.add_argument("--warmup", type=int, default=50 if cuda else 5)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--precision", choices=("no", "bf16"), default="bf16" if cuda else "no")
+    p.add_argument("--compile", default="off", choices=("off", "default", "reduce-overhead", "max-autotune"),
+                   help="torch.compile mode for G and D (facegan and 'same opts' rows)")
+    p.add_argument("--celeba", type=Path, default=DEFAULT_CELEBA, help="images for the end-to-end GPU rows")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--cpu", action="store_true", help="stay on the CPU even where a GPU is present")
+    args = p.parse_args()
+    device = torch.device("cuda" if cuda and not args.cpu else "cpu")
+    cfg = dataclasses.replace(DCGAN, ngf=args.width, ndf=args.width, batch_size=args.batch,
+                              mixed_precision=args.precision, compile=args.compile, cpu=device.type == "cpu",
+                              num_workers=args.workers)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"{name}; torch {torch.__version__}; DCGAN {args.size} px, widths {args.width}, z {cfg.z_dim}, "
+          f"batch {args.batch}, precision {args.precision}, compile {args.compile}; "
+          f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps", flush=True)
+    rows = in_memory_rows(cfg, args.size, device, args.steps, args.warmup, args.rounds)
+    bare = rows[0][1]
+    same = rows[1][1]
+    if device.type == "cuda":
+        base = example_config_rate(cfg, args.celeba, args.size, args.workers, args.steps, args.warmup, device)
+        rows.insert(0, ("DCGAN example config (fp32, ImageFolder JPEG decode)", base))
+        with tempfile.TemporaryDirectory() as tmp:
+            shards = pack_celeba(args.celeba, Path(tmp) / "shards", args.size, args.workers)
+            label = f"facegan train() ({args.precision}, channels_last, fused Adam, compile {args.compile}, npy)"
+            rows.append((label, facegan_train_rate(cfg, shards, args.steps, args.warmup)))
+        bare = base
+    print(f"{'row':<82}{'img/s':>9}{'vs first':>10}{'cost vs same opts':>19}")
+    for label, value in rows:
+        print(f"{label:<82}{value:>9.0f}{value / bare:>9.2f}x{same / value:>18.3f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""launch/: syntax, the resolved commands (a fake 2-node SLURM job), cpu_ddp.sh for real, the
+STOP file the SLURM script uses for preemption, and the pack tool's shard-count warning."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import pytest
+
+from facegan import checkpoint as ckpt
+from facegan.pack import main as pack_main
+from facegan.training_loop import STOP_FILE, train
+from tests.conftest import REPO
+from tests.test_train import TRAIN_PY, _flags, env, tiny
+
+LAUNCH = REPO / "launch"
+SCRIPTS = ["single_gpu.sh", "multi_gpu.sh", "cpu_ddp.sh", "slurm_multinode.sbatch", "common.sh"]
+
+
+def bash(script: str, *args: str, extra_env: dict | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(LAUNCH / script), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**env(), **(extra_env or {})})
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_parse(script):
+    res = subprocess.run(["bash", "-n", str(LAUNCH / script)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_slurm_dry_run_resolves_two_nodes(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] && printf "gpu07\\ngpu08\\n"\n')
+    (fake / "scontrol").chmod(0o755)
+    slurm = {"SLURM_NNODES": "2", "SLURM_GPUS_PER_NODE": "h100:4", "SLURM_JOB_NODELIST": "gpu[07-08]",
+             "SLURM_JOB_ID": "42", "SLURM_SUBMIT_DIR": str(REPO), "DRY_RUN": "1",
+             "PATH": f"{fake}:{os.environ['PATH']}"}
+    res = bash("slurm_multinode.sbatch", "shards/celeba-64", "runs/big", "--preset", "strong", extra_env=slurm)
+    assert res.returncode == 0, res.stderr
+    srun = shlex.split(res.stdout)
+    assert srun[:4] == ["srun", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    node = shlex.split(srun[-1])  # what each node's shell runs
+    assert node[:2] == ["accelerate", "launch"]
+    opts = dict(zip(node[2::1], node[3::1]))
+    assert (opts["--num_machines"], opts["--num_processes"], opts["--main_process_ip"],
+            opts["--main_process_port"], opts["--machine_rank"]) == ("2", "8", "gpu07", "29500", "$SLURM_NODEID")
+    assert node[node.index(str(REPO / "facegan" / "train.py")) + 1:] == [
+        "--data", "shards/celeba-64", "--run-dir", "runs/big", "--resume", "auto", "--preset", "strong"]
+    assert "2 nodes x 4 GPUs, rendezvous gpu07:29500" in res.stderr
+    text = (LAUNCH / "slurm_multinode.sbatch").read_text()
+    assert "#SBATCH --signal=B:USR1@120" in text and "#SBATCH --requeue" in text
+
+
+def test_single_and_multi_gpu_dry_run():
+    res = bash("single_gpu.sh", "shards/a", "runs/b", "--max-kimg", "10", extra_env={"DRY_RUN": "1"})
+    assert res.returncode == 0 and shlex.split(res.stdout) == [
+        "accelerate", "launch", "--config_file", str(REPO / "accelerate_config.yaml"), "--num_processes", "1",
+        str(REPO / "facegan" / "train.py"), "--data", "shards/a", "--run-dir", "runs/b", "--max-kimg", "10"]
+    res = bash("multi_gpu.sh", extra_env={"DRY_RUN": "1", "NUM_GPUS": "4", "DATA": "shards/a", "RUN_DIR": "r"})
+    assert res.returncode == 0 and "--multi_gpu --num_processes 4" in res.stdout and "--data shards/a" in res.stdout
+    res = bash("cpu_ddp.sh")
+    assert res.returncode != 0 and "pass the shard folder as the first argument" in res.stderr
+
+
+@pytest.mark.slow
+def test_cpu_ddp_script_trains(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    flags = _flags(synthetic_shards, run)[4:]  # all but --data and --run-dir
+    res = bash("cpu_ddp.sh", str(synthetic_shards), str(run), *flags, timeout=300,
+               extra_env={"PYTHON": sys.executable})
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())
+    assert state["step"] == 6 and len(state["rank_param_sha256"]) == 2
+    assert len(set(state["rank_param_sha256"])) == 1
+
+
+@pytest.mark.slow
+def test_stop_file_saves_exits_and_is_cleared_on_resume(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, TRAIN_PY] + _flags(
+        synthetic_shards, run, **{"max-steps": 100000, "ckpt-every": 100000, "log-every": 10}),
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    (run / STOP_FILE).touch()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stop signal received" in err, err[-3000:]
+    step = json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())["step"]
+    assert step % 10 == 0 and step > 0
+    # The restart (a requeued job) removes the request and trains on.
+    train(tiny(synthetic_shards, run, max_steps=step + 4, num_samples=4))
+    assert not (run / STOP_FILE).exists()
+    assert json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())["step"] == step + 4
+
+
+def test_pack_warns_when_shards_are_fewer_than_readers(tmp_path, capsys):
+    argv = ["synthetic", "--num", "30", "--size", "32", "--shard-size", "10", "--no-progress", "--workers", "1"]
+    assert pack_main(argv + ["--out", str(tmp_path / "a"), "--readers", "8"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 3 shard(s) for 8 readers" in err and "--shard-size 3 or less" in err
+    assert pack_main(argv + ["--out", str(tmp_path / "b"), "--readers", "3"]) == 0
+    assert "warning" not in capsys.readouterr().err
