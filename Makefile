@@ -18,7 +18,8 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m facegan.pack synthetic --num 10000 --size 32 --out $(DEMO_SHARDS) --overwrite
 	$(BIN)/python facegan/train.py --preset demo --data $(DEMO_SHARDS) --run-dir $(DEMO_RUN) --resume none
-	@echo "demo: sample grids in $(DEMO_RUN)/samples/, metrics in $(DEMO_RUN)/metrics.jsonl"
+	$(BIN)/python -m facegan.report $(DEMO_RUN)
+	@echo "demo: sample grids in $(DEMO_RUN)/samples/, metrics in $(DEMO_RUN)/metrics.jsonl, plots in $(DEMO_RUN)/report/"
 
 test: install
 	$(BIN)/ruff check facegan tests bench
@@ -29,6 +30,8 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/fid.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -18,7 +18,7 @@ from PIL import Image
 
 from facegan import checkpoint as ckpt
 from facegan.config import DEMO, STRONG, TrainConfig, config_from_args
-from facegan.training_loop import NonFiniteLoss, Trainer, make_accelerator, train
+from facegan.training_loop import STOP_FILE, NonFiniteLoss, Trainer, make_accelerator, train
 
 from .conftest import REPO
 
@@ -248,7 +248,9 @@ def test_cli_one_line_errors(tmp_path, synthetic_shards):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_zero(tmp_path, synthetic_shards):
+@pytest.mark.parametrize("how", ["sigterm", "stop-file"])
+def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
+    """SIGTERM/SIGUSR1, or RUN_DIR/STOP (what launch/slurm_multinode.sbatch writes)."""
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, TRAIN_PY] + _flags(
         synthetic_shards, run, **{"max-steps": 100000, "ckpt-every": 100000, "log-every": 10}),
@@ -256,7 +258,10 @@ def test_sigterm_saves_and_exits_zero(tmp_path, synthetic_shards):
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        (run / STOP_FILE).touch()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     assert "stop signal received" in err
@@ -265,6 +270,10 @@ def test_sigterm_saves_and_exits_zero(tmp_path, synthetic_shards):
     step = json.loads((saved[0] / ckpt.STATE_FILE).read_text())["step"]
     assert step > 0 and step % 10 == 0  # ranks agree at a signal check, every 10 steps
     assert ckpt.read_network_meta(run / "generator.safetensors")["step"] == step
+    # The restart (a requeued job) removes a stop file and trains on.
+    train(tiny(synthetic_shards, run, max_steps=step + 4, num_samples=4))
+    assert not (run / STOP_FILE).exists()
+    assert json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())["step"] == step + 4
 
 
 @pytest.mark.slow
