@@ -161,14 +161,17 @@ class OneLineErrors(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """--preset plus one flag per config field (--max-steps, --lr-g, ...); all are validated."""
     parser = OneLineErrors(
-        prog="facegan/train.py", description="Train a face GAN with Accelerate.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+        prog="facegan/train.py", description="Train a face GAN with Accelerate. Defaults shown are the "
+        "dcgan preset's; --preset strong|demo changes some of them.", allow_abbrev=False)
     helps = _comments()
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        kwargs = {"default": None, "help": helps.get(f.name, "")}
+        # default None: a flag overrides the preset only when given.
+        default = getattr(DCGAN, f.name)
+        shown = f" (default: {default!r})" if default not in ("", None) else ""
+        kwargs = {"default": None, "help": helps.get(f.name, "").replace("%", "%%") + shown}
         if f.name == "preset":
             kwargs.update(choices=sorted(PRESETS), help="the preset the other flags override")
         elif kind is bool:

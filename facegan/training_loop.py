@@ -488,7 +488,8 @@ def train(cfg: TrainConfig) -> Path:
                         f.write(json.dumps(fid) + "\n")
                     print(f"facegan: {metrics.describe(fid)}", file=sys.stderr, flush=True)
                 key = "fid" if "fid" in fid else "fid_nonstandard"
-                acc.log({key: fid[key], "fid/num_generated": fid["num_generated"]}, step=step)
+                acc.log({key: fid[key], "fid/num_generated": fid["num_generated"],
+                         "fid/weights": f"{fid['weights']} (sha256 {fid['weights_sha256'][:12]})"}, step=step)
             progress.update(record)
             signalled = step % SIGNAL_CHECK_EVERY == 0 and stop.agreed(acc)
             if step % cfg.ckpt_every == 0 or signalled:
