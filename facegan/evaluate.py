@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-
-import torch
 
 from .config import OneLineErrors
 from .inception import Inception, InceptionWeightsError
@@ -48,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "facegan.evaluate"
-    if len(args.data) > 2 or (len(args.data) == 2) == bool(args.generator or args.images):
+    others = [bool(args.generator), bool(args.images), len(args.data) == 2]  # what --data is scored against
+    if len(args.data) > 2 or sum(others) != 1:
         print(f"{prog}: error: give --generator, --images, or a second --data", file=sys.stderr)
         return 2
     if args.num_samples < 2 or args.batch_size < 1:
@@ -58,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import metrics
     from .checkpoint import load_generator
+    from .training_loop import use_cpu
 
-    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    acc = Accelerator(cpu=args.cpu or (multi_process and not torch.cuda.is_available()))
+    acc = Accelerator(cpu=use_cpu(args.cpu))
     rank, world = acc.process_index, acc.num_processes
     common = {"batch_size": args.batch_size, "rank": rank, "world_size": world,
               "reduce": lambda t: acc.reduce(t, "sum"), "progress": acc.is_main_process}

@@ -246,15 +246,20 @@ def fid_record(fid: float, inception: Inception, **counts) -> dict:
     """One FID result with the weights that produced it. With non-standard weights the value goes
     under `fid_nonstandard`, never `fid`, and a note says why."""
     info = inception.describe()
-    record = {("fid" if info["standard_weights"] else "fid_nonstandard"): fid, **counts, **info}
+    record = {fid_key(info["standard_weights"]): fid, **counts, **info}
     if not info["standard_weights"]:
         record["note"] = ("not torch-fidelity's standard Inception weights: this number is not "
                           "comparable to published FIDs")
     return record
 
 
+def fid_key(standard_weights: bool) -> str:
+    """Where a record keeps its FID: `fid` only for torch-fidelity's standard weights."""
+    return "fid" if standard_weights else "fid_nonstandard"
+
+
 def fid_value(record: dict) -> float:
-    return record["fid"] if "fid" in record else record["fid_nonstandard"]
+    return record[fid_key(record["standard_weights"])]
 
 
 def score_generator(inception: Inception, g: torch.nn.Module, z_dim: int, shardset: ShardSet, num: int, *,

@@ -14,6 +14,8 @@ import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm import tqdm
@@ -68,9 +70,20 @@ def _results(items: list[Item], workers: int, init_args: tuple):
         _init_worker(*init_args)
         yield from map(_process, items)
         return
+    # Workers start from a clean forkserver (spawn where there is none), not a fork of this
+    # process: a fork copies whatever locks other threads (OpenMP, tqdm's monitor) hold at that
+    # moment, and a worker that deadlocks on one never returns. Unlike multiprocessing.Pool, the
+    # executor also raises when a worker dies (out of memory, killed) instead of waiting forever.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     chunk = max(1, min(64, len(items) // (workers * 8)))
-    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-        yield from pool.imap(_process, items, chunksize=chunk)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args)
+    try:
+        yield from pool.map(_process, items, chunksize=chunk)
+    except BrokenProcessPool as e:
+        raise PackError(f"a pack worker process died ({e}); try fewer --workers or more memory") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:

@@ -378,6 +378,13 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
 
 
+def use_cpu(asked: bool) -> bool:
+    """Accelerate sets up multi-process CPU (gloo) only when told cpu=True: do so when asked, and
+    under torchrun or accelerate launch on a machine without CUDA."""
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return asked or (multi_process and not torch.cuda.is_available())
+
+
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # On a GPU some cuDNN kernels (convolution backward) sum in a varying order, so two runs, or a
     # run and its resume, drift apart in the last bits. Deterministic kernels make resume bitwise
@@ -385,11 +392,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     torch.backends.cudnn.deterministic = cfg.deterministic
     if cfg.deterministic:
         torch.backends.cudnn.benchmark = False
-    # Accelerate sets up multi-process CPU (gloo) only when told cpu=True: do so under torchrun
-    # or accelerate launch on a machine without CUDA.
-    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    cpu = cfg.cpu or (multi_process and not torch.cuda.is_available())
-    return Accelerator(cpu=cpu, mixed_precision=resolve_precision(cfg),
+    return Accelerator(cpu=use_cpu(cfg.cpu), mixed_precision=resolve_precision(cfg),
                        log_with="wandb" if cfg.tracker == "wandb" else None,
                        project_dir=cfg.run_dir, step_scheduler_with_optimizer=False)
 
@@ -416,10 +419,10 @@ def train(cfg: TrainConfig) -> Path:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
         trim_metrics(run_dir / "metrics.jsonl", trainer.state["step"])
         (run_dir / STOP_FILE).unlink(missing_ok=True)  # the request that ended the last start
-        readers = world * max(cfg.num_workers, 1)
-        if len(shardset.shards) < readers:
-            print(f"facegan: warning: {len(shardset.shards)} shards for {readers} readers ({world} processes x "
-                  f"{max(cfg.num_workers, 1)} workers): readers share shards, so a batch holds repeated "
+        workers = max(cfg.num_workers, 1)  # 0 workers: the process reads itself
+        if len(shardset.shards) < world * workers:
+            print(f"facegan: warning: {len(shardset.shards)} shards for {world * workers} readers ({world} "
+                  f"processes x {workers} workers): readers share shards, so a batch holds repeated "
                   "images; repack with a smaller --shard-size", file=sys.stderr)
         where = f"resuming from {resume_from}" if resume_from else "starting"
         print(f"facegan: {where}; {world} process(es) x batch {cfg.batch_size} = global batch "
@@ -444,6 +447,14 @@ def train(cfg: TrainConfig) -> Path:
                                  shuffle_buffer=cfg.shuffle_buffer, uint8=True,
                                  pin_memory=acc.device.type == "cuda"))
 
+    def kimg(step: int) -> float:  # thousands of real images shown, all ranks together
+        return step * cfg.batch_size * world / 1000
+
+    def append_metrics(record: dict) -> None:
+        if acc.is_main_process:
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
     def checkpoint():
         trainer.check_finite()
         trainer.state["segment"] += 1
@@ -465,13 +476,11 @@ def train(cfg: TrainConfig) -> Path:
             if step % cfg.log_every == 0:
                 trainer.check_finite()
                 now = time.perf_counter()
-                record = {"step": step, "kimg": step * cfg.batch_size * world / 1000, **trainer.take_stats(),
+                record = {"step": step, "kimg": kimg(step), **trainer.take_stats(),
                           "img/s": (step - tick_step) * cfg.batch_size * world / (now - tick),
                           "lr/G": cfg.lr_g, "lr/D": cfg.lr_d}
                 tick, tick_step = now, step
-                if acc.is_main_process:
-                    with open(run_dir / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                append_metrics(record)
                 acc.log(record, step=step)
             if step % cfg.sample_every == 0 and acc.is_main_process:
                 grid = write_samples(trainer.sampler, fixed_z, run_dir / "samples" / f"step-{step:09d}.png")
@@ -480,15 +489,13 @@ def train(cfg: TrainConfig) -> Path:
                     acc.get_tracker("wandb").log_images({"samples": [image]}, step=step)
             if cfg.fid_every and step % cfg.fid_every == 0:  # every rank takes part
                 started = time.perf_counter()
-                fid = {"step": step, "kimg": step * cfg.batch_size * world / 1000,
-                       **trainer.measure_fid(inception, shardset, run_dir)}
+                fid = {"step": step, "kimg": kimg(step), **trainer.measure_fid(inception, shardset, run_dir)}
                 tick += time.perf_counter() - started  # FID time does not count against img/s
+                append_metrics(fid)
                 if acc.is_main_process:
-                    with open(run_dir / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(fid) + "\n")
                     print(f"facegan: {metrics.describe(fid)}", file=sys.stderr, flush=True)
-                key = "fid" if "fid" in fid else "fid_nonstandard"
-                acc.log({key: fid[key], "fid/num_generated": fid["num_generated"],
+                acc.log({metrics.fid_key(fid["standard_weights"]): metrics.fid_value(fid),
+                         "fid/num_generated": fid["num_generated"],
                          "fid/weights": f"{fid['weights']} (sha256 {fid['weights_sha256'][:12]})"}, step=step)
             progress.update(record)
             signalled = step % SIGNAL_CHECK_EVERY == 0 and stop.agreed(acc)

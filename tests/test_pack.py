@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -19,6 +20,7 @@ from facegan.pack import PackError, main, pack
 from facegan.shardset import MANIFEST, ShardSetError, load_shardset, sha256_file
 from facegan.sources.celeba import CelebAError, CelebASource, detect_layout
 from facegan.sources.folder import FolderSource
+from facegan.sources.synthetic import SyntheticSource
 
 from .conftest import ATTRS, CELEBA_SAMPLE, LANDMARKS
 
@@ -236,6 +238,22 @@ def test_inspect_refuses_changed_shard(tmp_path, synthetic_shards):
         from facegan.pack import inspect
 
         inspect(copy, verify=True)
+
+
+class _DyingSource(SyntheticSource):
+    """Synthetic faces whose loader process dies (as if killed for memory) on one item."""
+
+    def load(self, item):
+        if item.ref == 5:
+            os._exit(9)
+        return super().load(item)
+
+
+def test_dead_worker_is_an_error_not_a_hang(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(PackError, match="a pack worker process died"):
+        pack(_DyingSource(num=40, size=32), out, size=32, shard_size=10, workers=2, progress=False)
+    assert not list(out.glob("*.tar")) and not (out / MANIFEST).exists()  # nothing half-written kept
 
 
 @pytest.mark.slow
