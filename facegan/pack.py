@@ -29,6 +29,7 @@ from facegan.shardset import (
     ShardSetError,
     content_hash,
     load_shardset,
+    shared_shards_warning,
     write_json_atomic,
 )
 from facegan.sources.base import BadImage, Item
@@ -267,11 +268,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(manifest, out))
-    shards = len(manifest["shards"])
-    if shards < args.readers:
-        print(f"warning: {shards} shard(s) for {args.readers} readers (--readers: processes x loader "
-              f"workers): readers will share shards. For that many, pack with --shard-size "
-              f"{max(1, manifest['count'] // args.readers)} or less", file=sys.stderr)
+    warning = shared_shards_warning(len(manifest["shards"]), args.readers, manifest["count"])
+    if warning:
+        print(f"{warning} (--readers)", file=sys.stderr)
     return 0
 
 

@@ -142,3 +142,13 @@ def verify_checksums(shardset: ShardSet) -> None:
     """Re-hash every shard; raise ShardSetError naming the first that disagrees."""
     for shard in shardset.shards:
         check_digest(shard, sha256_file(shard.path))
+
+
+def shared_shards_warning(shards: int, readers: int, count: int) -> str | None:
+    """Each reader (a process's loader worker, across all nodes) streams shards of its own. With
+    fewer shards than readers some share them and batches repeat images: the warning, else None."""
+    if shards >= readers:
+        return None
+    return (f"warning: {shards} shard(s) for {readers} readers (processes x loader workers): readers "
+            f"share shards, so batches hold repeated images; pack with --shard-size "
+            f"{max(1, count // readers)} or less")

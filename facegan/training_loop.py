@@ -32,7 +32,7 @@ from facegan.data import to_float, train_loader
 from facegan.inception import Inception
 from facegan.losses import d_fake_loss, d_real_loss, g_loss, r1_penalty
 from facegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
-from facegan.shardset import load_shardset
+from facegan.shardset import load_shardset, shared_shards_warning
 
 SIGNAL_CHECK_EVERY = 10  # steps between the all-rank checks for SIGTERM / SIGUSR1
 # Config fields that shape the saved state: a checkpoint resumes only into the same ones.
@@ -419,11 +419,10 @@ def train(cfg: TrainConfig) -> Path:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
         trim_metrics(run_dir / "metrics.jsonl", trainer.state["step"])
         (run_dir / STOP_FILE).unlink(missing_ok=True)  # the request that ended the last start
-        workers = max(cfg.num_workers, 1)  # 0 workers: the process reads itself
-        if len(shardset.shards) < world * workers:
-            print(f"facegan: warning: {len(shardset.shards)} shards for {world * workers} readers ({world} "
-                  f"processes x {workers} workers): readers share shards, so a batch holds repeated "
-                  "images; repack with a smaller --shard-size", file=sys.stderr)
+        readers = world * max(cfg.num_workers, 1)  # 0 workers: the process reads itself
+        warning = shared_shards_warning(len(shardset.shards), readers, shardset.count)
+        if warning:
+            print(f"facegan: {warning}", file=sys.stderr)
         where = f"resuming from {resume_from}" if resume_from else "starting"
         print(f"facegan: {where}; {world} process(es) x batch {cfg.batch_size} = global batch "
               f"{world * cfg.batch_size}; {max_steps} steps; {shardset.count} images at "

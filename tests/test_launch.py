@@ -70,10 +70,12 @@ def test_single_and_multi_gpu_dry_run():
 @pytest.mark.slow
 def test_cpu_ddp_script_trains(tmp_path, synthetic_shards):
     run = tmp_path / "run"
-    flags = _flags(synthetic_shards, run)[4:]  # all but --data and --run-dir
+    flags = _flags(synthetic_shards, run, **{"num-workers": 6})[4:]  # all but --data and --run-dir
     res = bash("cpu_ddp.sh", str(synthetic_shards), str(run), *flags, timeout=300,
                extra_env={"PYTHON": sys.executable})
     assert res.returncode == 0, res.stderr[-3000:]
+    # 2 processes x 6 workers read 11 shards of 103 images: training says so, once
+    assert res.stderr.count("warning: 11 shard(s) for 12 readers") == 1 and "--shard-size 8 or less" in res.stderr
     state = json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())
     assert state["step"] == 6 and len(state["rank_param_sha256"]) == 2
     assert len(set(state["rank_param_sha256"])) == 1
