@@ -188,6 +188,16 @@ def inspect(root: Path, verify: bool) -> str:
     return "\n".join(lines)
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _common_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--out", type=Path, help="output folder (default: shards/<source>-<size>)")
@@ -198,10 +208,10 @@ def _common_options() -> argparse.ArgumentParser:
     p.add_argument("--format", default="npy", choices=FORMATS,
                    help="npy: raw uint8, lossless, no decode (default, fastest to stream); "
                         "png: lossless, about 25%% smaller, 3x slower to stream; jpg: quality 95")
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    p.add_argument("--shard-size", type=_at_least_one, default=1000, help="samples per tar shard")
+    p.add_argument("--workers", type=_at_least_one, default=min(8, os.cpu_count() or 1),
                    help="parallel decode/encode processes")
-    p.add_argument("--readers", type=int, default=16,
+    p.add_argument("--readers", type=_at_least_one, default=16,
                    help="readers you will train with (processes x loader workers, all nodes): warns when "
                         "there are fewer shards, as readers would then share shards")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")

@@ -211,6 +211,10 @@ def test_cli_exit_codes_and_summary(tmp_path, celeba_tree, capsys):
     assert "missing: image folder not found" in capsys.readouterr().err
     assert main(["celeba", str(root), "--crop", "big", "--out", str(tmp_path / "o2")]) == 2
     assert "--crop 'big'" in capsys.readouterr().err
+    for flag in ("--shard-size", "--workers", "--readers"):
+        with pytest.raises(SystemExit) as e:
+            main(["synthetic", "--num", "4", "--out", str(tmp_path / "o3"), flag, "0"])
+        assert e.value.code == 2 and f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_module_entry_point_runs(tmp_path):
