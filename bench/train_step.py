@@ -12,12 +12,14 @@ Adam settings. Rows, in one process, interleaved over --rounds rounds (median re
   facegan Trainer.step     facegan's step (Accelerate, no_sync, frozen D, on-device stats)
                            on the same in-memory batch
 
-On a GPU it adds end-to-end rows that read real images from disk:
+With --end-to-end (the default on a GPU) it adds rows that read real images from disk:
 
   DCGAN example config     fp32, NCHW, foreach Adam, ImageFolder decoding the 178x218 CelebA
                            JPEGs with Resize/CenterCrop/Normalize in DataLoader workers
   facegan train(), ...     facegan's own loop (facegan.training_loop.train) on shards packed
-                           from the same JPEGs, img/s as its metrics.jsonl reports it
+                           from the same JPEGs, img/s as its metrics.jsonl reports it; once
+                           with one batch per loader-worker message (the old way), once with
+                           facegan.data.BATCHES_PER_MESSAGE (the default)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import facegan.data  # noqa: E402
 from facegan.config import DCGAN, TrainConfig  # noqa: E402
 from facegan.training_loop import Trainer, build_networks, make_accelerator, to_channels_last, train  # noqa: E402
 
@@ -142,8 +145,9 @@ def example_config_rate(cfg: TrainConfig, celeba: Path, size: int, workers: int,
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
-def facegan_train_rate(cfg: TrainConfig, shards: Path, steps: int, warmup: int) -> float:
+def facegan_train_rate(cfg: TrainConfig, shards: Path, steps: int, warmup: int, batches_per_message: int) -> float:
     """facegan's own loop; img/s from metrics.jsonl, leaving out the first (warm-up) interval."""
+    facegan.data.BATCHES_PER_MESSAGE = batches_per_message
     with tempfile.TemporaryDirectory() as run:
         run_cfg = dataclasses.replace(cfg, data=str(shards), run_dir=run, max_steps=warmup + steps, log_every=warmup,
                                       ckpt_every=10**9, sample_every=10**9, resume="none")
@@ -177,7 +181,12 @@ def main() -> None:
     p.add_argument("--celeba", type=Path, default=DEFAULT_CELEBA, help="images for the end-to-end GPU rows")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even where a GPU is present")
+    p.add_argument("--end-to-end", action=argparse.BooleanOptionalAction, default=None,
+                   help="add the example-config and train() rows (default: on a GPU only)")
+    p.add_argument("--train-rounds", type=int, default=1, help="train() runs per train() row (median reported)")
     args = p.parse_args()
+    if args.train_rounds < 1:
+        p.error(f"--train-rounds must be at least 1, got {args.train_rounds}")
     device = torch.device("cuda" if cuda and not args.cpu else "cpu")
     cfg = dataclasses.replace(DCGAN, ngf=args.width, ndf=args.width, batch_size=args.batch,
                               mixed_precision=args.precision, compile=args.compile, cpu=device.type == "cpu",
@@ -189,17 +198,28 @@ def main() -> None:
     rows = in_memory_rows(cfg, args.size, device, args.steps, args.warmup, args.rounds)
     bare = rows[0][1]
     same = rows[1][1]
-    if device.type == "cuda":
+    if args.end_to_end if args.end_to_end is not None else device.type == "cuda":
+        if not (args.celeba / "img_align_celeba").is_dir():
+            sys.exit(f"bench/train_step.py: {args.celeba}: no CelebA (img_align_celeba/) for the end-to-end rows; "
+                     "pass --celeba ROOT or --no-end-to-end")
         base = example_config_rate(cfg, args.celeba, args.size, args.workers, args.steps, args.warmup, device)
         rows.insert(0, ("DCGAN example config (fp32, ImageFolder JPEG decode)", base))
         with tempfile.TemporaryDirectory() as tmp:
             shards = pack_celeba(args.celeba, Path(tmp) / "shards", args.size, args.workers)
             label = f"facegan train() ({args.precision}, channels_last, fused Adam, compile {args.compile}, npy)"
-            rows.append((label, facegan_train_rate(cfg, shards, args.steps, args.warmup)))
+            default = facegan.data.BATCHES_PER_MESSAGE
+            trains: dict[str, list[float]] = {f"{label}, 1 batch per loader message": [],
+                                              f"{label}, {default} per message (default)": []}
+            for _ in range(args.train_rounds):  # interleaved, like the in-memory rows
+                for name, per_message in zip(trains, (1, default)):
+                    trains[name].append(facegan_train_rate(cfg, shards, args.steps, args.warmup, per_message))
+            facegan.data.BATCHES_PER_MESSAGE = default
+            rows += [(name, statistics.median(values)) for name, values in trains.items()]
         bare = base
-    print(f"{'row':<82}{'img/s':>9}{'vs first':>10}{'cost vs same opts':>19}")
+    width = max(len(label) for label, _ in rows) + 2
+    print(f"{'row':<{width}}{'img/s':>9}{'vs first':>10}{'cost vs same opts':>19}")
     for label, value in rows:
-        print(f"{label:<82}{value:>9.0f}{value / bare:>9.2f}x{same / value:>18.3f}x")
+        print(f"{label:<{width}}{value:>9.0f}{value / bare:>9.2f}x{same / value:>18.3f}x")
 
 
 if __name__ == "__main__":

@@ -49,15 +49,20 @@ def test_eval_images_match_pack(synthetic_shards):
 
     batch = next(iter(eval_loader(synthetic_shards, 4, num_workers=0)))
     assert batch["key"] == ["000000", "000001", "000002", "000003"]
-    face = torch.from_numpy(__import__("numpy").asarray(render_face(0, 2, 32))).permute(2, 0, 1)
+    face = torch.from_numpy(__import__("numpy").array(render_face(0, 2, 32))).permute(2, 0, 1)
     assert torch.equal(((batch["image"][2] + 1) * 127.5).round().to(torch.uint8), face)
 
 
 def test_train_streams_differ_per_rank_and_are_endless(synthetic_shards):
-    streams = [train_loader(synthetic_shards, 8, num_workers=2, rank=r, world_size=2, seed=3)
-               for r in range(2)]
-    first = [set(k for b in _take(s, 2) for k in b["key"]) for s in streams]
-    assert not first[0] & first[1]  # each epoch, ranks read disjoint shards
+    # No shuffle buffer, so the first batches come from the first epoch's shards: 2 ranks x 2
+    # workers take disjoint slices of its shard permutation (each at least 13 samples).
+    for per_message, batches in ((1, 2), (3, 1)):  # 2 batches: one from each worker
+        streams = [train_loader(synthetic_shards, 8, num_workers=2, rank=r, world_size=2, seed=3,
+                                shuffle_buffer=1, batches_per_message=per_message) for r in range(2)]
+        first = [set(k for b in _take(s, batches) for k in b["key"]) for s in streams]
+        assert len(first[0]) == len(first[1]) == 8 * batches and not first[0] & first[1]
+    streams = [train_loader(synthetic_shards, 8, num_workers=2, rank=r, world_size=2, seed=3) for r in range(2)]
+    assert [b["key"] for b in _take(streams[0], 3)] != [b["key"] for b in _take(streams[1], 3)]
     batches = _take(streams[1], 40)  # 40 x 8 = 320 samples from 103: it never runs dry
     assert len(batches) == 40 and all(b["image"].shape[0] == 8 for b in batches)
 
@@ -73,6 +78,29 @@ def test_train_stream_is_deterministic(synthetic_shards):
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b))
     assert [x["key"] for x in a] != [x["key"] for x in c]
     assert [x["key"] for x in a] != [x["key"] for x in d]
+
+
+def test_batches_per_message_only_regroups_each_workers_batches(synthetic_shards):
+    """Workers send 3 batches per message: the same batches as one per message, bitwise, in each
+    worker's order; with 2 workers they alternate 3 at a time instead of 1 at a time."""
+    def run(workers, per_message, n):
+        loader = train_loader(synthetic_shards, 5, num_workers=workers, seed=2, with_meta=True,
+                              batches_per_message=per_message)
+        return _take(loader, n)
+
+    def same(xs, ys):
+        return (len(xs) == len(ys) and [x["key"] for x in xs] == [y["key"] for y in ys]
+                and [x["meta"] for x in xs] == [y["meta"] for y in ys]
+                and all(torch.equal(x["image"], y["image"]) for x, y in zip(xs, ys)))
+
+    assert same(run(1, 3, 8), run(1, 1, 8))
+    single, grouped = run(2, 1, 12), run(2, 3, 12)
+    w0, w1 = single[0::2], single[1::2]
+    assert same(grouped, w0[0:3] + w1[0:3] + w0[3:6] + w1[3:6])
+    assert not same(grouped, single)
+    assert all(b["image"].shape == (5, 3, 32, 32) and len(b["key"]) == 5 for b in grouped)
+    with pytest.raises(ValueError, match="batches_per_message must be at least 1, got 0"):
+        train_loader(synthetic_shards, 5, num_workers=2, batches_per_message=0)
 
 
 def test_hflip(synthetic_shards):
