@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -147,12 +148,10 @@ def example_config_rate(cfg: TrainConfig, celeba: Path, size: int, workers: int,
 
 def facegan_train_rate(cfg: TrainConfig, shards: Path, steps: int, warmup: int, batches_per_message: int) -> float:
     """facegan's own loop; img/s from metrics.jsonl, leaving out the first (warm-up) interval."""
-    facegan.data.BATCHES_PER_MESSAGE = batches_per_message
-    with tempfile.TemporaryDirectory() as run:
+    with tempfile.TemporaryDirectory() as run, mock.patch.object(facegan.data, "BATCHES_PER_MESSAGE",
+                                                                 batches_per_message):
         run_cfg = dataclasses.replace(cfg, data=str(shards), run_dir=run, max_steps=warmup + steps, log_every=warmup,
                                       ckpt_every=10**9, sample_every=10**9, resume="none")
-        if steps % warmup:
-            raise ValueError("--steps must be a multiple of --warmup for the train() rows")
         train(run_cfg)
         records = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     return statistics.median(r["img/s"] for r in records[1:])
@@ -178,8 +177,9 @@ def main() -> None:
     p.add_argument("--precision", choices=("no", "bf16"), default="bf16" if cuda else "no")
     p.add_argument("--compile", default="off", choices=("off", "default", "reduce-overhead", "max-autotune"),
                    help="torch.compile mode for G and D (facegan and 'same opts' rows)")
-    p.add_argument("--celeba", type=Path, default=DEFAULT_CELEBA, help="images for the end-to-end GPU rows")
-    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--celeba", type=Path, default=DEFAULT_CELEBA,
+                   help="CelebA root (official layout) for the end-to-end rows")
+    p.add_argument("--workers", type=int, default=8, help="loader workers for the end-to-end rows")
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even where a GPU is present")
     p.add_argument("--end-to-end", action=argparse.BooleanOptionalAction, default=None,
                    help="add the example-config and train() rows (default: on a GPU only)")
@@ -188,6 +188,9 @@ def main() -> None:
     if args.train_rounds < 1:
         p.error(f"--train-rounds must be at least 1, got {args.train_rounds}")
     device = torch.device("cuda" if cuda and not args.cpu else "cpu")
+    end_to_end = args.end_to_end if args.end_to_end is not None else device.type == "cuda"
+    if end_to_end and args.steps % args.warmup:  # train() logs img/s every --warmup steps
+        p.error(f"--steps ({args.steps}) must be a multiple of --warmup ({args.warmup}) for the train() rows")
     cfg = dataclasses.replace(DCGAN, ngf=args.width, ndf=args.width, batch_size=args.batch,
                               mixed_precision=args.precision, compile=args.compile, cpu=device.type == "cpu",
                               num_workers=args.workers)
@@ -198,7 +201,7 @@ def main() -> None:
     rows = in_memory_rows(cfg, args.size, device, args.steps, args.warmup, args.rounds)
     bare = rows[0][1]
     same = rows[1][1]
-    if args.end_to_end if args.end_to_end is not None else device.type == "cuda":
+    if end_to_end:
         if not (args.celeba / "img_align_celeba").is_dir():
             sys.exit(f"bench/train_step.py: {args.celeba}: no CelebA (img_align_celeba/) for the end-to-end rows; "
                      "pass --celeba ROOT or --no-end-to-end")
@@ -213,7 +216,6 @@ def main() -> None:
             for _ in range(args.train_rounds):  # interleaved, like the in-memory rows
                 for name, per_message in zip(trains, (1, default)):
                     trains[name].append(facegan_train_rate(cfg, shards, args.steps, args.warmup, per_message))
-            facegan.data.BATCHES_PER_MESSAGE = default
             rows += [(name, statistics.median(values)) for name, values in trains.items()]
         bare = base
     width = max(len(label) for label, _ in rows) + 2

@@ -167,8 +167,6 @@ class _ShardStream(IterableDataset):
                  with_meta: bool, group: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if group < 1:
-            raise ValueError(f"batches_per_message must be at least 1, got {group}")
         self.shardset, self.batch_size = shardset, batch_size
         self.rank, self.world_size = rank, world_size
         self.with_meta, self.group = with_meta, group
@@ -247,7 +245,7 @@ class EvalStream(_ShardStream):
 PREFETCH_BATCHES = 4  # batches each loader worker keeps ready (at least 2 messages)
 # Training batches per worker-to-main message: receiving one costs ~1.4 ms of the main process's
 # time on this 2-core CPU whatever its size; 4 to a message cut that to ~0.4 ms a batch and sped
-# a 32 px bf16 CPU run up 3-5% (bench/train_step.py --end-to-end). With 1 worker the stream is the
+# 32 px CPU runs up 3-7% (bench/train_step.py --end-to-end). With 1 worker the stream is the
 # same batch for batch; with several, each worker's batches come 4 at a time instead of 1.
 BATCHES_PER_MESSAGE = 4
 
@@ -291,10 +289,13 @@ def train_loader(data: str | Path | ShardSet, batch_size: int, *, seed: int = 0,
     """Endless shuffled batches of `batch_size` per rank. A new `segment` restarts the stream
     deterministically: the training loop starts one at every checkpoint, for exact resume.
     Loader workers send `batches_per_message` batches at a time (default BATCHES_PER_MESSAGE)."""
+    per_message = BATCHES_PER_MESSAGE if batches_per_message is None else batches_per_message
+    if per_message < 1:
+        raise ValueError(f"batches_per_message must be at least 1, got {per_message}")
     rank, world_size = dist_info(rank, world_size)
     stream = TrainStream(_open(data, expect_size), batch_size, rank, world_size, with_meta, seed,
-                         segment, hflip, shuffle_buffer, group=1 if num_workers == 0 else
-                         BATCHES_PER_MESSAGE if batches_per_message is None else batches_per_message)
+                         segment, hflip, shuffle_buffer,
+                         group=per_message if num_workers > 0 else 1)  # no workers: no messages
     return ShardLoader(stream, num_workers, uint8, pin_memory)
 
 

@@ -99,8 +99,9 @@ def test_batches_per_message_only_regroups_each_workers_batches(synthetic_shards
     assert same(grouped, w0[0:3] + w1[0:3] + w0[3:6] + w1[3:6])
     assert not same(grouped, single)
     assert all(b["image"].shape == (5, 3, 32, 32) and len(b["key"]) == 5 for b in grouped)
-    with pytest.raises(ValueError, match="batches_per_message must be at least 1, got 0"):
-        train_loader(synthetic_shards, 5, num_workers=2, batches_per_message=0)
+    for workers in (0, 2):  # also refused where there are no workers to group for
+        with pytest.raises(ValueError, match="batches_per_message must be at least 1, got 0"):
+            train_loader(synthetic_shards, 5, num_workers=workers, batches_per_message=0)
 
 
 def test_hflip(synthetic_shards):
