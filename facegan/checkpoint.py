@@ -3,6 +3,8 @@ exported networks (safetensors + JSON architecture) that sampling and FID load w
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -10,10 +12,11 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from facegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
-from facegan.shardset import write_json_atomic
+from facegan.shardset import named_os_errors, sha256_file, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "facegan_state.json"  # written last inside a checkpoint: its presence means whole
@@ -21,12 +24,29 @@ EMA_FILE = "ema.safetensors"
 STEP_DIR = re.compile(r"^step-(\d{9})$")
 
 
+@contextlib.contextmanager
+def writing(path: Path):
+    """Any failure while writing `path` becomes one OSError naming it. A full disk reaches us as
+    OSError without a file name (a failed write), as RuntimeError from torch.save ("unexpected
+    pos ...") or as SafetensorError, none of which says where; the last two get the disk's free
+    space, the likely cause, beside their own words."""
+    try:
+        with named_os_errors(path):
+            yield
+    except (RuntimeError, SafetensorError) as e:
+        disk = next(p for p in (Path(path), *Path(path).absolute().parents) if p.exists())
+        free = shutil.disk_usage(disk).free / 2**20
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OSError(errno.EIO, f"cannot write ({reason}); {free:.0f} MiB free on its disk", str(path)) from e
+
+
 def step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"step-{step:09d}"
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoint folders in step order; temporary or unfinished ones are never listed."""
+    """Checkpoint folders in step order; temporary or unfinished ones are never listed. Whether
+    their files survived intact is verify_checkpoint's question."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
@@ -34,18 +54,68 @@ def complete_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
-def resolve_resume(run_dir: str | Path, resume: str) -> Path | None:
-    """'auto': the latest complete checkpoint, or None for a fresh run; 'none': None; a path:
-    that checkpoint, which must be complete."""
+def read_state(path: Path) -> dict:
+    """A checkpoint's state file, or ValueError naming it."""
+    try:
+        return json.loads((path / STATE_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path / STATE_FILE}: unreadable state file ({e})") from None
+
+
+def _sync_and_hash(path: Path) -> dict:
+    """{bytes, sha256} of a file, flushed to disk first: the record vouches for what is stored."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def file_records(folder: Path) -> dict[str, dict]:
+    """Every file of a checkpoint folder but the state file: name -> {bytes, sha256}."""
+    return {p.name: _sync_and_hash(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != STATE_FILE}
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None if every file the state file records is there with its size and sha256, else one
+    line naming the first bad file (a disk that filled up, a truncated copy, a flipped byte)."""
+    try:
+        files = read_state(path).get("files")
+    except ValueError as e:
+        return str(e)
+    if files is None:
+        return None  # written before facegan recorded file hashes: nothing to check against
+    for name, want in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{file}: missing"
+        size = file.stat().st_size
+        if size != want["bytes"]:
+            return f"{file}: {size} bytes, but {want['bytes']} were saved (truncated or changed)"
+        if sha256_file(file) != want["sha256"]:
+            return f"{file}: sha256 differs from the one saved (corrupted or changed)"
+    return None
+
+
+def resolve_resume(run_dir: str | Path, resume: str) -> tuple[Path | None, list[str]]:
+    """(checkpoint to resume from or None, notes for the user). 'none': a fresh run; 'auto': the
+    newest intact checkpoint, skipping (and noting) damaged ones; a path: that checkpoint, which
+    must be complete and intact, else ValueError naming the bad file."""
     if resume == "none":
-        return None
-    if resume == "auto":
-        found = complete_checkpoints(run_dir)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise ValueError(f"--resume {resume}: not a complete facegan checkpoint (no {STATE_FILE})")
-    return path
+        return None, []
+    if resume != "auto":
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise ValueError(f"--resume {resume}: not a complete facegan checkpoint (no {STATE_FILE})")
+        problem = verify_checkpoint(path)
+        if problem:
+            raise ValueError(f"--resume {resume}: {problem}")
+        return path, []
+    notes = []
+    for path in reversed(complete_checkpoints(run_dir)):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path, notes
+        notes.append(f"skipping checkpoint {path.name}: {problem}")
+    return None, notes
 
 
 def _fsync_dir(path: Path) -> None:
@@ -57,8 +127,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def commit_checkpoint(tmp: Path, final: Path, state: dict, keep: int) -> None:
-    """Main process: write the state file last, rename the folder into place, prune old ones."""
-    write_json_atomic(tmp / STATE_FILE, state)
+    """Main process: record every file's size and sha256 in the state file, written last; rename
+    the folder into place; prune old ones."""
+    write_json_atomic(tmp / STATE_FILE, {**state, "files": file_records(tmp)})
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -85,10 +156,15 @@ def _write_network(module: torch.nn.Module, path: Path, kind: str, info: dict) -
     """`path` (.safetensors) and `path`.json, each written to a temporary name then renamed."""
     meta = {"facegan_network": kind, "config": module.cfg.to_dict(), **info}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(cpu_tensors(module), str(tmp), metadata={"facegan": json.dumps(meta)})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    write_json_atomic(path.with_suffix(".json"), meta)
+    try:
+        with writing(path):
+            save_file(cpu_tensors(module), str(tmp), metadata={"facegan": json.dumps(meta)})
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+    finally:  # a full disk leaves the previous export whole and no half-written file beside it
+        tmp.unlink(missing_ok=True)
+    with writing(path.with_suffix(".json")):
+        write_json_atomic(path.with_suffix(".json"), meta)
 
 
 def export_generator(g: Generator, path: str | Path, **info) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first wrong field."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):  # inf and nan pass every comparison below
+            if hints[f.name] is float and not math.isfinite(getattr(self, f.name)):
+                raise ValueError(f"{f.name}={getattr(self, f.name)}: must be a finite number")
         choices = {"loss": LOSSES, "mixed_precision": PRECISIONS, "tracker": TRACKERS, "compile": COMPILE_MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -174,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs = {"default": None, "help": helps.get(f.name, "").replace("%", "%%") + shown}
         if f.name == "preset":
             kwargs.update(choices=sorted(PRESETS), help="the preset the other flags override")
-        elif kind is bool:
-            kwargs.update(type=_parse_bool, metavar="true|false")
+        elif kind is bool:  # `--cpu` alone means true, as in evaluate and sample; `--cpu false` too
+            kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="true|false")
         else:
             kwargs["type"] = kind
         if f.name == "loss":

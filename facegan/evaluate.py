@@ -19,9 +19,19 @@ from .inception import Inception, InceptionWeightsError
 from .shardset import ShardSetError, load_shardset
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where it tells something: not for None or a flag's False, and
+    not where the help already says what the default is (it was printed twice there)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrors(prog="python -m facegan.evaluate", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+                      formatter_class=DefaultsHelp, allow_abbrev=False)
     p.add_argument("--data", action="append", required=True, metavar="SHARDS",
                    help="packed shard set (the reference); give it twice to score one set against another")
     what = p.add_mutually_exclusive_group()

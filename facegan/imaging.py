@@ -25,9 +25,27 @@ def open_rgb(data: bytes) -> Image.Image:
             img.load()  # decode every byte now: a truncated file fails here, not later
     except UnidentifiedImageError:
         raise BadImage("not an image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(too_large(data, e)) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"cannot decode: {e}") from None
     return to_rgb(img)
+
+
+def too_large(data: bytes, error: Exception) -> str:
+    """The skip reason of an image over Pillow's pixel limit (a decompression bomb, or a header
+    that lies): its size, read as Image.open reads it. Image.open itself refuses such an image
+    before saying how large it is, but its format readers only parse the header."""
+    for factory, accept in list(Image.OPEN.values()):
+        try:
+            match = accept is None or accept(data[:16])
+            if match and not isinstance(match, str):  # a str is Pillow's "maybe" warning
+                width, height = factory(io.BytesIO(data), "").size
+                return (f"image too large: {width}x{height} ({width * height} pixels, over the "
+                        f"limit of {Image.MAX_IMAGE_PIXELS} against decompression bombs)")
+        except Exception:  # noqa: BLE001 - a reader that cannot parse it: try the next one
+            continue
+    return f"image too large: {error}"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -61,6 +79,14 @@ def crop_resize(img: Image.Image, crop: int | None, size: int) -> Image.Image:
         return img
     # Crop first: resizing with box= would let the filter reach pixels outside the crop.
     return img.crop(box).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def sample_layout(fmt: str, size: int) -> dict[str, str]:
+    """What each sample holds, by extension: written to the manifest for readers other than facegan."""
+    image = {"npy": f"uint8 HWC RGB array, shape [{size},{size},3] (numpy .npy)",
+             "png": f"8-bit RGB PNG, {size}x{size}",
+             "jpg": f"8-bit RGB JPEG (quality {JPEG_QUALITY}), {size}x{size}"}
+    return {fmt: image[fmt], "json": "source metadata: what the source knows of the image"}
 
 
 def encode(img: Image.Image, fmt: str) -> bytes:

@@ -88,12 +88,11 @@ def features_moments(inception: Inception, batches: Iterable[torch.Tensor], tota
                      progress: bool = False, desc: str = "features") -> Moments:
     """Moments of the Inception features of uint8 [B,3,H,W] batches."""
     moments = Moments(2048, inception.device)
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False,
-               mininterval=0.5 if sys.stderr.isatty() else 30)
-    for images in batches:
-        moments.add(inception(images))
-        bar.update(images.shape[0])
-    bar.close()
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False,
+              mininterval=0.5 if sys.stderr.isatty() else 30) as bar:  # closed on errors too
+        for images in batches:
+            moments.add(inception(images))
+            bar.update(images.shape[0])
     return moments
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facegan import __version__
-from facegan.imaging import FORMATS, crop_resize, encode
+from facegan.imaging import FORMATS, crop_resize, encode, sample_layout
 from facegan.shard_writer import PARTIAL, ShardWriter
 from facegan.shardset import (
     FORMAT_VERSION,
@@ -133,26 +133,32 @@ def pack(source, out, *, size=64, crop=None, fmt="npy", shard_size=1000, workers
                 continue
             writer.write(item.key, fmt, data, item.meta)
         shards = writer.close()
-    except BaseException:
+        count = sum(s["count"] for s in shards)
+        if count == 0:
+            raise PackError(f"{source.description.get('root', source.kind)}: no images to pack "
+                            f"({len(skipped)} skipped)")
+        manifest = {
+            "facegan_version": __version__, "format_version": FORMAT_VERSION,
+            "source": source.description, "split": split, "size": size, "crop": crop,
+            "format": fmt, "sample": sample_layout(fmt, size), "count": count, "shards": shards,
+            "skipped": skipped, "ignored": _ignored(listing.ignored),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        manifest["content_sha256"] = content_hash(manifest)
+        write_json_atomic(out / MANIFEST, manifest)  # last: its presence means the set is whole
+    except BaseException:  # a full disk included: no shard stays that could pass for a whole set
         writer.abort()
         _remove_shards(out, writer.shards)
         raise
     finally:
         bar.close()
-    count = sum(s["count"] for s in shards)
-    if count == 0:
-        raise PackError(f"{source.description.get('root', source.kind)}: no images to pack "
-                        f"({len(skipped)} skipped)")
-    manifest = {
-        "facegan_version": __version__, "format_version": FORMAT_VERSION,
-        "source": source.description, "split": split, "size": size, "crop": crop,
-        "format": fmt, "count": count, "shards": shards, "skipped": skipped,
-        "ignored": {"count": len(listing.ignored), "files": listing.ignored[:1000]},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    manifest["content_sha256"] = content_hash(manifest)
-    write_json_atomic(out / MANIFEST, manifest)  # last: its presence means the set is whole
     return manifest
+
+
+def _ignored(ignored: list[dict]) -> dict:
+    """The manifest's `ignored`: how many files, the first 1000 names, and how many per reason."""
+    return {"count": len(ignored), "files": [i["file"] for i in ignored[:1000]],
+            "reasons": dict(Counter(i["reason"] for i in ignored).most_common())}
 
 
 def summary(manifest: dict, out: Path) -> str:
@@ -164,9 +170,17 @@ def summary(manifest: dict, out: Path) -> str:
     if manifest["skipped"]:
         detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
         line += f"; skipped {len(manifest['skipped'])} ({detail})"
-    if manifest["ignored"]["count"]:
-        line += f"; ignored {manifest['ignored']['count']} files no list mentions"
+    ignored = manifest["ignored"]
+    if ignored["count"]:
+        line += f"; ignored {ignored['count']} files"
+        if ignored.get("reasons"):  # manifests before the reasons were recorded have none
+            line += f" ({', '.join(f'{n} {r}' for r, n in ignored['reasons'].items())})"
     return line
+
+
+def _describe_sample(m: dict) -> str:
+    layout = m.get("sample") or sample_layout(m["format"], m["size"])  # older manifests lack it
+    return "sample: " + "; ".join(f".{ext} {what}" for ext, what in layout.items())
 
 
 def inspect(root: Path, verify: bool) -> str:
@@ -179,6 +193,7 @@ def inspect(root: Path, verify: bool) -> str:
     lines = [summary(m, root),
              f"source: {src.get('kind')} {src.get('root', '')} layout={src.get('layout', '-')} "
              f"split={m['split']}",
+             _describe_sample(m),
              f"facegan {m['facegan_version']}, content sha256 {m['content_sha256'][:16]}"]
     for s in m["shards"]:
         lines.append(f"  {s['name']}  {s['count']:>6} samples  {s['bytes']:>11} bytes  {s['sha256'][:16]}")
@@ -276,6 +291,9 @@ def main(argv=None) -> int:
                         split=getattr(args, "split", "train"), progress=not args.no_progress)
     except (PackError, CelebAError, ShardSetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the output cannot be made or written: a bad --out, a full disk
+        print(f"error: {e.filename}: {e.strerror or e}" if e.filename else f"error: {e}", file=sys.stderr)
         return 2
     print(summary(manifest, out))
     warning = shared_shards_warning(len(manifest["shards"]), args.readers, manifest["count"])

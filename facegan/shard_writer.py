@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import tarfile
 from pathlib import Path
 
-from facegan.shardset import sha256_file
+from facegan.shardset import named_os_errors, sha256_file
 
 PARTIAL = ".partial"
 
@@ -32,26 +33,30 @@ class ShardWriter:
         self._file = None
         self._count = 0
 
+    def _final_path(self) -> Path:
+        return self.out / f"{self.split}-{len(self.shards):06d}.tar"
+
     def _partial_path(self) -> Path:
         return self.out / f"{self.split}-{len(self.shards):06d}.tar{PARTIAL}"
 
     def write(self, key: str, ext: str, image: bytes, meta: dict) -> None:
-        if self._tar is None:
-            self._file = open(self._partial_path(), "wb")
-            self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
-        _add(self._tar, f"{key}.{ext}", image)
-        _add(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+        with named_os_errors(self._partial_path()):
+            if self._tar is None:
+                self._file = open(self._partial_path(), "wb")
+                self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+            _add(self._tar, f"{key}.{ext}", image)
+            _add(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
         self._count += 1
         if self._count == self.shard_size:
             self._finish()
 
     def _finish(self) -> None:
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        partial = self._partial_path()
-        final = partial.with_name(partial.name[: -len(PARTIAL)])
+        partial, final = self._partial_path(), self._final_path()
+        with named_os_errors(partial):  # a full disk may first show at close or fsync
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         os.replace(partial, final)
         self.shards.append(
             {"name": final.name, "count": self._count, "sha256": sha256_file(final),
@@ -67,6 +72,9 @@ class ShardWriter:
     def abort(self) -> None:
         """Remove the unfinished shard; finished ones stay but no manifest will vouch for them."""
         if self._file is not None:
-            self._file.close()
-            self._partial_path().unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+                self._file.close()
+            # Also its final name: renamed, but not yet listed in self.shards when hashing it failed.
+            for path in (self._partial_path(), self._final_path()):
+                path.unlink(missing_ok=True)
             self._tar, self._file = None, None

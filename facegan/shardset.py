@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,15 +32,30 @@ def content_hash(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
 
 
+@contextlib.contextmanager
+def named_os_errors(path: str | Path):
+    """A full disk raises OSError with no file name (ENOSPC from write, flush, fsync or close):
+    give it `path`, so that the one-line error says which file could not be written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write to a temporary name, fsync, then rename: readers see the old file or the whole new one."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with named_os_errors(tmp), open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:  # after a failure (a full disk), no half-written file stays beside the old one
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -126,9 +142,12 @@ _VERIFIED: set[tuple[str, str]] = set()
 
 def read_shard(shard: Shard) -> bytearray:
     """The whole shard, after checking its size (and, on first read, sha256) against the manifest."""
-    with open(shard.path, "rb") as f:
-        data = bytearray(os.fstat(f.fileno()).st_size)
-        n = f.readinto(data)
+    try:
+        with open(shard.path, "rb") as f:
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            n = f.readinto(data)
+    except OSError as e:  # removed or unreadable since the set was opened
+        raise ShardSetError(f"{shard.path}: cannot read the shard ({e.strerror or e})") from None
     if n != shard.bytes:
         raise ShardSetError(f"{shard.path}: {n} bytes but the manifest says {shard.bytes} "
                             "(truncated or changed since packing); re-pack")

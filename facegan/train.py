@@ -34,6 +34,11 @@ def main(argv=None) -> int:
     except (NonFiniteLoss, ShardSetError, ValueError) as e:
         print(f"facegan/train.py: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk, a read-only or vanished run folder: the file and the reason
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"facegan/train.py: error: {where}{e.strerror or e}; once there is room, --resume auto "
+              "continues from the newest intact checkpoint", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -19,9 +20,10 @@ import accelerate.optimizer
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from PIL import Image
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from facegan import checkpoint as ckpt
@@ -34,7 +36,7 @@ from facegan.losses import d_fake_loss, d_real_loss, g_loss, r1_penalty
 from facegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from facegan.shardset import load_shardset, shared_shards_warning
 
-SIGNAL_CHECK_EVERY = 10  # steps between the all-rank checks for SIGTERM / SIGUSR1
+SIGNAL_CHECK_EVERY = 10  # steps between the all-rank checks for SIGTERM / SIGUSR1 / SIGINT / STOP
 # Config fields that shape the saved state: a checkpoint resumes only into the same ones.
 ARCHITECTURE = ("z_dim", "ngf", "ndf", "d_batchnorm", "d_spectral_norm", "ema")
 
@@ -90,18 +92,30 @@ STOP_FILE = "STOP"  # `touch RUN_DIR/STOP`: save and exit at the next check, lik
 
 
 class StopSignal:
-    """Remembers SIGTERM / SIGUSR1 (SLURM preemption), or finds RUN_DIR/STOP (what a launcher
-    writes when signalling the right processes through its process tree is unreliable); the
-    loop finishes its step, saves and exits."""
+    """Remembers SIGTERM / SIGUSR1 (SLURM preemption) and Ctrl-C (SIGINT), or finds RUN_DIR/STOP
+    (what a launcher writes when signalling the right processes through its process tree is
+    unreliable); the loop finishes its step, saves and exits. A second Ctrl-C aborts at once.
+    Loader workers ignore these signals (facegan.data.ignore_stop_signals): the save is ours."""
 
-    def __init__(self, run_dir: Path):
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self, run_dir: Path, announce: bool):
         self.received: int | None = None
         self.stop_file = run_dir / STOP_FILE
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        self.announce = announce
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: abort without saving
+        if self.announce and signum == signal.SIGINT:
+            print(f"\nfacegan: Ctrl-C: saving within {SIGNAL_CHECK_EVERY} steps, then exiting; "
+                  "Ctrl-C again aborts without saving", file=sys.stderr, flush=True)
         self.received = signum
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def agreed(self, acc: Accelerator) -> bool:
         """Whether any rank got a signal or sees the stop file. One process needs no collective,
@@ -123,14 +137,32 @@ def tracker_init(accelerator: Accelerator, cfg: TrainConfig, run_dir: Path) -> N
     accelerator.wait_for_everyone()
     init = {"id": id_file.read_text().strip(), "resume": "allow", "dir": str(run_dir),
             "name": cfg.run_name or run_dir.name}
-    accelerator.init_trackers(cfg.wandb_project, config=cfg.to_dict(), init_kwargs={"wandb": init})
+    try:
+        accelerator.init_trackers(cfg.wandb_project, config=cfg.to_dict(), init_kwargs={"wandb": init})
+    except Exception as e:  # wandb.errors.UsageError, a traceback of wandb internals otherwise
+        if type(e).__name__ != "UsageError":
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "usage error"
+        raise ValueError(f"--tracker wandb: {reason}; run `wandb login`, set WANDB_API_KEY, or set "
+                         "WANDB_MODE=offline (upload later with `wandb sync`)") from None
 
 
 def trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop lines a killed run wrote after its last checkpoint."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+    """On resume, drop lines a killed run wrote after its last checkpoint, and lines torn by a
+    power loss or a full disk (with a warning naming the file: nothing goes silently)."""
+    if not path.exists():
+        return
+    kept = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        try:
+            record = json.loads(line) if line else None
+        except json.JSONDecodeError:
+            print(f"facegan: warning: {path}: line {number} is torn ({line[:40]!r}...); dropped",
+                  file=sys.stderr)
+            continue
+        if record is not None and record["step"] <= step:
+            kept.append(line)
+    path.write_text("".join(ln + "\n" for ln in kept))
 
 
 def fingerprint(*modules: torch.nn.Module) -> str:
@@ -151,7 +183,7 @@ class Trainer:
     """The state and the step of a run: G, D, their optimizers, EMA and counters."""
 
     def __init__(self, cfg: TrainConfig, accelerator: Accelerator, resolution: int):
-        self.cfg, self.acc = cfg, accelerator
+        self.cfg, self.acc, self.resolution = cfg, accelerator, resolution
         set_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
         g, d = build_networks(cfg, resolution)
         if cfg.warm_start_g:
@@ -260,25 +292,35 @@ class Trainer:
         tmp = final.with_name(f".tmp-{final.name}")
         if acc.is_main_process:
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))  # G, D, optimizers, scaler, RNG states of every rank
-        prints = gather_object([fingerprint(acc.unwrap_model(self.g), acc.unwrap_model(self.d))])
-        if len(set(prints)) > 1:  # every rank has the list, so every rank stops
-            raise RuntimeError(f"step {step}: parameters differ across ranks ({prints}); DDP lost sync")
-        if acc.is_main_process:
-            if self.ema is not None:
-                ckpt.save_tensors(self.ema, tmp / ckpt.EMA_FILE)
-            state = {**self.state, "rank_param_sha256": prints, "config": self.cfg.to_dict()}
-            ckpt.commit_checkpoint(tmp, final, state, self.cfg.keep)
+        try:
+            with ckpt.writing(tmp):
+                acc.save_state(str(tmp))  # G, D, optimizers, scaler, RNG states of every rank
+            prints = gather_object([fingerprint(acc.unwrap_model(self.g), acc.unwrap_model(self.d))])
+            if len(set(prints)) > 1:  # every rank has the list, so every rank stops
+                raise RuntimeError(f"step {step}: parameters differ across ranks ({prints}); DDP lost sync")
+            if acc.is_main_process:
+                state = {**self.state, "rank_param_sha256": prints, "config": self.cfg.to_dict(),
+                         "resolution": self.resolution}
+                with ckpt.writing(tmp):
+                    if self.ema is not None:
+                        ckpt.save_tensors(self.ema, tmp / ckpt.EMA_FILE)
+                    ckpt.commit_checkpoint(tmp, final, state, self.cfg.keep)
+        except BaseException:
+            if acc.is_main_process:  # no half-written folder stays behind to fill the disk
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         acc.wait_for_everyone()
         return final
 
     def load(self, path: Path) -> None:
-        state = json.loads((path / ckpt.STATE_FILE).read_text())
+        state = ckpt.read_state(path)
+        saved = state.get("resolution", self.resolution)  # older checkpoints did not record it
+        if saved != self.resolution:
+            raise ValueError(f"{path} was trained at {saved} px, not {self.resolution} px (the shards in --data); "
+                             f"resume with {saved} px shards, or use another --run-dir or --resume none")
         for name in ARCHITECTURE:
             saved, asked = state["config"][name], getattr(self.cfg, name)
             if saved != asked:
@@ -327,16 +369,22 @@ class Trainer:
 
 
 @torch.no_grad()
-def write_samples(g: Generator, z: torch.Tensor, path: Path) -> torch.Tensor:
-    """A grid of G(z) for the fixed latents, G in eval mode (BatchNorm running statistics)."""
+def write_samples(g: Generator, z: torch.Tensor, path: Path) -> torch.Tensor | None:
+    """A PNG grid of G(z) for the fixed latents, G in eval mode (BatchNorm running statistics);
+    returns its uint8 [H,W,3] pixels, or None, writing nothing, when G's output is not finite."""
     was_training = g.training
     g.eval()
     images = g(z.to(next(g.parameters()).device)).float().cpu()  # [N,3,H,W] in [-1,1]
     g.train(was_training)
+    if not torch.isfinite(images).all():
+        return None
     grid = make_grid(images, nrow=int(math.sqrt(len(images))), normalize=True, value_range=(-1, 1))
+    # Rounded as torchvision's save_image does. Trackers get these uint8 pixels, not floats in
+    # [0,1], which wandb casts straight to uint8 (every grid black).
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, str(path))
-    return grid
+    Image.fromarray(pixels.numpy()).save(path)
+    return pixels
 
 
 class Progress:
@@ -367,15 +415,41 @@ class Progress:
 # The loop.
 
 
-def resolve_precision(cfg: TrainConfig) -> str:
-    """'auto': what accelerate launch was given, else bf16 on a GPU that has it, else no."""
+def resolve_precision(cfg: TrainConfig) -> tuple[str, str]:
+    """(precision, where it came from). 'auto': the launcher's bf16 or fp16, else bf16 on a GPU
+    that has it, else no. A launcher's 'no' is not taken: plain `accelerate launch` exports
+    ACCELERATE_MIXED_PRECISION=no when nobody asked for anything, so it says nothing; fp32 on a
+    GPU is `--mixed-precision no`."""
     if cfg.mixed_precision != "auto":
-        return cfg.mixed_precision
+        return cfg.mixed_precision, "--mixed-precision"
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    if launcher in ("no", "bf16", "fp16"):
-        return launcher
-    gpu = torch.cuda.is_available() and not cfg.cpu
-    return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+    if launcher in ("bf16", "fp16"):
+        return launcher, f"launcher: ACCELERATE_MIXED_PRECISION={launcher}"
+    if not torch.cuda.is_available() or cfg.cpu:
+        return "no", "auto: CPU"
+    if torch.cuda.is_bf16_supported():
+        return "bf16", "auto: GPU with bf16"
+    return "no", "auto: GPU without bf16"
+
+
+def process_warnings(acc: Accelerator) -> list[str]:
+    """Launches that run other than asked: more processes on this node than devices, or
+    `accelerate launch --cpu --num_processes N`, which starts one process (Accelerate's own
+    behaviour; it still sets up a rendezvous address for N)."""
+    warnings = []
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
+    gpu = acc.device.type == "cuda"
+    devices = torch.cuda.device_count() if gpu else (os.cpu_count() or 1)
+    if local > devices:
+        what = "GPU(s)" if gpu else "CPU core(s)"
+        warnings.append(f"warning: {local} processes on this node but {devices} {what}; pass --num_processes "
+                        f"{devices} or fewer to accelerate launch (a config file's num_processes is taken as is)")
+    launched_by_accelerate = "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ
+    if acc.num_processes == 1 and launched_by_accelerate and "WORLD_SIZE" not in os.environ:
+        warnings.append("warning: accelerate launch was asked for several processes but started 1 (its --cpu "
+                        "launcher does that); use accelerate launch --multi_gpu --num_processes N, which runs "
+                        "gloo DDP on a CPU too, or launch/cpu_ddp.sh")
+    return warnings
 
 
 def use_cpu(asked: bool) -> bool:
@@ -392,7 +466,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     torch.backends.cudnn.deterministic = cfg.deterministic
     if cfg.deterministic:
         torch.backends.cudnn.benchmark = False
-    return Accelerator(cpu=use_cpu(cfg.cpu), mixed_precision=resolve_precision(cfg),
+    return Accelerator(cpu=use_cpu(cfg.cpu), mixed_precision=resolve_precision(cfg)[0],
                        log_with="wandb" if cfg.tracker == "wandb" else None,
                        project_dir=cfg.run_dir, step_scheduler_with_optimizer=False)
 
@@ -400,7 +474,8 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 def train(cfg: TrainConfig) -> Path:
     """Train until max steps (or a stop signal); return the exported generator's path."""
     cfg.validate()
-    cfg = dataclasses.replace(cfg, mixed_precision=resolve_precision(cfg))
+    precision, precision_source = resolve_precision(cfg)
+    cfg = dataclasses.replace(cfg, mixed_precision=precision)
     run_dir = Path(cfg.run_dir)
     acc = make_accelerator(cfg)
     world, rank = acc.num_processes, acc.process_index
@@ -409,7 +484,12 @@ def train(cfg: TrainConfig) -> Path:
     shardset = load_shardset(cfg.data)
     max_steps = total_steps(cfg, world)
     trainer = Trainer(cfg, acc, shardset.size)
-    resume_from = ckpt.resolve_resume(run_dir, cfg.resume)
+    # The main process picks the newest intact checkpoint (hashing its files once) for every rank.
+    resume_from, notes = ckpt.resolve_resume(run_dir, cfg.resume) if acc.is_main_process else (None, [])
+    if world > 1:
+        box = [resume_from]
+        broadcast_object_list(box)
+        resume_from = box[0]
     if resume_from is not None:
         trainer.load(resume_from)  # restores every rank's RNG states too
     else:
@@ -420,18 +500,17 @@ def train(cfg: TrainConfig) -> Path:
         trim_metrics(run_dir / "metrics.jsonl", trainer.state["step"])
         (run_dir / STOP_FILE).unlink(missing_ok=True)  # the request that ended the last start
         readers = world * max(cfg.num_workers, 1)  # 0 workers: the process reads itself
-        warning = shared_shards_warning(len(shardset.shards), readers, shardset.count)
-        if warning:
-            print(f"facegan: {warning}", file=sys.stderr)
+        notes.append(shared_shards_warning(len(shardset.shards), readers, shardset.count))
+        for note in filter(None, notes + process_warnings(acc)):
+            print(f"facegan: {note}", file=sys.stderr)
         where = f"resuming from {resume_from}" if resume_from else "starting"
         print(f"facegan: {where}; {world} process(es) x batch {cfg.batch_size} = global batch "
               f"{world * cfg.batch_size}; {max_steps} steps; {shardset.count} images at "
-              f"{shardset.size} px; mixed precision {cfg.mixed_precision}", file=sys.stderr, flush=True)
+              f"{shardset.size} px; mixed precision {precision} ({precision_source})", file=sys.stderr, flush=True)
     tracker_init(acc, cfg, run_dir)
     # Load the Inception weights now: a wrong path fails in seconds, not at the first FID.
     inception = Inception(cfg.inception_weights or None, acc.device) if cfg.fid_every else None
     fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
-    stop = StopSignal(run_dir)
     acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it
 
     def new_stream():
@@ -451,8 +530,18 @@ def train(cfg: TrainConfig) -> Path:
 
     def append_metrics(record: dict) -> None:
         if acc.is_main_process:
-            with open(run_dir / "metrics.jsonl", "a") as f:
+            with ckpt.writing(run_dir / "metrics.jsonl"), open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def sample_grid(step: int) -> None:
+        trainer.check_finite()  # every rank; no grid of a step after a non-finite loss
+        if not acc.is_main_process:
+            return
+        path = run_dir / "samples" / f"step-{step:09d}.png"
+        with ckpt.writing(path):
+            pixels = write_samples(trainer.sampler, fixed_z, path)
+        if pixels is not None and cfg.tracker == "wandb":
+            acc.get_tracker("wandb").log_images({"samples": [pixels.numpy()]}, step=step)
 
     def checkpoint():
         trainer.check_finite()
@@ -465,6 +554,7 @@ def train(cfg: TrainConfig) -> Path:
     progress = Progress(acc, trainer.state["step"], max_steps)
     tick, tick_step = time.perf_counter(), trainer.state["step"]
     last_saved = trainer.state["step"] if resume_from else -1
+    stop = StopSignal(run_dir, announce=acc.is_main_process)
     try:
         while trainer.state["step"] < max_steps:
             batch = next(stream)
@@ -481,12 +571,10 @@ def train(cfg: TrainConfig) -> Path:
                 tick, tick_step = now, step
                 append_metrics(record)
                 acc.log(record, step=step)
-            if step % cfg.sample_every == 0 and acc.is_main_process:
-                grid = write_samples(trainer.sampler, fixed_z, run_dir / "samples" / f"step-{step:09d}.png")
-                if cfg.tracker == "wandb":
-                    image = grid.permute(1, 2, 0).numpy()  # [H,W,3]
-                    acc.get_tracker("wandb").log_images({"samples": [image]}, step=step)
+            if step % cfg.sample_every == 0:
+                sample_grid(step)
             if cfg.fid_every and step % cfg.fid_every == 0:  # every rank takes part
+                trainer.check_finite()
                 started = time.perf_counter()
                 fid = {"step": step, "kimg": kimg(step), **trainer.measure_fid(inception, shardset, run_dir)}
                 tick += time.perf_counter() - started  # FID time does not count against img/s
@@ -507,11 +595,15 @@ def train(cfg: TrainConfig) -> Path:
                         print(f"facegan: stop signal received; saved step {step}, exiting", file=sys.stderr)
                     break
                 stream = new_stream()
-        if last_saved != trainer.state["step"]:
+        step = trainer.state["step"]
+        if last_saved != step:
             checkpoint()
         elif acc.is_main_process and not (run_dir / "generator.safetensors").exists():
             trainer.export(run_dir)
+        if not (run_dir / "samples" / f"step-{step:09d}.png").exists():
+            sample_grid(step)  # the last step always has its grid, whatever --sample-every
     finally:
+        stop.restore()
         progress.close()
         acc.end_training()
         # Accelerate keeps its state per process: reset it so another train() in this process

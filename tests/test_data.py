@@ -157,3 +157,64 @@ def test_changed_shard_is_refused_while_streaming(tmp_path, synthetic_shards):
     assert load_shardset(copy).count == 103  # same size: only the checksum can tell
     with pytest.raises(ShardSetError, match=r"train-000002\.tar: .*(the shard changed|corrupt png)"):
         [b for b in eval_loader(copy, 8, num_workers=0)]
+
+
+def _flip_a_byte(shardset, tmp_path, shard="train-000000.tar"):
+    copy = tmp_path / "copy"
+    shutil.copytree(shardset, copy)
+    data = bytearray((copy / shard).read_bytes())
+    data[700] ^= 0x01  # same size: only the sha256 can tell
+    (copy / shard).write_bytes(bytes(data))
+    return copy, copy / shard
+
+
+@pytest.mark.parametrize("loader", ["train", "eval"])
+def test_changed_shard_in_a_worker_is_one_line(tmp_path, synthetic_shards, loader):
+    """torch re-raises a loader worker's exception with its traceback inside the message (29
+    lines): the error that reaches train.py / evaluate.py must be the one line naming the shard."""
+    copy, shard = _flip_a_byte(synthetic_shards, tmp_path)
+    if loader == "train":
+        batches = train_loader(copy, 8, num_workers=2, shuffle_buffer=10, batches_per_message=1)
+    else:
+        batches = eval_loader(copy, 8, num_workers=2)
+    with pytest.raises(ShardSetError) as caught:
+        _take(batches, 60)  # 480 samples: every shard is read, several times over in training
+    assert str(caught.value).startswith(f"{shard}: sha256 ") and "\n" not in str(caught.value)
+    assert "disagrees with the manifest" in str(caught.value)
+
+
+def test_evaluate_changed_shard_is_one_line(tmp_path, synthetic_shards, standin, capsys):
+    from facegan import evaluate
+
+    copy, shard = _flip_a_byte(synthetic_shards, tmp_path)
+    code = evaluate.main(["--data", str(copy), "--data", str(synthetic_shards), "--inception-weights",
+                          str(standin), "--num-workers", "2", "--no-cache", "--cpu"])
+    err = capsys.readouterr().err
+    # One line, on a line of its own: the progress bar is closed (and cleared) before it.
+    error, rest = err.split("\r")[-1].split("\n", 1)
+    assert code == 2 and "Traceback" not in err and rest.strip() == ""
+    assert error.startswith(f"facegan.evaluate: error: {shard}: sha256 ") and error.endswith("re-pack")
+
+
+def test_shard_removed_after_opening_is_one_line(tmp_path, synthetic_shards):
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_shards, copy)
+    loader = eval_loader(copy, 8, num_workers=2)  # opening checks that every shard is there
+    (copy / "train-000003.tar").unlink()
+    with pytest.raises(ShardSetError, match=r"^\S+train-000003\.tar: cannot read the shard \(No such file"):
+        _take(loader, 20)
+
+
+def test_process_holding_a_live_loader_exits(tmp_path, synthetic_shards):
+    """Loader workers ignore SIGTERM (stop signals are the training process's), so
+    multiprocessing's exit hook, which SIGTERMs daemonic children and then joins them without a
+    time limit, would wait for ever on a process that exits with a live iterator."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    code = ("import sys; from facegan.data import train_loader; "
+            f"IT = iter(train_loader({str(synthetic_shards)!r}, 8, num_workers=2)); next(IT); print('held')")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout == "held\n", res.stderr[-2000:]

@@ -81,6 +81,32 @@ def test_cpu_ddp_script_trains(tmp_path, synthetic_shards):
     assert len(set(state["rank_param_sha256"])) == 1
 
 
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_config.yaml")]
+
+
+def test_accelerate_config_starts_one_process(tmp_path):
+    """The shipped config must not name a GPU count (it said 8: 8 ranks on a 2-core laptop)."""
+    res = subprocess.run(ACCELERATE + [str(REPO / "facegan" / "train.py"), "--data", "d", "--run-dir", "r",
+                                       "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count('"preset"') == 1  # one process printed its config
+
+
+@pytest.mark.slow
+def test_accelerate_multi_gpu_flag_runs_ddp_on_cpu(tmp_path, synthetic_shards):
+    """The documented CPU DDP launch through Accelerate: --multi_gpu --num_processes 2 starts two
+    gloo ranks (--cpu --num_processes 2 would start one)."""
+    run = tmp_path / "run"
+    res = subprocess.run(ACCELERATE + ["--multi_gpu", "--num_processes", "2", str(REPO / "facegan" / "train.py"),
+                                       *_flags(synthetic_shards, run)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, env=env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 process(es)" in res.stderr
+    assert "mixed precision bf16 (launcher: ACCELERATE_MIXED_PRECISION=bf16)" in res.stderr
+    state = json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())
+    assert len(state["rank_param_sha256"]) == 2 and len(set(state["rank_param_sha256"])) == 1
+
+
 def test_pack_warns_when_shards_are_fewer_than_readers(tmp_path, capsys):
     argv = ["synthetic", "--num", "30", "--size", "32", "--shard-size", "10", "--no-progress", "--workers", "1"]
     assert pack_main(argv + ["--out", str(tmp_path / "a"), "--readers", "8"]) == 0

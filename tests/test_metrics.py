@@ -238,6 +238,19 @@ def test_evaluate_argument_errors(tmp_path, small_shards, standin, capsys):
     assert code == 2 and "none: no such folder" in capsys.readouterr().err
 
 
+def test_evaluate_help_states_each_default_once(capsys):
+    """--inception-weights and --cache-dir said their default and then "(default: None)" too."""
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    text = capsys.readouterr().out.split("options:")[1]
+    options = ["  -" + block for block in text.split("\n  -")[1:]]  # one block per option, wrapped lines too
+    assert len(options) == 12
+    for block in options:
+        assert block.count("(default") <= 1, block
+    weights = next(b for b in options if b.startswith("  --inception-weights"))
+    assert "standard weights" in weights and "None" not in weights
+
+
 def test_evaluate_two_shard_sets(tmp_path, standin, small_shards):
     cache = tmp_path / "cache"
     argv = ["--data", str(small_shards), "--data", str(small_shards), "--inception-weights", str(standin),

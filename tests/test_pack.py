@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import tarfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +21,10 @@ import torch
 from PIL import Image
 
 from facegan.data import iter_shard
+from facegan.imaging import open_rgb
 from facegan.pack import PackError, main, pack
 from facegan.shardset import MANIFEST, ShardSetError, load_shardset, sha256_file
+from facegan.sources.base import NOT_IMAGE, BadImage
 from facegan.sources.celeba import CelebAError, CelebASource, detect_layout
 from facegan.sources.folder import FolderSource
 from facegan.sources.synthetic import SyntheticSource
@@ -54,7 +61,8 @@ def test_pack_celeba_layouts(tmp_path, celeba_tree, layout):
     assert set(reasons) == set(celeba_tree.bad)
     for name, why in celeba_tree.bad.items():
         assert why in reasons[name], (name, reasons[name])
-    assert m["ignored"] == {"count": 1, "files": [celeba_tree.unlisted]}
+    assert m["ignored"] == {"count": 1, "files": [celeba_tree.unlisted],
+                            "reasons": {"not in list_eval_partition": 1}}
     assert m["source"]["layout"] == layout and m["split"] == "train"
     assert (m["size"], m["crop"], m["format"]) == (32, 140, "png")
     for s in m["shards"]:
@@ -202,7 +210,7 @@ def test_cli_exit_codes_and_summary(tmp_path, celeba_tree, capsys):
     captured = capsys.readouterr()
     assert "official-folder layout" in captured.err
     assert f"packed 8 images into 1 shards at {out} (32 px, crop 140, npy)" in captured.out
-    assert "skipped 4 (" in captured.out and "ignored 1 files" in captured.out
+    assert "skipped 4 (" in captured.out and "ignored 1 files (1 not in list_eval_partition)" in captured.out
     assert main(["celeba", str(root), "--size", "32", "--out", str(out), "--no-progress"]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["inspect", str(out), "--verify"]) == 0
@@ -273,3 +281,154 @@ def test_pack_real_celeba_sample(tmp_path):
     assert "attributes" not in json.loads(bytes(next(iter_shard(load_shardset(out).shards[0]))["json"]))
     keys = [k for b in eval_loader(out, 256, num_workers=2) for k in b["key"]]
     assert len(keys) == len(set(keys)) == 4006  # streaming also re-checks every shard's sha256
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults that used to end in a traceback: a huge image header, an unwritable or full output.
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height: a decompression bomb without the bytes."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 60, 30)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR data starts at byte 16
+    data[29:33] = struct.pack(">I", zlib.crc32(data[12:29]))  # the CRC of "IHDR" + its 13 bytes
+    return bytes(data)
+
+
+def test_image_too_large_is_skipped(tmp_path):
+    """Pillow raises DecompressionBombError (not OSError) above 2 x MAX_IMAGE_PIXELS: it aborted
+    the whole pack with a traceback. Default settings, real CLI and its worker processes."""
+    root = tmp_path / "faces"
+    root.mkdir()
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(root / "good.png")
+    (root / "bomb.png").write_bytes(png_claiming(30000, 30000))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "facegan.pack", "folder", str(root), "--size", "32", "--out", str(out),
+           "--no-progress", "--workers", "2", "--readers", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert "packed 1 images" in res.stdout and "skipped 1 (1 image too large)" in res.stdout
+    m = json.loads((out / MANIFEST).read_text())
+    assert [s["file"] for s in m["skipped"]] == ["bomb.png"]
+    assert m["skipped"][0]["reason"].startswith("image too large: 30000x30000 (900000000 pixels, over the limit")
+
+
+def test_image_over_the_warning_limit_is_skipped(monkeypatch):
+    """Between MAX_IMAGE_PIXELS and twice that, Pillow only warns; that is refused the same way."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 12)).save(buf, format="JPEG")  # 144 pixels: over 100, under 200
+    with pytest.raises(BadImage, match=r"^image too large: 12x12 \(144 pixels, over the limit of 100 "):
+        open_rgb(buf.getvalue())
+
+
+def test_output_under_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("a regular file")
+    out = tmp_path / "afile" / "sub"
+    assert main(["synthetic", "--num", "4", "--size", "32", "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [f"error: {out}: Not a directory"]
+
+
+class _FullDisk:
+    """A disk with `room` bytes left. Writing past it raises ENOSPC with no file name, as a real
+    full disk does (from a write, or from the flush in close); reading is left alone."""
+
+    def __init__(self, room: int):
+        self.room = room
+
+    def open(self, path, mode="r", *args, **kwargs):
+        if "w" not in mode:
+            return open(path, mode, *args, **kwargs)
+        disk = self
+
+        class File(io.FileIO):
+            def write(self, data):
+                if len(data) > disk.room:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                disk.room -= len(data)
+                return super().write(data)
+
+        buffered = io.BufferedWriter(File(path, "w"))
+        return buffered if "b" in mode else io.TextIOWrapper(buffered, encoding="utf-8")
+
+
+@pytest.mark.parametrize("fills_at", ["second shard", "manifest"])
+def test_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path, capsys, monkeypatch, fills_at):
+    argv = ["synthetic", "--num", "6", "--size", "32", "--shard-size", "3", "--no-progress", "--workers", "1",
+            "--readers", "1"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0  # the same set, on a disk with room
+    shard_bytes = [s["bytes"] for s in json.loads((tmp_path / "whole" / MANIFEST).read_text())["shards"]]
+    capsys.readouterr()
+
+    room, name = {"second shard": (shard_bytes[0] + 1000, "train-000001.tar.partial"),
+                  "manifest": (sum(shard_bytes) + 100, "manifest.json.tmp")}[fills_at]
+    disk = _FullDisk(room)
+    monkeypatch.setattr("facegan.shard_writer.open", disk.open, raising=False)
+    monkeypatch.setattr("facegan.shardset.open", disk.open, raising=False)
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [f"error: {out / name}: {os.strerror(errno.ENOSPC)}"]
+    assert list(out.iterdir()) == []  # no shard, no .partial, no manifest, no .tmp
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest: non-image files are ignored and counted; the sample layout is described.
+
+
+def test_folder_counts_every_non_image_file(tmp_path, capsys):
+    root = tmp_path / "faces"
+    (root / ".thumbs").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(root / "a.png")
+    for name in ("notes.txt", ".DS_Store", ".thumbs/Thumbs.db"):
+        (root / name).write_bytes(b"x")
+    out = tmp_path / "out"
+    assert main(["folder", str(root), "--size", "32", "--out", str(out), "--no-progress", "--workers", "1",
+                 "--readers", "1"]) == 0
+    assert f"; ignored 3 files (3 {NOT_IMAGE})" in capsys.readouterr().out
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["ignored"] == {"count": 3, "files": [".DS_Store", ".thumbs/Thumbs.db", "notes.txt"],
+                            "reasons": {NOT_IMAGE: 3}}
+
+
+@pytest.mark.parametrize("layout", ["official-folder", "official-zip", "kaggle"])
+def test_celeba_counts_every_non_image_file(tmp_path, celeba_tree, layout):
+    """Non-images beside the CelebA jpgs (notes, .DS_Store) were dropped without a count."""
+    root = tmp_path / "celeba"
+    extras = ["notes.txt", ".DS_Store"]
+    if layout == "kaggle":
+        celeba_tree.write_kaggle(root)
+    else:
+        celeba_tree.write_official(root, zipped=layout == "official-zip")
+    if layout == "official-zip":
+        with zipfile.ZipFile(root / "img_align_celeba.zip", "a") as z:
+            z.writestr("img_align_celeba/", b"")  # a folder entry, as the official zip has: not a file
+            for name in extras:
+                z.writestr(f"img_align_celeba/{name}", b"x")
+    else:
+        image_dir = root / "img_align_celeba" / ("img_align_celeba" if layout == "kaggle" else "")
+        for name in extras:
+            (image_dir / name).write_bytes(b"x")
+    listing = CelebASource(root).list()
+    assert listing.ignored == [{"file": ".DS_Store", "reason": NOT_IMAGE},
+                               {"file": celeba_tree.unlisted, "reason": "not in list_eval_partition"},
+                               {"file": "notes.txt", "reason": NOT_IMAGE}]
+    assert len(listing.items) == 11  # 12 train ids, one missing on disk
+
+
+def test_manifest_describes_the_sample_layout(tmp_path, capsys):
+    for fmt, image in (("npy", "uint8 HWC RGB array, shape [32,32,3] (numpy .npy)"),
+                       ("png", "8-bit RGB PNG, 32x32")):
+        out = tmp_path / fmt
+        m = pack(SyntheticSource(3, size=32), out, size=32, fmt=fmt, progress=False)
+        assert list(m["sample"]) == [fmt, "json"] and m["sample"][fmt] == image
+        assert json.loads((out / MANIFEST).read_text())["sample"] == m["sample"]
+        assert main(["inspect", str(out)]) == 0
+        assert f"sample: .{fmt} {image}; .json source metadata" in capsys.readouterr().out
+    # The hash covers only what defines the data, so adding the field changed no shard set's hash.
+    keys = {"size": 32, "crop": None, "format": "png", "shards": [(s["name"], s["sha256"]) for s in m["shards"]]}
+    assert m["content_sha256"] == hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()

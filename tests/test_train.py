@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -104,7 +105,7 @@ def test_resume_auto_skips_unfinished_checkpoints(tmp_path, synthetic_shards):
     broken = run / "checkpoints" / "step-000000006"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"half")
-    assert ckpt.resolve_resume(run, "auto") == good
+    assert ckpt.resolve_resume(run, "auto") == (good, [])
     with pytest.raises(ValueError, match="not a complete facegan checkpoint"):
         ckpt.resolve_resume(run, str(broken))
 
@@ -211,6 +212,27 @@ def test_wandb_offline_writes_a_run_and_no_secret(tmp_path, synthetic_shards):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert (run / "metrics.jsonl").read_text().count("\n") == 4  # written whatever the tracker
+    # The grids W&B stored are the sample PNGs, pixel for pixel (floats in [0,1] were cast to black).
+    logged = sorted(runs[0].glob("files/media/images/*.png"))
+    samples = sorted((run / "samples").glob("step-*.png"))
+    assert len(logged) == len(samples) == 2
+    for a, b in zip(logged, samples):
+        pixels = np.asarray(Image.open(a).convert("RGB"))
+        assert np.array_equal(pixels, np.asarray(Image.open(b).convert("RGB"))), (a, b)
+        assert pixels.std() > 10  # a real grid of varied faces, not one colour
+
+
+def test_wandb_without_login_is_one_line(tmp_path, synthetic_shards):
+    environment = {k: v for k, v in env(WANDB_MODE="online", HOME=str(tmp_path)).items()
+                   if k not in ("WANDB_API_KEY", "NETRC")}
+    res = subprocess.run([sys.executable, TRAIN_PY, *_flags(synthetic_shards, tmp_path / "run", tracker="wandb")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, env=environment,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("facegan/train.py: error: --tracker wandb:"), res.stderr[-2000:]
+    assert all(hint in last for hint in ("wandb login", "WANDB_API_KEY", "WANDB_MODE=offline"))
+    assert "Traceback" not in res.stderr
 
 
 def _run(cmd, timeout=300, **kwargs):
@@ -247,28 +269,38 @@ def test_cli_one_line_errors(tmp_path, synthetic_shards):
     assert res.returncode == 1 and "nowhere: shard folder not found" in res.stderr.splitlines()[-1]
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["sigterm", "stop-file"])
+@pytest.mark.parametrize("how", ["sigterm-group", "sigint-group", "torchrun-sigterm-group", "stop-file"])
 def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
-    """SIGTERM/SIGUSR1, or RUN_DIR/STOP (what launch/slurm_multinode.sbatch writes)."""
+    """SIGTERM or Ctrl-C sent to the whole process group, loader workers included (what scancel,
+    Kubernetes, torchrun and a terminal do), or RUN_DIR/STOP (what launch/slurm_multinode.sbatch
+    writes): every rank saves and exits; the workers ignore the signal instead of dying first."""
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, TRAIN_PY] + _flags(
-        synthetic_shards, run, **{"max-steps": 100000, "ckpt-every": 100000, "log-every": 10}),
-        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    prefix = TORCHRUN if how.startswith("torchrun") else []
+    proc = subprocess.Popen([*(prefix or [sys.executable]), TRAIN_PY] + _flags(
+        synthetic_shards, run, **{"max-steps": 100000, "ckpt-every": 100000, "log-every": 10, "num-workers": 2}),
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
-    if how == "sigterm":
-        proc.send_signal(signal.SIGTERM)
-    else:
+    if how == "stop-file":
         (run / STOP_FILE).touch()
+    else:
+        os.killpg(proc.pid, signal.SIGINT if how == "sigint-group" else signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
-    assert "stop signal received" in err
+    assert "killed by signal" not in err, err[-3000:]
+    if not prefix:  # torchrun itself exits non-zero after a signal, once its workers have saved
+        assert proc.returncode == 0, err[-3000:]
+    assert "stop signal received" in err, err[-3000:]
     saved = ckpt.complete_checkpoints(run)
     assert len(saved) == 1
-    step = json.loads((saved[0] / ckpt.STATE_FILE).read_text())["step"]
+    state = json.loads((saved[0] / ckpt.STATE_FILE).read_text())
+    step = state["step"]
     assert step > 0 and step % 10 == 0  # ranks agree at a signal check, every 10 steps
+    assert len(state["rank_param_sha256"]) == (2 if prefix else 1)
     assert ckpt.read_network_meta(run / "generator.safetensors")["step"] == step
     # The restart (a requeued job) removes a stop file and trains on.
     train(tiny(synthetic_shards, run, max_steps=step + 4, num_samples=4))
@@ -279,10 +311,9 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path, synthetic_shards, standin):
     run = tmp_path / "run"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     fid = {"fid-every": 6, "fid-samples": 8, "fid-batch-size": 4, "inception-weights": standin,
            "fid-cache": tmp_path / "cache"}  # every rank measures its share
-    res = _run(torchrun + [TRAIN_PY] + _flags(synthetic_shards, run, preset="dcgan", **fid), timeout=300)
+    res = _run(TORCHRUN + [TRAIN_PY] + _flags(synthetic_shards, run, preset="dcgan", **fid), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     for path in ckpt.complete_checkpoints(run):
         state = json.loads((path / ckpt.STATE_FILE).read_text())
@@ -301,3 +332,208 @@ def test_two_process_ddp_on_cpu(tmp_path, synthetic_shards, standin):
         "checkpoints", "config.json", "discriminator.json", "discriminator.safetensors",
         "generator-best.json", "generator-best.safetensors", "generator.json", "generator.safetensors",
         "metrics.jsonl", "samples"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults a user meets: damaged checkpoints, other data, torn logs, NaN, full disks, signals.
+
+
+@pytest.mark.parametrize("victim,damage", [("model.safetensors", 1000), ("optimizer.bin", 1000),
+                                           ("random_states_0.pkl", 100), ("model_1.safetensors", "flip")])
+def test_resume_skips_a_damaged_checkpoint(tmp_path, synthetic_shards, capsys, victim, damage):
+    """A truncated or bit-flipped file in the newest checkpoint: --resume auto takes the one
+    before and says why; an explicit --resume of it is a one-line error naming the file."""
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=8))
+    unbroken = sha(run / "generator.safetensors")
+    newest = ckpt.complete_checkpoints(run)[-1]
+    file = newest / victim
+    if damage == "flip":
+        data = bytearray(file.read_bytes())
+        data[-1] ^= 0xFF
+        file.write_bytes(data)
+        problem = f"{file}: sha256 differs from the one saved"
+    else:
+        os.truncate(file, damage)
+        problem = rf"{file}: {damage} bytes, but \d+ were saved"
+    with pytest.raises(ValueError, match=f"--resume {newest}: {problem}"):
+        ckpt.resolve_resume(run, str(newest))
+    from facegan.train import main
+
+    capsys.readouterr()
+    assert main(_flags(synthetic_shards, run, **{"resume": newest, "max-steps": 8})) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(file) in err
+    path, notes = ckpt.resolve_resume(run, "auto")
+    assert path.name == "step-000000004" and len(notes) == 1 and str(file) in notes[0]
+    train(tiny(synthetic_shards, run, max_steps=8))  # resumes from step 4 and redoes steps 5-8
+    assert f"skipping checkpoint step-000000008: {file}" in capsys.readouterr().err
+    assert sha(run / "generator.safetensors") == unbroken  # exact, as if nothing had happened
+
+
+def test_resume_refuses_data_of_another_resolution(tmp_path, synthetic_shards, capsys):
+    from facegan.pack import pack
+    from facegan.sources.synthetic import SyntheticSource
+    from facegan.train import main
+
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=4))
+    shards64 = tmp_path / "synthetic-64"
+    pack(SyntheticSource(8, seed=0, size=64), shards64, size=64, shard_size=4, progress=False)
+    capsys.readouterr()
+    assert main(_flags(shards64, run, **{"max-steps": 8})) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "step-000000004 was trained at 32 px, not 64 px" in err
+
+
+def test_torn_metrics_line_is_dropped_with_a_warning(tmp_path, synthetic_shards, capsys):
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=4))
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "kimg": 0.04, "loss/D"')  # what a power loss leaves
+    train(tiny(synthetic_shards, run, max_steps=8))
+    assert f"{run / 'metrics.jsonl'}: line 3 is torn" in capsys.readouterr().err
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+
+
+def test_no_grid_after_a_non_finite_step(tmp_path, synthetic_shards):
+    """Sampled every 2 steps but checked for NaN only every 10 when logging: no black grid of a
+    step at or after the first non-finite loss is written."""
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step (\d+)") as e:
+        train(tiny(synthetic_shards, run, max_steps=40, lr_d=1e30, log_every=10, sample_every=2,
+                   ckpt_every=20, loss="hinge", d_batchnorm=False))
+    bad = int(str(e.value).split("step ")[1].split(";")[0])
+    assert bad < 10  # the case this test is about: NaN before the first log check
+    steps = [int(p.stem.split("-")[1]) for p in (run / "samples").glob("step-*.png")]
+    assert all(s < bad for s in steps), (bad, steps)
+
+
+def test_short_run_still_writes_a_final_grid(tmp_path, synthetic_shards):
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=3, sample_every=500, ckpt_every=500))
+    assert [p.name for p in (run / "samples").iterdir()] == ["step-000000003.png"]
+    train(tiny(synthetic_shards, run, max_steps=3, sample_every=500, ckpt_every=500))  # nothing to do
+    assert [p.name for p in (run / "samples").iterdir()] == ["step-000000003.png"]
+
+
+def test_full_disk_during_export_is_one_line_and_resumable(tmp_path, synthetic_shards, capsys, monkeypatch):
+    """safetensors reports a full disk as SafetensorError naming no file; the run stops with one
+    line naming the file, the checkpoint before it stays whole, and --resume auto goes on."""
+    from safetensors import SafetensorError
+
+    from facegan.train import main
+
+    run = tmp_path / "run"
+    real_save, calls = ckpt.save_file, []
+
+    def full_disk(tensors, path, **kw):
+        calls.append(path)
+        if len(calls) == 3:  # step 4: G and D exports; step 8: G's export
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                  'message: "No space left on device" })')
+        return real_save(tensors, path, **kw)
+
+    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    capsys.readouterr()
+    assert main(_flags(synthetic_shards, run, **{"max-steps": 8, "ckpt-every": 4})) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"facegan/train.py: error: {run / 'generator.safetensors'}: cannot write ("), err
+    assert "No space left on device" in err and "MiB free on its disk" in err
+    assert ckpt.read_network_meta(run / "generator.safetensors")["step"] == 4  # the last whole export
+    assert not list(run.glob("*.tmp")) and not list((run / "checkpoints").glob(".tmp-*"))
+    monkeypatch.undo()
+    assert ckpt.resolve_resume(run, "auto")[0].name == "step-000000008"
+    assert main(_flags(synthetic_shards, run, **{"max-steps": 12, "ckpt-every": 4})) == 0
+    assert ckpt.read_network_meta(run / "generator.safetensors")["step"] == 12
+
+
+def test_full_disk_during_checkpoint_leaves_no_partial_folder(tmp_path, synthetic_shards, monkeypatch):
+    """torch.save reports a full disk as RuntimeError('unexpected pos ...'): one OSError naming
+    the checkpoint folder, which is removed, freeing its space."""
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=4))
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kw):
+        if "optimizer" in str(f):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2816 vs 2708")
+        return real_save(obj, f, *args, **kw)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as e:
+        train(tiny(synthetic_shards, run, max_steps=8))
+    assert e.value.filename == str(run / "checkpoints" / ".tmp-step-000000008")
+    assert e.value.strerror.startswith("cannot write ([enforce fail at inline_container.cc:672] . unexpected pos")
+    monkeypatch.undo()
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000000004"]
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ValueError, match=f"max_kimg={value}: must be a finite number"):
+        config_from_args(["--data", "d", "--run-dir", "r", f"--max-kimg={value}"])
+    with pytest.raises(ValueError, match=f"r1_gamma={value}: must be a finite number"):
+        config_from_args(["--data", "d", "--run-dir", "r", f"--r1-gamma={value}"])
+
+
+def test_bool_flags_work_bare_like_evaluate_and_sample():
+    cfg, _ = config_from_args(["--data", "d", "--run-dir", "r", "--cpu", "--hflip", "false"])
+    assert cfg.cpu is True and cfg.hflip is False
+    cfg, _ = config_from_args(["--data", "d", "--run-dir", "r", "--cpu", "false"])
+    assert cfg.cpu is False
+
+
+def test_auto_precision_is_bf16_on_a_gpu_under_plain_accelerate_launch(monkeypatch):
+    """Plain `accelerate launch` exports ACCELERATE_MIXED_PRECISION=no: auto must not read that as
+    a request for fp32. The start line says where the precision came from."""
+    from facegan.training_loop import resolve_precision
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    auto = TrainConfig(data="d", run_dir="r")
+    assert resolve_precision(auto) == ("bf16", "auto: GPU with bf16")
+    assert resolve_precision(dataclasses.replace(auto, cpu=True)) == ("no", "auto: CPU")
+    assert resolve_precision(dataclasses.replace(auto, mixed_precision="no")) == ("no", "--mixed-precision")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert resolve_precision(auto) == ("fp16", "launcher: ACCELERATE_MIXED_PRECISION=fp16")
+
+
+def test_launches_that_run_other_than_asked_are_warned(monkeypatch):
+    from types import SimpleNamespace
+
+    from facegan.training_loop import process_warnings
+
+    one_cpu_process = SimpleNamespace(num_processes=1, device=torch.device("cpu"))
+    for name in ("LOCAL_WORLD_SIZE", "WORLD_SIZE", "MASTER_ADDR", "ACCELERATE_USE_CPU"):
+        monkeypatch.delenv(name, raising=False)
+    assert process_warnings(one_cpu_process) == []
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # accelerate_config.yaml's old num_processes: 8
+    [warning] = process_warnings(SimpleNamespace(num_processes=8, device=torch.device("cpu")))
+    assert "8 processes on this node but 2 CPU core(s)" in warning
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    # What `accelerate launch --cpu --num_processes 2` leaves: a rendezvous address, one process.
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    [warning] = process_warnings(one_cpu_process)
+    assert "asked for several processes but started 1" in warning and "--multi_gpu --num_processes" in warning
+
+
+def test_second_ctrl_c_aborts_at_once(tmp_path):
+    from facegan.training_loop import StopSignal
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopSignal(tmp_path, announce=False)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the first: remembered, the loop saves and exits
+        time.sleep(0.01)
+        assert stop.received == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is before

@@ -24,4 +24,9 @@ class Listing:
 
     items: list[Item]
     skipped: list[dict] = field(default_factory=list)  # {"file": ..., "reason": ...}
-    ignored: list[str] = field(default_factory=list)  # files on disk that no list mentions
+    # Files on disk that are not packed and not an error: {"file": ..., "reason": ...}, the
+    # reason NOT_IMAGE or one saying that no list mentions the file.
+    ignored: list[dict] = field(default_factory=list)
+
+
+NOT_IMAGE = "not an image type"  # by its extension: notes.txt, .DS_Store, Thumbs.db

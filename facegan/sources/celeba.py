@@ -15,7 +15,8 @@ import zipfile
 from pathlib import Path
 
 from facegan.imaging import open_rgb
-from facegan.sources.base import BadImage, Item, Listing
+from facegan.sources.base import NOT_IMAGE, BadImage, Item, Listing
+from facegan.sources.folder import IMAGE_EXTENSIONS
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 SPLIT_NAMES = {v: k for k, v in SPLITS.items()}
@@ -89,6 +90,10 @@ def _columns(path: Path, header_lines: int) -> list[str]:
     return _rows_txt(path, header_lines)[0]
 
 
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
 class CelebASource:
     kind = "celeba"
 
@@ -127,11 +132,17 @@ class CelebASource:
         return self._zip
 
     def _files_on_disk(self) -> dict[str, str]:
-        """image file name -> ref (a path or a zip member name)."""
+        """file name -> ref (a path or a zip member name), for every file under the image folder
+        (the partition file names the images; any other file is ignored, and counted)."""
         if self.zip_path is not None:
-            members = self._open_zip().namelist()
-            return {m.rsplit("/", 1)[-1]: m for m in members if m.lower().endswith(".jpg")}
-        return {p.name: str(p) for p in self._image_dir().iterdir() if p.suffix.lower() == ".jpg"}
+            files = [m for m in self._open_zip().namelist() if not m.endswith("/")]
+            # A .jpg goes by its bare name, as the partition file names it, wherever the zip keeps it.
+            return {(m.rsplit("/", 1)[-1] if m.lower().endswith(".jpg") else m.removeprefix(IMAGE_DIR + "/")): m
+                    for m in files}
+        folder = self._image_dir()
+        if not folder.is_dir():
+            raise CelebAError(f"{folder}: image folder not found")
+        return {p.relative_to(folder).as_posix(): str(p) for p in folder.rglob("*") if p.is_file()}
 
     def _partition(self) -> dict[str, int]:
         path = self._annotation("list_eval_partition")
@@ -169,7 +180,9 @@ class CelebASource:
         on_disk = self._files_on_disk()
         meta = self._metadata()
         wanted = sorted(n for n, p in partition.items() if self.split == "all" or p == SPLITS[self.split])
-        listing = Listing(items=[], ignored=sorted(set(on_disk) - set(partition)))
+        listing = Listing(items=[], ignored=[
+            {"file": n, "reason": "not in list_eval_partition" if _is_image(n) else NOT_IMAGE}
+            for n in sorted(set(on_disk) - set(partition))])
         for name in wanted:
             if name not in on_disk:
                 reason = "listed in list_eval_partition but missing on disk"

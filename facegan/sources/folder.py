@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facegan.imaging import open_rgb
-from facegan.sources.base import BadImage, Item, Listing
+from facegan.sources.base import NOT_IMAGE, BadImage, Item, Listing
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -30,7 +30,7 @@ class FolderSource:
         for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
             rel = path.relative_to(self.root)
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                listing.ignored.append(rel.as_posix())
+                listing.ignored.append({"file": rel.as_posix(), "reason": NOT_IMAGE})
                 continue
             key = key_for(rel)
             if key in seen:
