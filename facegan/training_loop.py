@@ -600,8 +600,8 @@ def train(cfg: TrainConfig) -> Path:
             checkpoint()
         elif acc.is_main_process and not (run_dir / "generator.safetensors").exists():
             trainer.export(run_dir)
-        if not (run_dir / "samples" / f"step-{step:09d}.png").exists():
-            sample_grid(step)  # the last step always has its grid, whatever --sample-every
+        if step % cfg.sample_every:  # the last step always has its grid, whatever --sample-every
+            sample_grid(step)  # (decided from the step alone: every rank takes part in its check)
     finally:
         stop.restore()
         progress.close()
