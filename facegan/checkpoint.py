@@ -163,8 +163,7 @@ def _write_network(module: torch.nn.Module, path: Path, kind: str, info: dict) -
             os.replace(tmp, path)
     finally:  # a full disk leaves the previous export whole and no half-written file beside it
         tmp.unlink(missing_ok=True)
-    with writing(path.with_suffix(".json")):
-        write_json_atomic(path.with_suffix(".json"), meta)
+    write_json_atomic(path.with_suffix(".json"), meta)  # names its file in any error itself
 
 
 def export_generator(g: Generator, path: str | Path, **info) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 
@@ -30,3 +31,9 @@ class Listing:
 
 
 NOT_IMAGE = "not an image type"  # by its extension: notes.txt, .DS_Store, Thumbs.db
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def is_image(name: str) -> bool:
+    """Whether a file (path or zip member name) is an image by its extension."""
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS

@@ -15,8 +15,7 @@ import zipfile
 from pathlib import Path
 
 from facegan.imaging import open_rgb
-from facegan.sources.base import NOT_IMAGE, BadImage, Item, Listing
-from facegan.sources.folder import IMAGE_EXTENSIONS
+from facegan.sources.base import NOT_IMAGE, BadImage, Item, Listing, is_image
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 SPLIT_NAMES = {v: k for k, v in SPLITS.items()}
@@ -88,10 +87,6 @@ def _columns(path: Path, header_lines: int) -> list[str]:
     if path.suffix == ".csv":
         return _rows_csv(path)[0]
     return _rows_txt(path, header_lines)[0]
-
-
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 class CelebASource:
@@ -181,7 +176,7 @@ class CelebASource:
         meta = self._metadata()
         wanted = sorted(n for n, p in partition.items() if self.split == "all" or p == SPLITS[self.split])
         listing = Listing(items=[], ignored=[
-            {"file": n, "reason": "not in list_eval_partition" if _is_image(n) else NOT_IMAGE}
+            {"file": n, "reason": "not in list_eval_partition" if is_image(n) else NOT_IMAGE}
             for n in sorted(set(on_disk) - set(partition))])
         for name in wanted:
             if name not in on_disk:

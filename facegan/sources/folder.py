@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facegan.imaging import open_rgb
-from facegan.sources.base import NOT_IMAGE, BadImage, Item, Listing
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+from facegan.sources.base import NOT_IMAGE, BadImage, Item, Listing, is_image
 
 
 def key_for(rel: Path) -> str:
@@ -29,7 +27,7 @@ class FolderSource:
         seen: dict[str, str] = {}
         for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
             rel = path.relative_to(self.root)
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if not is_image(path.name):
                 listing.ignored.append({"file": rel.as_posix(), "reason": NOT_IMAGE})
                 continue
             key = key_for(rel)
