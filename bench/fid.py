@@ -1,6 +1,6 @@
 """FID feature extraction speed: facegan.metrics against torch-fidelity's own generator path.
 
-    python bench/fid.py                      # CPU: 200 images (Inception runs ~10 img/s here)
+    python bench/fid.py                      # CPU: 200 images (Inception at 299 px is slow on a CPU)
     python bench/fid.py --num 50000          # GPU default: FID-50k's generated side
 
 Both rows generate --num images with the same DCGAN generator (64 px, random init: the time
@@ -27,9 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facegan import metrics  # noqa: E402
+from facegan import metrics, networks  # noqa: E402
 from facegan.inception import Inception, make_standin_weights  # noqa: E402
-from facegan.networks import Generator, GeneratorConfig  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -66,24 +65,25 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device("cuda" if cuda else "cpu")
     torch.manual_seed(0)
-    g = Generator(GeneratorConfig(resolution=64, z_dim=100, ngf=64)).to(device).eval()
+    g_spec, _ = networks.make_specs("dcgan", resolution=64, z_dim=100, ngf=64, ndf=64, options={})
+    g = networks.build("generator", g_spec).to(device).eval()
     with tempfile.TemporaryDirectory() as tmp:
         inception = Inception(args.weights or make_standin_weights(Path(tmp) / "standin.pth"), device)
     name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"{name}; torch {torch.__version__}; {args.num} generated 64 px images, Inception batch {args.batch}; "
           f"weights {'given' if args.weights else 'stand-in'} (standard: {inception.standard})", flush=True)
     # Warm-up: cuDNN algorithm choice, allocations.
-    metrics.generator_stats(inception, g, 2 * args.batch, 100, batch_size=args.batch)
+    metrics.generator_stats(inception, g, 2 * args.batch, g.z_dim, batch_size=args.batch)
     rows = []
     if not args.skip_baseline:
         sync(device)
         start = time.perf_counter()
-        torch_fidelity_stats(g, inception, args.num, args.batch, 100)
+        torch_fidelity_stats(g, inception, args.num, args.batch, g.z_dim)
         sync(device)
         rows.append(("torch-fidelity generator path", time.perf_counter() - start))
     sync(device)
     start = time.perf_counter()
-    metrics.generator_stats(inception, g, args.num, 100, batch_size=args.batch)
+    metrics.generator_stats(inception, g, args.num, g.z_dim, batch_size=args.batch)
     sync(device)
     rows.append(("facegan.metrics.generator_stats", time.perf_counter() - start))
     first = rows[0][1]

@@ -3,14 +3,15 @@
     python bench/train_step.py            # CPU: 32 px, widths 32, batch 64 (quick)
     python bench/train_step.py --size 64 --width 64 --batch 128   # the DCGAN of the paper
 
-Every row trains the same DCGAN (facegan.networks at the same widths) with the same batch and
-Adam settings. Rows, in one process, interleaved over --rounds rounds (median reported):
+Every row trains the same DCGAN (facegan.networks' dcgan arch at the same widths) with the same
+batch and Adam settings. Rows, in one process, interleaved over --rounds rounds (median reported):
 
   bare loop                the PyTorch DCGAN example's step: D real+fake backward, D step,
                            G backward through D, G step; in-memory batch; no logging
   bare loop, same opts     the same with facegan's memory layout and optimizer settings
-  facegan Trainer.step     facegan's step (Accelerate, no_sync, frozen D, on-device stats)
-                           on the same in-memory batch
+  facegan GANStep          facegan's step (facegan.gan_step.GANStep on facegan.models.build_models
+                           and facegan.losses' bce: Accelerate, no_sync, frozen D, lr schedule,
+                           on-device stats) on the same in-memory batch
 
 With --end-to-end (the default on a GPU) it adds rows that read real images from disk:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import statistics
 import sys
@@ -40,8 +42,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import facegan.data  # noqa: E402
+from facegan import networks  # noqa: E402
 from facegan.config import DCGAN, TrainConfig  # noqa: E402
-from facegan.training_loop import Trainer, build_networks, make_accelerator, to_channels_last, train  # noqa: E402
+from facegan.gan_step import GANStep  # noqa: E402
+from facegan.losses import build_loss  # noqa: E402
+from facegan.models import build_models  # noqa: E402
+from facegan.runtime import make_accelerator  # noqa: E402
+from facegan.training_loop import train  # noqa: E402
 
 DEFAULT_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-sample"
 
@@ -56,9 +63,10 @@ class BareLoop:
 
     def __init__(self, cfg: TrainConfig, size: int, device: torch.device, same_opts: bool):
         torch.manual_seed(0)
-        g, d = build_networks(cfg, size)
+        g_spec, d_spec = cfg.network_specs(size)
+        g, d = networks.build("generator", g_spec), networks.build("discriminator", d_spec)
         if same_opts and cfg.channels_last:
-            g, d = to_channels_last(g), to_channels_last(d)
+            g, d = networks.to_channels_last(g), networks.to_channels_last(d)
         self.g, self.d = g.to(device), d.to(device)
         fused = (cfg.fused_adam or None) if same_opts else None
         self.opt_g = torch.optim.Adam(self.g.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
@@ -99,16 +107,29 @@ def rate(step, real: torch.Tensor, steps: int, device: torch.device) -> float:
     return steps * real.shape[0] / (time.perf_counter() - start)
 
 
+def facegan_step(cfg: TrainConfig, size: int):
+    """facegan's step as train() builds it, as a function of one in-memory batch."""
+    acc = make_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, deterministic=cfg.deterministic)
+    models = build_models(cfg, acc, size)
+    loss = build_loss(cfg.loss, real_label=cfg.real_label, r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
+                      reg_every=cfg.reg_every, gp_lambda=cfg.gp_lambda)
+    gan_step = GANStep(cfg, acc, models, loss)
+    state = {"step": 0, "nimg": 0, "total_nimg": 10**15}  # never reached: the lr schedule stays put
+
+    def step(real: torch.Tensor) -> None:
+        gan_step(itertools.repeat(real), state)  # the step takes d_steps x accumulate batches (1 here)
+
+    return step
+
+
 def in_memory_rows(cfg: TrainConfig, size: int, device: torch.device, steps: int, warmup: int,
                    rounds: int) -> list[tuple[str, float]]:
     real = (torch.rand(cfg.batch_size, 3, size, size, device=device) * 2 - 1)
     real_cl = real.contiguous(memory_format=torch.channels_last) if cfg.channels_last else real
     bare, same = BareLoop(cfg, size, device, False), BareLoop(cfg, size, device, True)
-    acc = make_accelerator(cfg)
-    trainer = Trainer(cfg, acc, size)
     contenders = [("bare loop (NCHW, foreach Adam)", bare.step, real),
                   ("bare loop, same opts as facegan", same.step, real_cl),
-                  ("facegan Trainer.step", trainer.step, real_cl)]
+                  ("facegan GANStep", facegan_step(cfg, size), real_cl)]
     for _, step, batch in contenders:  # warm-up (and compilation)
         rate(step, batch, warmup, device)
     results: dict[str, list[float]] = {name: [] for name, _, _ in contenders}

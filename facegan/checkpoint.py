@@ -1,5 +1,6 @@
 """Two kinds of checkpoint: full resumable state (atomic folders under RUN/checkpoints) and the
-exported networks (safetensors + JSON architecture) that sampling and FID load without pickle."""
+exported networks (safetensors + the network's spec as JSON) that sampling and FID load without
+pickle and without knowing the architecture beforehand."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from facegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from facegan import networks
 from facegan.shardset import named_os_errors, sha256_file, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
@@ -154,7 +155,10 @@ def load_tensors(module: torch.nn.Module, path: Path) -> None:
 
 def _write_network(module: torch.nn.Module, path: Path, kind: str, info: dict) -> None:
     """`path` (.safetensors) and `path`.json, each written to a temporary name then renamed."""
-    meta = {"facegan_network": kind, "config": module.cfg.to_dict(), **info}
+    if not hasattr(module, "spec"):
+        raise ValueError(f"{path}: cannot export a {type(module).__name__} without .spec "
+                         "(build it with facegan.networks.build)")
+    meta = {"facegan_network": kind, "spec": module.spec, **info}
     tmp = path.with_name(path.name + ".tmp")
     try:
         with writing(path):
@@ -166,16 +170,26 @@ def _write_network(module: torch.nn.Module, path: Path, kind: str, info: dict) -
     write_json_atomic(path.with_suffix(".json"), meta)  # names its file in any error itself
 
 
-def export_generator(g: Generator, path: str | Path, **info) -> None:
+def export_generator(g: torch.nn.Module, path: str | Path, **info) -> None:
     _write_network(g, Path(path), "generator", info)
 
 
-def export_discriminator(d: Discriminator, path: str | Path, **info) -> None:
+def export_discriminator(d: torch.nn.Module, path: str | Path, **info) -> None:
     _write_network(d, Path(path), "discriminator", info)
 
 
+def _legacy_spec(kind: str, config: dict) -> dict:
+    """The dcgan spec of an export written before specs, which stored the old config dataclass."""
+    if kind == "generator":
+        return {"arch": "dcgan", "kwargs": {"resolution": config["resolution"], "z_dim": config["z_dim"],
+                                            "width": config["ngf"]}}
+    return {"arch": "dcgan", "kwargs": {"resolution": config["resolution"], "width": config["ndf"],
+                                        "batchnorm": config["batchnorm"], "spectral_norm": config["spectral_norm"]}}
+
+
 def read_network_meta(path: str | Path) -> dict:
-    """The architecture and run info stored in an exported network, with clear errors."""
+    """What an exported network stores: {"facegan_network": kind, "spec": ..., run info}, with
+    clear errors. Older exports (a "config" and no "spec") get their dcgan spec."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -188,22 +202,56 @@ def read_network_meta(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a safetensors file ({e})") from None
     if meta is None:
         raise ValueError(f"{path}: not a facegan export (no facegan metadata)")
-    return json.loads(meta)
+    try:
+        meta = json.loads(meta)
+        kind = meta["facegan_network"]
+        if "spec" not in meta:  # written before specs
+            meta["spec"] = _legacy_spec(kind, meta.pop("config"))
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        problem = f"{type(e).__name__}: {e}"
+        raise ValueError(f"{path}: facegan metadata without a readable kind and spec ({problem})") from None
+    return meta
 
 
-NETWORKS = {"generator": (Generator, GeneratorConfig), "discriminator": (Discriminator, DiscriminatorConfig)}
+def _load_into(module: torch.nn.Module, path: Path, kind: str) -> None:
+    try:
+        load_tensors(module, path)
+    except RuntimeError as e:  # load_state_dict lists every mismatch over many lines
+        raise ValueError(f"{path}: its tensors do not fit the {kind} its spec describes "
+                         f"({str(e).strip().splitlines()[0]})") from None
 
 
 def load_network(path: str | Path, kind: str) -> tuple[torch.nn.Module, dict]:
-    """An exported generator or discriminator (no pickle involved) and its metadata."""
+    """An exported generator or discriminator of any registered arch, built from the spec it
+    stores (no pickle involved), and its metadata."""
     meta = read_network_meta(path)
     if meta["facegan_network"] != kind:
         raise ValueError(f"{path}: holds a {meta['facegan_network']}, not a {kind}")
-    cls, cfg_cls = NETWORKS[kind]
-    module = cls(cfg_cls(**meta["config"]))
-    load_tensors(module, Path(path))
+    try:
+        module = networks.build(kind, meta["spec"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    _load_into(module, Path(path), kind)
     return module, meta
 
 
-def load_generator(path: str | Path) -> tuple[Generator, dict]:
+def load_generator(path: str | Path) -> tuple[torch.nn.Module, dict]:
     return load_network(path, "generator")
+
+
+def check_warm_start(module: torch.nn.Module, path: str | Path, kind: str) -> dict:
+    """The export's metadata if it can warm-start `module` (same kind, same spec), else one line
+    saying what differs. Specs are compared as JSON holds them (a tuple reads back as a list)."""
+    meta = read_network_meta(path)
+    spec = json.loads(json.dumps(module.spec))
+    if meta["facegan_network"] != kind or meta["spec"] != spec:
+        raise ValueError(f"{path}: a {meta['facegan_network']} with spec {meta['spec']} cannot warm-start "
+                         f"this {kind} with spec {spec}")
+    return meta
+
+
+def warm_start(module: torch.nn.Module, path: str | Path, kind: str) -> None:
+    """Load an exported network into `module` (before any channels_last or compile); the specs
+    must match."""
+    check_warm_start(module, path, kind)
+    _load_into(module, Path(path), kind)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 
-LOSSES = ("bce", "hinge", "nonsat")
+from facegan import networks
+from facegan.losses import LOSSES, build_loss
+from facegan.schedules import SCHEDULES
+
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 TRACKERS = ("none", "wandb")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -27,28 +28,39 @@ class TrainConfig:
     num_workers: int = 2  # DataLoader workers per process
     hflip: bool = True  # mirror half the faces
     shuffle_buffer: int = 2000  # samples held per worker for shuffling
-    # Networks
+    # Networks (facegan/networks/: --arch picks one; its own options are listed below --help's main flags)
+    arch: str = "dcgan"  # registered architecture (facegan.networks.ARCHS)
     z_dim: int = 100  # latent size
     ngf: int = 64  # generator width at the last block
     ndf: int = 64  # discriminator width at the first block
-    d_batchnorm: bool = True  # BatchNorm in D (the DCGAN recipe); off when spectral norm is on
-    d_spectral_norm: bool = False  # spectral normalisation of every D layer
-    # Objective
-    loss: str = "bce"  # bce (with label smoothing), hinge or nonsat (non-saturating softplus)
+    arch_options: dict = dataclasses.field(default_factory=dict)  # the arch's own options, set by their flags
+    # Objective (facegan/losses.py)
+    loss: str = "bce"  # bce (label-smoothed), nonsat (softplus), hinge, lsgan or wgan-gp (critic, gradient penalty)
     real_label: float = 0.9  # bce target for real images (one-sided label smoothing)
-    r1_gamma: float = 0.0  # R1 penalty weight on real images; 0 is off
-    r1_every: int = 16  # lazy R1: apply every N D steps, scaled by N
+    d_steps: int = 1  # D (critic) steps per G step; wgan-gp uses 5
+    gp_lambda: float = 10.0  # wgan-gp gradient penalty weight
+    r1_gamma: float = 0.0  # R1 penalty weight (zero-centred, on real images); 0 is off
+    r2_gamma: float = 0.0  # R2 penalty weight (zero-centred, on generated images); 0 is off
+    reg_every: int = 16  # lazy R1/R2: apply every N D steps, scaled by N (1: every step)
     diffaugment: str = ""  # comma list of color,translation,cutout; empty is off
     # Optimisation
-    batch_size: int = 128  # per process; the global batch is batch_size x world size
+    batch_size: int = 128  # per process and micro-batch; global batch = batch_size x accumulate x processes
+    accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    lr_schedule: str = "constant"  # constant, linear or cosine (decay to 0 at the end of training), for G and D
+    lr_schedule_g: str = ""  # G's schedule when it differs from --lr-schedule
+    lr_schedule_d: str = ""  # D's schedule when it differs from --lr-schedule
+    warmup_kimg: float = 0.0  # linear lr warm-up over this many thousand images, for G and D
+    warmup_kimg_g: float = -1.0  # G's warm-up when it differs from --warmup-kimg (negative: the same)
+    warmup_kimg_d: float = -1.0  # D's warm-up when it differs from --warmup-kimg (negative: the same)
     ema: bool = False  # keep an exponential moving average of G for sampling and FID
-    ema_decay: float = 0.999  # EMA decay per step
+    ema_kimg: float = 10.0  # EMA half-life in thousand images
+    ema_rampup: float = 0.05  # EMA ramp-up: half-life at most this fraction of the images seen (0: off)
     # Length and precision
-    max_steps: int = 0  # stop after this many steps (0: use max_kimg)
+    max_steps: int = 0  # stop after this many G steps (0: use max_kimg)
     max_kimg: float = 0.0  # or after this many thousand images across all ranks
     mixed_precision: str = "auto"  # auto (the launcher's, else bf16 on a GPU, else no), no, bf16 or fp16
     cpu: bool = False  # train on the CPU even where a GPU is present
@@ -82,33 +94,49 @@ class TrainConfig:
         for f in dataclasses.fields(self):  # inf and nan pass every comparison below
             if hints[f.name] is float and not math.isfinite(getattr(self, f.name)):
                 raise ValueError(f"{f.name}={getattr(self, f.name)}: must be a finite number")
-        choices = {"loss": LOSSES, "mixed_precision": PRECISIONS, "tracker": TRACKERS, "compile": COMPILE_MODES}
+        choices = {**CHOICES, "lr_schedule_g": ("", *SCHEDULES), "lr_schedule_d": ("", *SCHEDULES)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("z_dim", "ngf", "ndf", "batch_size", "ckpt_every", "keep", "log_every",
-                     "sample_every", "num_samples", "r1_every", "fid_batch_size"):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
+        for name in ("z_dim", "ngf", "ndf", "batch_size", "accumulate", "d_steps", "ckpt_every", "keep",
+                     "log_every", "sample_every", "num_samples", "reg_every", "fid_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
-        for name in ("lr_g", "lr_d"):
+        for name in ("lr_g", "lr_d", "ema_kimg"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be positive")
-        for name in ("beta1", "beta2", "ema_decay"):
+        for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 1)")
-        if self.max_steps < 0 or self.max_kimg < 0 or self.r1_gamma < 0 or self.num_workers < 0:
-            raise ValueError("max_steps, max_kimg, r1_gamma and num_workers must not be negative")
-        if self.fid_every < 0:
-            raise ValueError(f"fid_every={self.fid_every}: must not be negative (0 is off)")
+        for name in ("max_steps", "max_kimg", "r1_gamma", "r2_gamma", "gp_lambda", "num_workers", "warmup_kimg",
+                     "ema_rampup", "fid_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must not be negative")
         if self.fid_every and self.fid_samples < 2:
             raise ValueError(f"fid_samples={self.fid_samples}: must be at least 2")
-        if self.compile != "off" and self.r1_gamma > 0:
-            raise ValueError(f"compile={self.compile} cannot be combined with r1_gamma > 0: torch.compile does not "
-                             "support R1's double backward")
+        second_order = [name for name, on in (("r1_gamma > 0", self.r1_gamma > 0), ("r2_gamma > 0", self.r2_gamma > 0),
+                                             ("loss=wgan-gp", self.loss == "wgan-gp")) if on]
+        if self.compile != "off" and second_order:
+            raise ValueError(f"compile={self.compile} cannot be combined with {second_order[0]}: torch.compile does "
+                             "not support a gradient penalty's double backward")
         for aug in filter(None, self.diffaugment.split(",")):
             if aug not in AUGMENTS:
                 raise ValueError(f"diffaugment={self.diffaugment!r}: unknown {aug!r}; "
                                  f"expected a comma list of {', '.join(AUGMENTS)}")
+        d_spec = self.network_specs(networks.RESOLUTIONS[0])[1]  # an unknown arch option fails here
+        if build_loss(self.loss).needs_no_batchnorm and networks.has_batchnorm(networks.build("discriminator", d_spec)):
+            raise ValueError(f"loss={self.loss} cannot train a D with BatchNorm (its per-sample gradient penalty "
+                             "needs per-sample outputs); turn it off (dcgan: --d-batchnorm false) or pick another loss")
+
+    def network_specs(self, resolution: int) -> tuple[dict, dict]:
+        """G's and D's {arch, kwargs} at `resolution`."""
+        return networks.make_specs(self.arch, resolution, self.z_dim, self.ngf, self.ndf, self.arch_options)
+
+    def schedule(self, net: str) -> tuple[str, float]:
+        """(lr schedule, warm-up kimg) of net 'g' or 'd'."""
+        kind = getattr(self, f"lr_schedule_{net}") or self.lr_schedule
+        warmup = getattr(self, f"warmup_kimg_{net}")
+        return kind, (warmup if warmup >= 0 else self.warmup_kimg)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,12 +148,13 @@ DCGAN = TrainConfig(preset="dcgan")
 # The upgrades the best GAN codebases use, with these defaults:
 # - hinge loss + spectral norm on D (SNGAN, BigGAN): stable without BatchNorm in D, so D's
 #   output for one image no longer depends on the rest of its batch;
-# - EMA of G, decay 0.999 (ProGAN, StyleGAN, BigGAN): the cheapest FID gain there is;
+# - EMA of G (ProGAN, StyleGAN, BigGAN), the cheapest FID gain there is: half-life 10 kimg,
+#   ramped up over the first images as StyleGAN2 does, so early grids are faces, not grey;
 # - z_dim 128; R1 and DiffAugment off: hinge + SN is stable on its own, R1 costs a second
 #   backward pass, and DiffAugment pays off only with little data (turn it on, e.g.
 #   --diffaugment color,translation, for a few thousand images such as the CelebA sample).
-STRONG = dataclasses.replace(DCGAN, preset="strong", loss="hinge", d_spectral_norm=True,
-                             d_batchnorm=False, ema=True, z_dim=128)
+STRONG = dataclasses.replace(DCGAN, preset="strong", loss="hinge", ema=True, z_dim=128,
+                             arch_options={"d_spectral_norm": True, "d_batchnorm": False})
 
 # Tiny and quick on CPU: 32-wide networks, batch 64, short intervals.
 DEMO = dataclasses.replace(DCGAN, preset="demo", z_dim=64, ngf=32, ndf=32, batch_size=64,
@@ -163,35 +192,43 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _flag_kwargs(kind: type, help_text: str, default) -> dict:
+    """argparse settings of a typed field; default None, so a flag overrides the preset only when given."""
+    shown = f" (default: {default!r})" if default not in ("", None) else ""
+    kwargs = {"default": None, "help": help_text.replace("%", "%%") + shown}
+    if kind is bool:  # `--cpu` alone means true, as in evaluate and sample; `--cpu false` too
+        kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="true|false")
+    else:
+        kwargs["type"] = kind
+    return kwargs
+
+
+CHOICES = {"loss": LOSSES, "mixed_precision": PRECISIONS, "tracker": TRACKERS, "compile": COMPILE_MODES,
+           "lr_schedule": SCHEDULES, "lr_schedule_g": SCHEDULES, "lr_schedule_d": SCHEDULES,
+           "arch": tuple(networks.ARCHS)}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """--preset plus one flag per config field (--max-steps, --lr-g, ...); all are validated."""
+    """--preset plus one flag per config field (--max-steps, --lr-g, ...) and per architecture
+    option (--d-batchnorm, ...); all are validated."""
     parser = OneLineErrors(
         prog="facegan/train.py", description="Train a face GAN with Accelerate. Defaults shown are the "
         "dcgan preset's; --preset strong|demo changes some of them.", allow_abbrev=False)
     helps = _comments()
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        # default None: a flag overrides the preset only when given.
-        default = getattr(DCGAN, f.name)
-        shown = f" (default: {default!r})" if default not in ("", None) else ""
-        kwargs = {"default": None, "help": helps.get(f.name, "").replace("%", "%%") + shown}
+        if f.name == "arch_options":
+            continue
+        kwargs = _flag_kwargs(hints[f.name], helps.get(f.name, ""), getattr(DCGAN, f.name))
         if f.name == "preset":
             kwargs.update(choices=sorted(PRESETS), help="the preset the other flags override")
-        elif kind is bool:  # `--cpu` alone means true, as in evaluate and sample; `--cpu false` too
-            kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="true|false")
-        else:
-            kwargs["type"] = kind
-        if f.name == "loss":
-            kwargs["choices"] = LOSSES
-        elif f.name == "mixed_precision":
-            kwargs["choices"] = PRECISIONS
-        elif f.name == "tracker":
-            kwargs["choices"] = TRACKERS
-        elif f.name == "compile":
-            kwargs["choices"] = COMPILE_MODES
-        parser.add_argument(flag, **kwargs)
+        if f.name in CHOICES:
+            kwargs["choices"] = CHOICES[f.name]
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    group = parser.add_argument_group("architecture options", "each belongs to the archs named in brackets")
+    for name, (kind, default, help_text, archs) in networks.option_fields().items():
+        group.add_argument("--" + name.replace("_", "-"), dest=f"option:{name}",
+                           **_flag_kwargs(kind, f"[{', '.join(archs)}] {help_text}", default))
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and exit without training")
     return parser
@@ -200,21 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
     args = build_parser().parse_args(argv)
     base = PRESETS[args.preset or "dcgan"]
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "dry_run"}
-    cfg = dataclasses.replace(base, **overrides)
+    given = {k: v for k, v in vars(args).items() if v is not None and k != "dry_run"}
+    fields = {k: v for k, v in given.items() if not k.startswith("option:")}
+    options = {k.split(":", 1)[1]: v for k, v in given.items() if k.startswith("option:")}
+    arch = fields.get("arch", base.arch)
+    known = {f.name for f in dataclasses.fields(networks.arch_options(arch))} if arch in networks.ARCHS else set()
+    for name in options:
+        if name not in known:
+            raise ValueError(f"--{name.replace('_', '-')} is not an option of arch {arch} (its options: "
+                             f"{', '.join('--' + k.replace('_', '-') for k in sorted(known)) or 'none'})")
+    # The preset's options that the chosen arch has, then the flags given.
+    preset_options = {k: v for k, v in base.arch_options.items() if k in known}
+    cfg = dataclasses.replace(base, **fields, arch_options={**preset_options, **options})
     if not cfg.data or not cfg.run_dir:
         raise ValueError("--data SHARDS_DIR and --run-dir RUN_DIR are required")
     cfg.validate()
     return cfg, args
-
-
-def load_config(path: str | Path) -> TrainConfig:
-    """A config saved by a run (config.json); an unknown key is an error naming it."""
-    data = json.loads(Path(path).read_text())
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{path}: unknown config key {unknown[0]!r}")
-    cfg = TrainConfig(**data)
-    cfg.validate()
-    return cfg

@@ -11,6 +11,7 @@ import ast
 import atexit
 import functools
 import json
+import multiprocessing.util  # noqa: F401  (registers its exit hook now: ours, registered later, runs first)
 import random
 import signal
 import struct
@@ -143,16 +144,16 @@ def _stack(images: tuple[torch.Tensor, ...]) -> torch.Tensor:
 
 def collate(samples: list[tuple[torch.Tensor, str, bytes | None]], with_meta: bool) -> dict:
     images, keys, metas = zip(*samples)
-    # Stacking [H,W,3] images and permuting gives [B,3,H,W] in channels_last memory order,
-    # 5x faster than stacking [3,H,W] views, and the layout convolutions on GPU prefer.
+    # Stacking [H,W,3] images and permuting gives [B,3,H,W] in channels_last memory order: one
+    # contiguous copy, and the layout convolutions on GPU prefer (bench/RESULTS.md, data.py).
     batch = {"image": _stack(images).permute(0, 3, 1, 2), "key": list(keys)}
     if with_meta:
         batch["meta"] = [json.loads(bytes(m)) if m is not None else {} for m in metas]
     return batch
 
 
-# 2/255 rounded down in float32: 255 maps just under 1.0, and the conversion is one fused kernel,
-# 2.5x faster than float().div_().sub_() on CPU.
+# 2/255 rounded down in float32: 255 maps just under 1.0, and the conversion is one fused kernel
+# instead of three (bench/RESULTS.md, data.py).
 _SCALE = float(np.nextafter(np.float32(2 / 255), np.float32(0)))
 
 
@@ -191,8 +192,8 @@ class _ShardStream(IterableDataset):
 
     def _finish(self, samples, partial: bool):
         """`group` consecutive batches per item: one item is one message from a loader worker to
-        the main process, whose fixed cost (a socket handshake for the shared memory, unpickling,
-        the DataLoader's bookkeeping) is ~1.4 ms on a slow CPU; ShardLoader splits it again."""
+        the main process, which pays a fixed cost per message (a socket handshake for the shared
+        memory, unpickling, the DataLoader's bookkeeping); ShardLoader splits it again."""
         size = self.batch_size * self.group
         for batch in wds.filters._batched(samples, size, collation_fn=None, partial=partial):
             yield collate(batch, self.with_meta)
@@ -264,10 +265,10 @@ class EvalStream(_ShardStream):
 
 
 PREFETCH_BATCHES = 4  # batches each loader worker keeps ready (at least 2 messages)
-# Training batches per worker-to-main message: receiving one costs ~1.4 ms of the main process's
-# time on this 2-core CPU whatever its size; 4 to a message cut that to ~0.4 ms a batch and sped
-# 32 px CPU runs up 3-7% (bench/train_step.py --end-to-end). With 1 worker the stream is the
-# same batch for batch; with several, each worker's batches come 4 at a time instead of 1.
+# Training batches per worker-to-main message: receiving a message costs the main process the
+# same whatever its size, so 4 to a message cut that cost per batch about 4x (bench/RESULTS.md,
+# "Batches per loader message"). With 1 worker the stream is the same batch for batch; with
+# several, each worker's batches come 4 at a time instead of 1.
 BATCHES_PER_MESSAGE = 4
 
 
@@ -283,18 +284,31 @@ def ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-# Worker-holding iterators still alive. Workers that ignore SIGTERM outlive multiprocessing's exit
-# hook, which stops daemonic children with SIGTERM and then joins them without a time limit: a
-# process leaving with a live iterator (an exception, a script's global) would never end. This
-# hook, registered after multiprocessing's and so run before it, shuts them down the way the
-# DataLoader itself does (a done event the workers obey).
-_LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+# Our loader workers, to end at exit those whose iterator was never closed.
+_WORKERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def shut_down(batches) -> None:
+    """Stop a DataLoader iterator's workers now. torch's own shutdown (at garbage collection)
+    ends them with a done event, waits 5 s, then sends SIGTERM, which our workers ignore; and a
+    collection at interpreter exit skips it altogether. Either left workers that
+    multiprocessing's exit hook then joined for ever (a finished test run that never exited).
+    So shut down where the iteration ends, and SIGKILL whatever is still alive after it."""
+    batches._shutdown_workers()
+    for worker in getattr(batches, "_workers", []):
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 @atexit.register
-def _shut_down_live_workers() -> None:
-    for it in list(_LIVE_ITERATORS):
-        it._shutdown_workers()
+def _kill_leftover_workers() -> None:
+    """Last resort for an iterator never closed (a script's global): its workers would ignore
+    the SIGTERM of multiprocessing's exit hook, which then waits on them for ever."""
+    for process in list(_WORKERS):
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 class ShardLoader(DataLoader):
@@ -309,24 +323,23 @@ class ShardLoader(DataLoader):
         self.uint8 = uint8
 
     def __iter__(self):
-        # Workers hand over uint8 (4x less to copy between processes than float, measured 1.6x
-        # faster end to end); float conversion happens here, or on the GPU when uint8 is asked.
+        # Workers hand over uint8: 4x less to copy between processes than float (bench/RESULTS.md,
+        # data.py); float conversion happens here, or on the GPU when uint8 is asked.
         size = self.dataset.batch_size
         batches = super().__iter__()
-        if self.num_workers > 0:
-            _LIVE_ITERATORS.add(batches)
-        for group in batches:
-            if isinstance(group, _Failure):
-                raise ShardSetError(group.message)
-            for start in range(0, len(group["key"]), size):
-                batch = {name: value[start:start + size] for name, value in group.items()}
-                if not self.uint8:
-                    batch["image"] = to_float(batch["image"])
-                yield batch
-
-    @property
-    def shardset(self) -> ShardSet:
-        return self.dataset.shardset
+        _WORKERS.update(getattr(batches, "_workers", []))
+        try:
+            for group in batches:
+                if isinstance(group, _Failure):
+                    raise ShardSetError(group.message)
+                for start in range(0, len(group["key"]), size):
+                    batch = {name: value[start:start + size] for name, value in group.items()}
+                    if not self.uint8:
+                        batch["image"] = to_float(batch["image"])
+                    yield batch
+        finally:  # exhausted, raised, or closed by its owner
+            if self.num_workers > 0:
+                shut_down(batches)
 
 
 def _open(data, expect_size) -> ShardSet:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import metrics
     from .checkpoint import load_generator
-    from .training_loop import use_cpu
+    from .runtime import use_cpu
 
     acc = Accelerator(cpu=use_cpu(args.cpu))
     rank, world = acc.process_index, acc.num_processes
@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         inception = Inception(args.inception_weights, acc.device)
         real = load_shardset(args.data[0])
         if args.generator:
-            g, meta = load_generator(args.generator)
-            if meta["config"]["resolution"] != real.size:
-                raise ValueError(f"{args.generator} makes {meta['config']['resolution']} px images, "
+            g, _ = load_generator(args.generator)
+            if g.resolution != real.size:
+                raise ValueError(f"{args.generator} makes {g.resolution} px images, "
                                  f"{args.data[0]} holds {real.size} px")
-            record = metrics.score_generator(inception, g.to(acc.device), meta["config"]["z_dim"], real,
+            record = metrics.score_generator(inception, g.to(acc.device), g.z_dim, real,
                                              args.num_samples, seed=args.seed, num_workers=args.num_workers,
                                              cache_dir=cache_dir, **common)
             record = {"generator": args.generator, "data": args.data[0], **record}

@@ -1,38 +1,227 @@
-"""GAN objectives on D's logits. Softplus / BCE-with-logits only: autocast-safe, unlike
-Sigmoid + BCELoss."""
+"""GAN objectives and their regularisers, as objects with a D phase and a G phase.
+
+A phase returns *passes*: zero-argument callables that each run exactly one D forward and return
+`Terms`. The training loop runs them in order and backpropagates each pass's loss right after it,
+because two D forwards before one backward break BatchNorm under DDP. The loop, not the loss,
+owns backward, gradient sync and augmentation (`d` is D(augment(x)), returning logits [B]).
+
+Softplus / BCE-with-logits only: autocast-safe, unlike Sigmoid + BCELoss. Logits are cast to
+float32 before any loss arithmetic.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
+D = Callable[[Tensor], Tensor]  # D(augment(x)) -> logits [B]
 
 
-# D's loss is split in a real and a fake term, each backpropagated right after its own forward:
-# two D forwards before one backward break BatchNorm under DDP.
-def d_real_loss(kind: str, real_logits: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
-    if kind == "hinge":
-        return F.relu(1 - real_logits).mean()
-    return F.softplus(-real_logits).mean()
+@dataclass
+class Terms:
+    loss: Tensor  # scalar to backpropagate: adversarial term + weighted regularisers of this pass
+    logs: dict[str, Tensor]  # detached float scalars; the loop sums each key over a step's passes
 
 
-def d_fake_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    if kind == "hinge":
-        return F.relu(1 + fake_logits).mean()
-    return F.softplus(fake_logits).mean()
+Pass = Callable[[], Terms]
 
 
-def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    """G's loss: the non-saturating form for bce/nonsat, -D(G(z)) for hinge."""
-    if kind == "hinge":
-        return -fake_logits.mean()
-    return F.softplus(-fake_logits).mean()  # == BCE-with-logits against label 1
+def input_grad(logits: Tensor, x: Tensor) -> Tensor:
+    """dD/dx per sample, flattened to [B, C*H*W] in float32; differentiable, for R1, R2 and GP."""
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    return grad.float().flatten(1)
 
 
-def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al.): squared gradient norm of D's logits w.r.t. real images."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-    return grad.float().square().sum(dim=(1, 2, 3)).mean()
+class GANLoss:
+    """Shared base: a real pass and a fake pass for D, one pass for G, and R1/R2.
+
+    A subclass sets `name` and gives the adversarial terms on D's float32 logits. A loss that needs
+    real and fake in one D forward (relativistic `rpgan`) overrides `d_passes` to return one pass
+    on `torch.cat([real, fake])`, reusing `input_grad` for R1/R2.
+    """
+
+    name: str = ""
+    critic: bool = False  # True: D's output is an unbounded score, logged raw; False: D(x) logs sigmoid probs
+    needs_no_batchnorm: bool = False  # True: a per-sample gradient penalty that BatchNorm in D makes wrong
+
+    def __init__(self, *, r1_gamma: float = 0.0, r2_gamma: float = 0.0, reg_every: int = 1):
+        if reg_every < 1 or r1_gamma < 0 or r2_gamma < 0:
+            raise ValueError(f"loss {self.name!r}: reg_every={reg_every} must be at least 1 and "
+                             f"r1_gamma={r1_gamma}, r2_gamma={r2_gamma} must not be negative")
+        self.r1_gamma, self.r2_gamma, self.reg_every = r1_gamma, r2_gamma, reg_every
+
+    # The adversarial terms, each the batch mean on float32 logits [B].
+    def d_real(self, logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def d_fake(self, logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def g_fake(self, logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def score(self, logits: Tensor) -> Tensor:
+        """What D(x) and D(G(z)) log: the mean probability, or the mean raw score of a critic."""
+        return (logits if self.critic else torch.sigmoid(logits)).mean().detach()
+
+    def d_passes(self, d: D, real: Tensor, fake: Tensor, step: int) -> list[Pass]:
+        due = step % self.reg_every == 0  # lazy regularisation, scaled by reg_every when due
+        r1 = due and self.r1_gamma > 0
+        r2 = due and self.r2_gamma > 0
+        return [lambda: self.real_pass(d, real, r1), lambda: self.fake_pass(d, fake, r2)]
+
+    def g_passes(self, d: D, fake: Tensor, step: int) -> list[Pass]:
+        def g_pass() -> Terms:
+            loss = self.g_fake(d(fake).float())
+            return Terms(loss, {"loss/G": loss.detach()})
+
+        return [g_pass]
+
+    def real_pass(self, d: D, real: Tensor, r1: bool) -> Terms:
+        real = real.detach().requires_grad_(r1)  # R1 is the gradient w.r.t. the un-augmented input
+        logits = d(real).float()
+        adv = self.d_real(logits)
+        terms = Terms(adv, {"loss/D": adv.detach(), "D(x)": self.score(logits)})
+        if r1:
+            self._zero_centred(terms, "reg/r1", logits, real, self.r1_gamma)
+        self.extra_real(terms, logits)
+        return terms
+
+    def fake_pass(self, d: D, fake: Tensor, r2: bool) -> Terms:
+        fake = fake.detach().requires_grad_(r2)
+        logits = d(fake).float()
+        adv = self.d_fake(logits)
+        terms = Terms(adv, {"loss/D": adv.detach(), "D(G(z))": self.score(logits)})
+        if r2:
+            self._zero_centred(terms, "reg/r2", logits, fake, self.r2_gamma)
+        return terms
+
+    def extra_real(self, terms: Terms, logits: Tensor) -> None:
+        """Hook for a regulariser on the real logits (wgan-gp's drift)."""
+
+    def _zero_centred(self, terms: Terms, key: str, logits: Tensor, x: Tensor, gamma: float) -> None:
+        """R1 (x real) or R2 (x fake): mean ||dD/dx||^2, weighted gamma/2 x reg_every as it runs lazily."""
+        self._add(terms, key, input_grad(logits, x).square().sum(1).mean(), gamma / 2 * self.reg_every)
+
+    @staticmethod
+    def _add(terms: Terms, key: str, penalty: Tensor, weight: float) -> None:
+        terms.loss = terms.loss + weight * penalty
+        terms.logs[key] = penalty.detach()
+
+
+class BCE(GANLoss):
+    """BCE-with-logits with one-sided label smoothing (real target `real_label`); G non-saturating."""
+
+    name = "bce"
+
+    def __init__(self, *, real_label: float = 0.9, **kw):
+        super().__init__(**kw)
+        self.real_label = real_label
+
+    def d_real(self, logits):
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, self.real_label))
+
+    def d_fake(self, logits):
+        return F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+
+    def g_fake(self, logits):
+        return F.softplus(-logits).mean()
+
+
+class NonSaturating(GANLoss):
+    """Goodfellow et al.'s non-saturating loss in softplus form (StyleGAN2's)."""
+
+    name = "nonsat"
+
+    def d_real(self, logits):
+        return F.softplus(-logits).mean()
+
+    def d_fake(self, logits):
+        return F.softplus(logits).mean()
+
+    def g_fake(self, logits):
+        return F.softplus(-logits).mean()
+
+
+class Hinge(GANLoss):
+    """Hinge loss (SAGAN, BigGAN)."""
+
+    name = "hinge"
+    critic = True
+
+    def d_real(self, logits):
+        return F.relu(1 - logits).mean()
+
+    def d_fake(self, logits):
+        return F.relu(1 + logits).mean()
+
+    def g_fake(self, logits):
+        return -logits.mean()
+
+
+class LSGAN(GANLoss):
+    """Least squares (Mao et al.), targets 1 for real and 0 for fake."""
+
+    name = "lsgan"
+    critic = True
+
+    def d_real(self, logits):
+        return 0.5 * (logits - 1).square().mean()
+
+    def d_fake(self, logits):
+        return 0.5 * logits.square().mean()
+
+    def g_fake(self, logits):
+        return 0.5 * (logits - 1).square().mean()
+
+
+class WGANGP(GANLoss):
+    """WGAN-GP (Gulrajani et al.) with ProGAN's drift term: a third D pass on interpolates."""
+
+    name = "wgan-gp"
+    critic = True
+    needs_no_batchnorm = True  # BatchNorm mixes samples, so the per-sample gradient norm is wrong
+
+    def __init__(self, *, gp_lambda: float = 10.0, drift: float = 1e-3, **kw):
+        super().__init__(**kw)
+        self.gp_lambda, self.drift = gp_lambda, drift
+
+    def d_real(self, logits):
+        return -logits.mean()
+
+    def d_fake(self, logits):
+        return logits.mean()
+
+    def g_fake(self, logits):
+        return -logits.mean()
+
+    def extra_real(self, terms, logits):
+        if self.drift > 0:  # keeps the critic's scores from drifting away from 0
+            self._add(terms, "reg/drift", logits.square().mean(), self.drift)
+
+    def d_passes(self, d, real, fake, step):
+        return [*super().d_passes(d, real, fake, step), lambda: self.gp_pass(d, real, fake)]
+
+    def gp_pass(self, d: D, real: Tensor, fake: Tensor) -> Terms:
+        a = torch.rand([real.shape[0]] + [1] * (real.ndim - 1), device=real.device, dtype=real.dtype)
+        mixed = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)  # [B,C,H,W]
+        norm = torch.linalg.vector_norm(input_grad(d(mixed).float(), mixed), dim=1)  # [B]; safe at 0
+        gp = (norm - 1).square().mean()
+        return Terms(self.gp_lambda * gp, {"reg/gp": gp.detach()})
+
+
+_CLASSES = {cls.name: cls for cls in (BCE, NonSaturating, Hinge, LSGAN, WGANGP)}
+LOSSES: tuple[str, ...] = tuple(_CLASSES)
+
+
+def build_loss(name: str, *, real_label: float = 0.9, r1_gamma: float = 0.0, r2_gamma: float = 0.0,
+               reg_every: int = 16, gp_lambda: float = 10.0, drift: float = 1e-3) -> GANLoss:
+    """The loss called `name`; options that do not apply to it are ignored."""
+    if name not in _CLASSES:
+        raise ValueError(f"loss {name!r}: unknown; expected one of {', '.join(LOSSES)}")
+    own = {"bce": {"real_label": real_label}, "wgan-gp": {"gp_lambda": gp_lambda, "drift": drift}}
+    return _CLASSES[name](r1_gamma=r1_gamma, r2_gamma=r2_gamma, reg_every=reg_every, **own.get(name, {}))

@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        g, meta = load_generator(args.generator)
-        z_dim = meta["config"]["z_dim"]
+        g, _ = load_generator(args.generator)
+        z_dim = g.z_dim
         z = latents(num * (2 if args.interpolate else 1), z_dim, args.seed, args.truncation)
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 index += 1
             bar.update(len(batch))
         bar.close()
-        print(f"{prog}: {num} PNGs ({g.cfg.resolution} px) in {out}", file=sys.stderr)
+        print(f"{prog}: {num} PNGs ({g.resolution} px) in {out}", file=sys.stderr)
         return 0
 
     out = Path(args.out)

@@ -22,10 +22,9 @@ import torch_fidelity
 from PIL import Image
 
 from facegan import checkpoint as ckpt
-from facegan import evaluate, metrics, report, sample
+from facegan import evaluate, metrics, networks, report, sample
 from facegan.data import eval_loader
 from facegan.inception import Inception
-from facegan.networks import Generator, GeneratorConfig
 from facegan.pack import pack
 from facegan.shardset import load_shardset
 from facegan.sources.synthetic import SyntheticSource, render_face
@@ -65,7 +64,8 @@ def write_pngs(images: torch.Tensor, folder: Path) -> Path:
 
 def tiny_generator(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    ckpt.export_generator(Generator(GeneratorConfig(resolution=32, z_dim=16, ngf=8)), path)
+    g_spec, _ = networks.make_specs("dcgan", resolution=32, z_dim=16, ngf=8, ndf=8, options={})
+    ckpt.export_generator(networks.build("generator", g_spec), path)
     return path
 
 

@@ -18,8 +18,13 @@ import torch
 from PIL import Image
 
 from facegan import checkpoint as ckpt
+from facegan import networks, upkeep
 from facegan.config import DEMO, STRONG, TrainConfig, config_from_args
-from facegan.training_loop import STOP_FILE, NonFiniteLoss, Trainer, make_accelerator, train
+from facegan.gan_step import GANStep
+from facegan.losses import build_loss
+from facegan.models import build_models
+from facegan.runtime import make_accelerator
+from facegan.training_loop import STOP_FILE, NonFiniteLoss, train
 
 from .conftest import REPO
 
@@ -27,11 +32,24 @@ TRAIN_PY = str(REPO / "facegan" / "train.py")
 
 
 def tiny(data: Path, run_dir: Path, **overrides) -> TrainConfig:
-    """A network of width 8 at 32 px: a step takes milliseconds on CPU."""
+    """A network of width 8 at 32 px: a step takes milliseconds on CPU. Arch options (d_batchnorm,
+    ...) may be given like fields."""
     base = dict(data=str(data), run_dir=str(run_dir), z_dim=16, ngf=8, ndf=8, batch_size=8,
                 max_steps=8, ckpt_every=4, log_every=2, sample_every=4, num_samples=16, num_workers=2,
                 shuffle_buffer=50, deterministic=True)
-    return dataclasses.replace(DEMO, **{**base, **overrides})
+    options = {k: overrides.pop(k) for k in list(overrides) if k in networks.option_fields()}
+    return dataclasses.replace(DEMO, **{**base, **overrides}, arch_options=options)
+
+
+def nets(cfg: TrainConfig, resolution: int = 32):
+    """Models and GANStep of `cfg` on a fresh one-process Accelerator."""
+    acc = accelerator(cfg)
+    models = build_models(cfg, acc, resolution)
+    return models, GANStep(cfg, acc, models, build_loss(cfg.loss, r1_gamma=cfg.r1_gamma, reg_every=cfg.reg_every))
+
+
+def accelerator(cfg: TrainConfig):
+    return make_accelerator(cpu=cfg.cpu, mixed_precision="no", deterministic=True)
 
 
 def sha(path: Path) -> str:
@@ -55,7 +73,8 @@ def test_run_folder_contents(tmp_path, synthetic_shards):
     assert Image.open(run / "samples" / "step-000000008.png").size == (4 * 34 + 2, 4 * 34 + 2)  # 4x4 grid
     assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000004", "step-000000008"]
     g, meta = ckpt.load_generator(run / "generator.safetensors")
-    assert meta["step"] == 8 and meta["config"] == {"resolution": 32, "z_dim": 16, "ngf": 8}
+    assert meta["step"] == 8
+    assert meta["spec"] == {"arch": "dcgan", "kwargs": {"resolution": 32, "z_dim": 16, "width": 8}}
     assert json.loads((run / "generator.json").read_text()) == meta
     assert g(torch.randn(3, 16)).shape == (3, 3, 32, 32)
     for path in (run / "checkpoints").rglob("*.bin"):  # optimizer state loads without pickle
@@ -70,23 +89,29 @@ OPTS = {"default": {},  # channels_last + fused Adam
 
 @pytest.mark.parametrize("recipe,precision,opts", [
     ("dcgan", "no", "default"), ("strong", "no", "default"), ("dcgan", "fp16", "default"),
-    ("strong", "bf16", "default"), ("dcgan", "no", "plain"),
+    ("strong", "bf16", "default"), ("dcgan", "no", "plain"), ("wgan", "no", "default"),
     pytest.param("dcgan", "bf16", "compile", marks=pytest.mark.slow),
     pytest.param("strong", "bf16", "cudagraphs", marks=pytest.mark.slow)])
-def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, recipe, precision, opts):
+def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe, precision, opts):
     """2K steps in one run == K steps, then a resume for K more (segments, RNG, Adam, EMA, SN,
     the fp16 grad scaler), with each speed option."""
     extra = {"mixed_precision": precision, **OPTS[opts]}
     if recipe == "strong":
         extra.update(loss="hinge", d_spectral_norm=True, d_batchnorm=False, ema=True,
                      r1_gamma=0.0 if "compile" in OPTS[opts] else 1.0,  # compile cannot do R1's double backward
-                     r1_every=3, diffaugment="color,translation,cutout")
+                     reg_every=3, diffaugment="color,translation,cutout")
+    if recipe == "wgan":  # a critic, 5 D steps, 2 micro-batches, a cosine schedule with warm-up, EMA
+        extra.update(loss="wgan-gp", d_steps=5, d_batchnorm=False, accumulate=2, batch_size=4, lr_schedule="cosine",
+                     warmup_kimg=0.1, ema=True, ema_kimg=0.05)
     one = tiny(synthetic_shards, tmp_path / "one", **extra)
     train(one)
-    two = tiny(synthetic_shards, tmp_path / "two", max_steps=4, **extra)
+    two = tiny(synthetic_shards, tmp_path / "two", **extra)
+    with monkeypatch.context() as patch:  # preempted at step 4: saves and exits (the schedule keeps its length)
+        patch.setattr(upkeep, "SIGNAL_CHECK_EVERY", 4)
+        patch.setattr(upkeep.StopSignal, "agreed", lambda self, acc: True)
+        train(two)
+    assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "two")] == ["step-000000004"]
     train(two)
-    assert not (tmp_path / "two" / "checkpoints" / "step-000000008").exists()
-    train(dataclasses.replace(two, max_steps=8))
     assert sha(tmp_path / "one" / "generator.safetensors") == sha(tmp_path / "two" / "generator.safetensors")
     assert sha(tmp_path / "one" / "discriminator.safetensors") == sha(
         tmp_path / "two" / "discriminator.safetensors")
@@ -94,6 +119,11 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, recipe, precision, 
     one_m = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     two_m = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss/D"] for r in one_m] == [r["loss/D"] for r in two_m]
+    assert [r["lr/G"] for r in one_m] == [r["lr/G"] for r in two_m]
+    if recipe == "wgan":  # 8 steps x 5 D steps x 2 micro-batches x 4 images; lr read from Adam
+        assert [r["kimg"] for r in one_m] == [0.08, 0.16, 0.24, 0.32] and "reg/gp" in one_m[0]
+        lrs = [r["lr/G"] for r in one_m]
+        assert lrs[0] < lrs[1] > lrs[2] > lrs[3] > 0  # warm-up to 0.1 kimg, then cosine decay
 
 
 def test_resume_auto_skips_unfinished_checkpoints(tmp_path, synthetic_shards):
@@ -128,7 +158,7 @@ def test_save_is_atomic(tmp_path, synthetic_shards, monkeypatch):
 def test_resume_refuses_another_architecture(tmp_path, synthetic_shards):
     run = tmp_path / "run"
     train(tiny(synthetic_shards, run, max_steps=4))
-    with pytest.raises(ValueError, match=r"step-000000004 was trained with ndf=8, not ndf=16"):
+    with pytest.raises(ValueError, match=r"step-000000004 was trained with discriminator width=8, not width=16"):
         train(tiny(synthetic_shards, run, max_steps=8, ndf=16))
 
 
@@ -139,19 +169,56 @@ def test_keep_last_n(tmp_path, synthetic_shards):
 
 
 def test_d_frozen_and_untouched_during_g_step(tmp_path, synthetic_shards):
-    cfg = tiny(synthetic_shards, tmp_path / "run")
-    acc = make_accelerator(cfg)
-    trainer = Trainer(cfg, acc, 32)
-    real = torch.rand(8, 3, 32, 32, device=acc.device) * 2 - 1
-    fake = trainer.g(torch.randn(8, 16, device=acc.device))
-    trainer.d_step(real, fake)
-    d_grads = [p.grad.clone() for p in trainer.d.parameters()]
-    d_weights = [p.detach().clone() for p in trainer.d.parameters()]
-    trainer.g_step(fake)
-    assert all(torch.equal(a, p.grad) for a, p in zip(d_grads, trainer.d.parameters()))
-    assert all(torch.equal(a, p) for a, p in zip(d_weights, trainer.d.parameters()))
-    assert all(p.requires_grad for p in trainer.d.parameters())
-    assert all(p.grad is not None for p in trainer.g.parameters())
+    """At G's optimizer step, D's gradients and weights are those its own step left."""
+    models, step = nets(tiny(synthetic_shards, tmp_path / "run"))
+    seen = {}
+    d_step, g_step = models.opt_d.step, models.opt_g.step
+
+    def after_d(*a, **k):
+        d_step(*a, **k)
+        seen["d"] = [(p.grad.clone(), p.detach().clone()) for p in models.d.parameters()]
+
+    def at_g(*a, **k):
+        seen["g"] = [(p.grad.clone(), p.detach().clone(), p.requires_grad) for p in models.d.parameters()]
+        assert all(p.grad is not None for p in models.g.parameters())
+        g_step(*a, **k)
+
+    models.opt_d.step, models.opt_g.step = after_d, at_g
+    step(iter([torch.rand(8, 3, 32, 32) * 2 - 1]), {"step": 0, "nimg": 0, "total_nimg": 64})
+    assert all(torch.equal(g1, g2) and torch.equal(w1, w2) and not trainable
+               for (g1, w1), (g2, w2, trainable) in zip(seen["d"], seen["g"]))
+    assert all(p.requires_grad for p in models.d.parameters())
+
+
+def _grads_at_optimizer_steps(models) -> dict:
+    """Wrap both optimizers' step to record the gradients each one is given."""
+    seen = {}
+    for name, opt, net in (("d", models.opt_d, models.d), ("g", models.opt_g, models.g)):
+        def step(*a, _name=name, _net=net, _step=opt.step, **k):
+            seen.setdefault(_name, []).append([p.grad.clone() for p in _net.parameters()])
+            return _step(*a, **k)
+        opt.step = step
+    return seen
+
+
+def test_two_micro_batches_equal_one_batch(tmp_path, synthetic_shards):
+    """--accumulate 2 with batches of B/2 gives D and G the gradients of one batch of B (fp32
+    rounding aside). D without BatchNorm or spectral norm, G's BatchNorm in eval mode: otherwise a
+    sample's output depends on the rest of its (micro-)batch, which is what accumulation changes."""
+    real = torch.rand(8, 3, 32, 32) * 2 - 1
+    grads = []
+    for accumulate, batch in ((1, 8), (2, 4)):
+        cfg = tiny(synthetic_shards, tmp_path / "run", accumulate=accumulate, batch_size=batch, d_batchnorm=False,
+                   loss="nonsat", r1_gamma=1.0, reg_every=1)
+        models, step = nets(cfg)
+        models.g.eval()
+        seen = _grads_at_optimizer_steps(models)
+        torch.manual_seed(1)  # the same z: accumulation draws all micro-batches' latents at once
+        step(iter(real.split(batch)), {"step": 0, "nimg": 0, "total_nimg": 8})
+        grads.append(seen)
+    for net in ("d", "g"):
+        for one, two in zip(grads[0][net][0], grads[1][net][0]):
+            torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-6)
 
 
 def test_non_finite_loss_stops_naming_the_step(tmp_path, synthetic_shards):
@@ -170,18 +237,18 @@ def test_warm_start(tmp_path, synthetic_shards):
     train(tiny(synthetic_shards, run, max_steps=4))
     cfg = tiny(synthetic_shards, tmp_path / "warm", warm_start_g=str(run / "generator.safetensors"),
                warm_start_d=str(run / "discriminator.safetensors"))
-    trainer = Trainer(cfg, make_accelerator(cfg), 32)
+    models = build_models(cfg, accelerator(cfg), 32)
     g, _ = ckpt.load_generator(run / "generator.safetensors")
-    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), trainer.g.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), models.g.state_dict().values()))
     wrong = tiny(synthetic_shards, tmp_path / "w2", ngf=16, warm_start_g=str(run / "generator.safetensors"))
     with pytest.raises(ValueError, match="cannot warm-start"):
-        Trainer(wrong, make_accelerator(wrong), 32)
+        build_models(wrong, accelerator(wrong), 32)
 
 
 def test_config_presets_and_errors(capsys):
     cfg, _ = config_from_args(["--data", "d", "--run-dir", "r", "--preset", "strong", "--lr-g", "1e-4",
                                "--ema", "false"])
-    assert (cfg.loss, cfg.d_spectral_norm, cfg.lr_g, cfg.ema) == ("hinge", True, 1e-4, False)
+    assert (cfg.loss, cfg.arch_options["d_spectral_norm"], cfg.lr_g, cfg.ema) == ("hinge", True, 1e-4, False)
     assert STRONG.ema and STRONG.loss == "hinge"
     for argv, needle in [(["--bogus"], "unrecognized arguments: --bogus"),
                          (["--loss", "wgan"], "argument --loss: invalid choice: 'wgan'"),
@@ -309,22 +376,27 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu(tmp_path, synthetic_shards, standin):
+def test_two_process_ddp_resumes_a_one_process_run(tmp_path, synthetic_shards, standin):
+    """3 steps on one process, then a resume on 2 (a SLURM requeue on more GPUs): the image count,
+    the stop point and kimg carry over, DDP keeps the ranks' parameters identical, and FID runs
+    with every rank measuring its share."""
     run = tmp_path / "run"
+    train(config_from_args(_flags(synthetic_shards, run, preset="dcgan", **{"max-steps": 3}))[0])
     fid = {"fid-every": 6, "fid-samples": 8, "fid-batch-size": 4, "inception-weights": standin,
-           "fid-cache": tmp_path / "cache"}  # every rank measures its share
+           "fid-cache": tmp_path / "cache"}
     res = _run(TORCHRUN + [TRAIN_PY] + _flags(synthetic_shards, run, preset="dcgan", **fid), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    for path in ckpt.complete_checkpoints(run):
-        state = json.loads((path / ckpt.STATE_FILE).read_text())
-        hashes = state["rank_param_sha256"]
-        assert len(hashes) == 2 and hashes[0] == hashes[1]  # parameters bitwise identical
-        assert sorted(p.name for p in path.glob("random_states_*")) == ["random_states_0.pkl",
-                                                                         "random_states_1.pkl"]
+    assert "saved by 1 process(es), resumed on 2" in res.stderr and "data order" in res.stderr
+    first, last = (json.loads((p / ckpt.STATE_FILE).read_text()) for p in ckpt.complete_checkpoints(run))
+    assert (first["step"], first["nimg"], first["world_size"], len(first["rank_param_sha256"])) == (3, 24, 1, 1)
+    assert (last["step"], last["nimg"], last["world_size"]) == (6, 24 + 3 * 16, 2)  # 3 more steps x 8 x 2 ranks
+    hashes = last["rank_param_sha256"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]  # parameters bitwise identical
+    assert sorted(p.name for p in ckpt.complete_checkpoints(run)[-1].glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in records if "loss/D" in r]
-    assert [r["step"] for r in losses] == [3, 6]  # one line per interval: rank 0 alone writes
-    assert [r["kimg"] for r in losses] == [0.048, 0.096]  # 3 steps x 8 per rank x 2 ranks
+    assert [(r["step"], r["kimg"]) for r in losses] == [(3, 0.024), (6, 0.072)]  # rank 0 alone writes
     fids = [r for r in records if "fid_nonstandard" in r]
     assert [(r["step"], r["num_real"], r["num_generated"]) for r in fids] == [(6, 103, 8)]
     assert res.stderr.count("generator exported") == 1
@@ -488,23 +560,22 @@ def test_bool_flags_work_bare_like_evaluate_and_sample():
 def test_auto_precision_is_bf16_on_a_gpu_under_plain_accelerate_launch(monkeypatch):
     """Plain `accelerate launch` exports ACCELERATE_MIXED_PRECISION=no: auto must not read that as
     a request for fp32. The start line says where the precision came from."""
-    from facegan.training_loop import resolve_precision
+    from facegan.runtime import resolve_precision
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    auto = TrainConfig(data="d", run_dir="r")
-    assert resolve_precision(auto) == ("bf16", "auto: GPU with bf16")
-    assert resolve_precision(dataclasses.replace(auto, cpu=True)) == ("no", "auto: CPU")
-    assert resolve_precision(dataclasses.replace(auto, mixed_precision="no")) == ("no", "--mixed-precision")
+    assert resolve_precision("auto", cpu=False) == ("bf16", "auto: GPU with bf16")
+    assert resolve_precision("auto", cpu=True) == ("no", "auto: CPU")
+    assert resolve_precision("no", cpu=False) == ("no", "--mixed-precision")
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
-    assert resolve_precision(auto) == ("fp16", "launcher: ACCELERATE_MIXED_PRECISION=fp16")
+    assert resolve_precision("auto", cpu=False) == ("fp16", "launcher: ACCELERATE_MIXED_PRECISION=fp16")
 
 
 def test_launches_that_run_other_than_asked_are_warned(monkeypatch):
     from types import SimpleNamespace
 
-    from facegan.training_loop import process_warnings
+    from facegan.runtime import process_warnings
 
     one_cpu_process = SimpleNamespace(num_processes=1, device=torch.device("cpu"))
     for name in ("LOCAL_WORLD_SIZE", "WORLD_SIZE", "MASTER_ADDR", "ACCELERATE_USE_CPU"):
@@ -523,7 +594,7 @@ def test_launches_that_run_other_than_asked_are_warned(monkeypatch):
 
 
 def test_second_ctrl_c_aborts_at_once(tmp_path):
-    from facegan.training_loop import StopSignal
+    from facegan.upkeep import StopSignal
 
     before = signal.getsignal(signal.SIGINT)
     stop = StopSignal(tmp_path, announce=False)
@@ -537,3 +608,30 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_it_learns(tmp_path, synthetic_shards, standin):
+    """A tiny GAN on the 103 synthetic faces: after 150 steps (seconds) its stand-in FID against 40
+    faces of the same distribution is well below the same G's at step 0 (an untrained G gives one
+    grey smudge for every z). Few images keep Inception's CPU time short; the gap is wide."""
+    from facegan import metrics
+    from facegan.inception import Inception
+    from facegan.pack import pack
+    from facegan.shardset import load_shardset
+    from facegan.sources.synthetic import SyntheticSource
+
+    reference = pack(SyntheticSource(40, seed=0, size=32), tmp_path / "ref", size=32, shard_size=40, progress=False)
+    cfg = tiny(synthetic_shards, tmp_path / "run", max_steps=150, batch_size=32, ngf=16, ndf=16, ckpt_every=150,
+               log_every=50, sample_every=150, num_workers=1, deterministic=False)
+    untrained, _ = nets(cfg)
+    inception, shardset = Inception(standin), load_shardset(tmp_path / "ref")
+    assert reference["count"] == shardset.count == 40
+
+    def fid(g):
+        record = metrics.score_generator(inception, g.eval(), 16, shardset, 32, batch_size=40, num_workers=0,
+                                         cache_dir=tmp_path / "cache")
+        return metrics.fid_value(record)
+
+    before = fid(untrained.g)
+    after = fid(ckpt.load_generator(train(cfg))[0])
+    assert after < 0.5 * before, (before, after)

@@ -6,34 +6,19 @@ Pure modules: no devices, precision, distribution or files here. D returns logit
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrizations
 
-RESOLUTIONS = (32, 64, 128)
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    resolution: int = 64
-    z_dim: int = 100
-    ngf: int = 64
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from . import RESOLUTIONS
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
-    resolution: int = 64
-    ndf: int = 64
-    batchnorm: bool = True
-    spectral_norm: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+class Options:
+    d_batchnorm: bool = True  # BatchNorm in D's hidden layers (the DCGAN recipe); off with spectral norm or wgan-gp
+    d_spectral_norm: bool = False  # spectral normalisation of every D layer
 
 
 def _levels(resolution: int) -> int:
@@ -52,7 +37,7 @@ def up(cin: int, cout: int) -> nn.Sequential:
 def down(cin: int, cout: int, batchnorm: bool, sn: bool) -> nn.Sequential:
     """2x downsampling: strided conv 4x4, optional BatchNorm, LeakyReLU 0.2."""
     conv = nn.Conv2d(cin, cout, 4, 2, 1, bias=not batchnorm)
-    layers = [spectral_norm(conv) if sn else conv]
+    layers = [parametrizations.spectral_norm(conv) if sn else conv]
     if batchnorm:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.LeakyReLU(0.2, inplace=True))
@@ -62,13 +47,13 @@ def down(cin: int, cout: int, batchnorm: bool, sn: bool) -> nn.Sequential:
 class Generator(nn.Module):
     """z [B,z_dim] or [B,z_dim,1,1] -> image [B,3,R,R] in [-1,1]."""
 
-    def __init__(self, cfg: GeneratorConfig):
+    def __init__(self, resolution: int = 64, z_dim: int = 100, width: int = 64):
         super().__init__()
-        self.cfg = cfg
-        n = _levels(cfg.resolution)
-        widths = [cfg.ngf * 2 ** (n - 1 - i) for i in range(n)]  # e.g. 512,256,128,64 at 64 px
+        self.resolution, self.z_dim, self.width = resolution, z_dim, width
+        n = _levels(resolution)
+        widths = [width * 2 ** (n - 1 - i) for i in range(n)]  # e.g. 512,256,128,64 at 64 px
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(cfg.z_dim, widths[0], 4, 1, 0, bias=False),  # [B,w0,4,4]
+            nn.ConvTranspose2d(z_dim, widths[0], 4, 1, 0, bias=False),  # [B,w0,4,4]
             nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
             *[up(widths[i], widths[i + 1]) for i in range(n - 1)],
             nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1, bias=False),  # [B,3,R,R]
@@ -79,20 +64,29 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
+    def to_channels_last(self) -> Generator:
+        """NHWC weights, except the first layer's: its input is z as [B,z,1,1], where both layouts
+        are the same, so eager autograd returns a contiguous weight gradient and torch.compile,
+        expecting the weight's layout, would fail its stride check."""
+        self.to(memory_format=torch.channels_last)
+        first = self.net[0]
+        first.weight.data = first.weight.data.contiguous()
+        return self
+
 
 class Discriminator(nn.Module):
     """image [B,3,R,R] -> logits [B]."""
 
-    def __init__(self, cfg: DiscriminatorConfig):
+    def __init__(self, resolution: int = 64, width: int = 64, batchnorm: bool = True, spectral_norm: bool = False):
         super().__init__()
-        self.cfg = cfg
-        n = _levels(cfg.resolution)
-        widths = [cfg.ndf * 2**i for i in range(n)]  # e.g. 64,128,256,512 at 64 px
+        self.resolution, self.width = resolution, width
+        n = _levels(resolution)
+        widths = [width * 2**i for i in range(n)]  # e.g. 64,128,256,512 at 64 px
         last = nn.Conv2d(widths[-1], 1, 4, 1, 0)  # [B,1,1,1]
         self.net = nn.Sequential(
-            down(3, widths[0], batchnorm=False, sn=cfg.spectral_norm),  # no BN on the input layer
-            *[down(widths[i], widths[i + 1], cfg.batchnorm, cfg.spectral_norm) for i in range(n - 1)],
-            spectral_norm(last) if cfg.spectral_norm else last,
+            down(3, widths[0], batchnorm=False, sn=spectral_norm),  # no BN on the input layer
+            *[down(widths[i], widths[i + 1], batchnorm, spectral_norm) for i in range(n - 1)],
+            parametrizations.spectral_norm(last) if spectral_norm else last,
         )
         init_weights(self)
 

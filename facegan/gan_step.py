@@ -1,0 +1,153 @@
+"""One training step: D phase(s), then the G phase, with gradient accumulation over micro-batches,
+the learning-rate schedules, the EMA update and running statistics.
+
+Each phase runs the loss's passes (one D forward each) and backpropagates right after each one.
+Every backward runs under DDP's no_sync; each phase then averages its gradients across ranks in
+one all-reduce, as StyleGAN2-ADA does. So a gradient penalty's double backward, several passes
+and several micro-batches all sync exactly once, in any order, and no DDP buffer broadcast can
+modify a tensor that a pending backward still needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+
+from facegan.augment import diffaugment
+from facegan.config import TrainConfig
+from facegan.ema import ema_beta
+from facegan.losses import GANLoss, Pass
+from facegan.models import Models
+from facegan.schedules import lr_factor
+
+
+class Stats:
+    """Running sums per key on the device, read only when logging: no per-step host sync."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.sums = device, {}
+
+    def add(self, logs: dict[str, torch.Tensor]) -> None:
+        for key, value in logs.items():
+            entry = torch.stack([value.detach().double().reshape(()), torch.ones((), dtype=torch.float64,
+                                                                                 device=self.device)])
+            self.sums[key] = self.sums[key] + entry if key in self.sums else entry
+
+    def take(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+        """Mean of each key since the last call, over every rank (`reduce` sums across ranks)."""
+        keys = sorted(self.sums)  # the same keys on every rank: each rank runs the same passes
+        if not keys:
+            return {}
+        totals = reduce(torch.stack([self.sums[k] for k in keys])).tolist()
+        self.sums.clear()
+        return {k: total / max(count, 1.0) for k, (total, count) in zip(keys, totals)}
+
+
+class GANStep:
+    """Calling it runs one G step and `d_steps` D steps on `d_steps x accumulate` real batches."""
+
+    def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, loss: GANLoss):
+        self.cfg, self.acc, self.m, self.loss = cfg, acc, models, loss
+        self.stats = Stats(acc.device)
+        self.first_bad = torch.full((), -1, device=acc.device, dtype=torch.long)  # first non-finite step
+        self.z_dim = acc.unwrap_model(models.g).z_dim
+        self.schedules = {"g": (models.opt_g, cfg.lr_g, *cfg.schedule("g")),
+                          "d": (models.opt_d, cfg.lr_d, *cfg.schedule("d"))}
+
+    def step_nimg(self) -> int:
+        """Real images one step shows D, all ranks together."""
+        cfg = self.cfg
+        return cfg.batch_size * cfg.accumulate * cfg.d_steps * self.acc.num_processes
+
+    def set_learning_rates(self, nimg: int, total_nimg: int) -> None:
+        for opt, base, kind, warmup_kimg in self.schedules.values():
+            lr = base * lr_factor(kind, nimg, total_nimg, warmup_kimg * 1000)
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def learning_rates(self) -> dict[str, float]:
+        """What the optimizers use now (logged as lr/G and lr/D)."""
+        return {"lr/G": self.m.opt_g.param_groups[0]["lr"], "lr/D": self.m.opt_d.param_groups[0]["lr"]}
+
+    def __call__(self, batches: Iterator[torch.Tensor], state: dict) -> None:
+        """`batches` yields real images [B,3,H,W] in [-1,1]; `state` holds step, nimg, total_nimg."""
+        cfg, m = self.cfg, self.m
+        if cfg.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
+        self.set_learning_rates(state["nimg"], state["total_nimg"])
+        for k in range(cfg.d_steps):
+            reals = [next(batches) for _ in range(cfg.accumulate)]
+            # One draw for all micro-batches: the same z as one batch of B x accumulate.
+            zs = torch.randn(sum(len(r) for r in reals), self.z_dim, device=reals[0].device).split(
+                [len(r) for r in reals])
+            # With one micro-batch, the last D step's fakes keep their graph for the G step (one G
+            # forward fewer); with several, the G step regenerates them from the same z, one
+            # micro-batch at a time, so only one micro-batch's activations are held.
+            keep = cfg.accumulate == 1 and k == cfg.d_steps - 1
+            with torch.set_grad_enabled(keep), self._no_sync(m.g):
+                fakes = [m.g(z) for z in zs]  # [B,3,H,W] in [-1,1]
+            d_step = state["step"] * cfg.d_steps + k  # counts D steps, for lazy regularisation
+            d_logs = self._phase(m.d, m.opt_d, [
+                (lambda real=real, fake=fake, d_step=d_step: self.loss.d_passes(self._d, real, fake.detach(), d_step))
+                for real, fake in zip(reals, fakes)])
+            self.stats.add(d_logs)
+        m.d.requires_grad_(False)  # D is frozen during the G step: no D gradients, nothing to sync
+        g_logs = self._phase(m.g, m.opt_g, [
+            (lambda z=z, fake=fake: self.loss.g_passes(self._d, fake if keep else m.g(z), state["step"]))
+            for z, fake in zip(zs, fakes)])
+        m.d.requires_grad_(True)
+        self.stats.add(g_logs)
+        state["step"] += 1
+        state["nimg"] += self.step_nimg()
+        if m.ema is not None:
+            beta = ema_beta(self.step_nimg(), state["nimg"], cfg.ema_kimg, cfg.ema_rampup)
+            m.ema.update(self.acc.unwrap_model(m.g), beta)
+        losses = torch.stack([d_logs["loss/D"], g_logs["loss/G"]])
+        bad = ~torch.isfinite(losses).all() & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, state["step"]), self.first_bad)
+
+    def _d(self, images: torch.Tensor) -> torch.Tensor:
+        """D's logits [B] on augmented images."""
+        return self.m.d(diffaugment(images, self.cfg.diffaugment))
+
+    def _no_sync(self, *nets: torch.nn.Module) -> ExitStack:
+        stack = ExitStack()
+        for net in nets:
+            stack.enter_context(self.acc.no_sync(net))
+        return stack
+
+    def _phase(self, net: torch.nn.Module, opt: torch.optim.Optimizer,
+               micro_batches: list[Callable[[], list[Pass]]]) -> dict[str, torch.Tensor]:
+        """Every pass of every micro-batch, backward after each, then one gradient all-reduce and
+        the optimizer step. Returns the logs summed over passes, averaged over micro-batches."""
+        opt.zero_grad(set_to_none=True)
+        logs: dict[str, torch.Tensor] = {}
+        n = len(micro_batches)
+        for passes_of in micro_batches:
+            with self._no_sync(self.m.g, self.m.d):
+                for run in passes_of():
+                    terms = run()
+                    self.acc.backward(terms.loss / n)
+                    for key, value in terms.logs.items():
+                        logs[key] = logs[key] + value / n if key in logs else value / n
+        self._average_gradients(net)
+        opt.step()
+        return logs
+
+    def _average_gradients(self, net: torch.nn.Module) -> None:
+        """One all-reduce of the flattened gradients (what DDP would do, bucket by bucket)."""
+        world = self.acc.num_processes
+        if world == 1:
+            return
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()

@@ -1,0 +1,288 @@
+"""What happens between steps, like EDM's tick: log, sample grid, FID, checkpoint, stop.
+Also the pieces it uses: stop signals, the progress line, the tracker and metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from PIL import Image
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from facegan import checkpoint as ckpt
+from facegan import metrics
+from facegan.config import TrainConfig
+from facegan.gan_step import GANStep
+from facegan.inception import Inception
+from facegan.models import Models
+from facegan.run_state import save_run
+
+SIGNAL_CHECK_EVERY = 10  # steps between the all-rank checks for SIGTERM / SIGUSR1 / SIGINT / STOP
+STOP_FILE = "STOP"  # `touch RUN_DIR/STOP`: save and exit at the next check, like SIGUSR1
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+class StopSignal:
+    """Remembers SIGTERM / SIGUSR1 (SLURM preemption) and Ctrl-C (SIGINT), or finds RUN_DIR/STOP
+    (what a launcher writes when signalling the right processes through its process tree is
+    unreliable); the loop finishes its step, saves and exits. A second Ctrl-C aborts at once.
+    Loader workers ignore these signals (facegan.data.ignore_stop_signals): the save is ours."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self, run_dir: Path, announce: bool):
+        self.received: int | None = None
+        self.stop_file = run_dir / STOP_FILE
+        self.announce = announce
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: abort without saving
+        if self.announce and signum == signal.SIGINT:
+            print(f"\nfacegan: Ctrl-C: saving within {SIGNAL_CHECK_EVERY} steps, then exiting; "
+                  "Ctrl-C again aborts without saving", file=sys.stderr, flush=True)
+        self.received = signum
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, acc: Accelerator) -> bool:
+        """Whether any rank got a signal or sees the stop file. One process needs no collective,
+        and no host-device sync that would drain the GPU queue; several ranks all-reduce."""
+        local = self.received is not None or self.stop_file.exists()
+        if acc.num_processes == 1:
+            return local
+        flag = torch.full((), float(local), device=acc.device)
+        return bool(acc.reduce(flag, "max") > 0)
+
+
+def tracker_init(accelerator: Accelerator, cfg: TrainConfig, run_dir: Path) -> None:
+    """W&B through Accelerate; the run id persists in the run folder so a resume continues it."""
+    if cfg.tracker != "wandb":
+        return
+    id_file = run_dir / "wandb_run_id.txt"
+    if accelerator.is_main_process and not id_file.exists():
+        id_file.write_text(uuid.uuid4().hex[:12])
+    accelerator.wait_for_everyone()
+    init = {"id": id_file.read_text().strip(), "resume": "allow", "dir": str(run_dir),
+            "name": cfg.run_name or run_dir.name}
+    try:
+        accelerator.init_trackers(cfg.wandb_project, config=cfg.to_dict(), init_kwargs={"wandb": init})
+    except Exception as e:  # wandb.errors.UsageError, a traceback of wandb internals otherwise
+        if type(e).__name__ != "UsageError":
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "usage error"
+        raise ValueError(f"--tracker wandb: {reason}; run `wandb login`, set WANDB_API_KEY, or set "
+                         "WANDB_MODE=offline (upload later with `wandb sync`)") from None
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop lines a killed run wrote after its last checkpoint, and lines torn by a
+    power loss or a full disk (with a warning naming the file: nothing goes silently)."""
+    if not path.exists():
+        return
+    kept = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        try:
+            record = json.loads(line) if line else None
+        except json.JSONDecodeError:
+            print(f"facegan: warning: {path}: line {number} is torn ({line[:40]!r}...); dropped",
+                  file=sys.stderr)
+            continue
+        if record is not None and record["step"] <= step:
+            kept.append(line)
+    path.write_text("".join(ln + "\n" for ln in kept))
+
+
+@torch.no_grad()
+def write_samples(g: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.Tensor | None:
+    """A PNG grid of G(z) for the fixed latents, G in eval mode (BatchNorm running statistics);
+    returns its uint8 [H,W,3] pixels, or None, writing nothing, when G's output is not finite."""
+    was_training = g.training
+    g.eval()
+    images = g(z.to(next(g.parameters()).device)).float().cpu()  # [N,3,H,W] in [-1,1]
+    g.train(was_training)
+    if not torch.isfinite(images).all():
+        return None
+    grid = make_grid(images, nrow=int(math.sqrt(len(images))), normalize=True, value_range=(-1, 1))
+    # Rounded as torchvision's save_image does. Trackers get these uint8 pixels, not floats in
+    # [0,1], which wandb casts straight to uint8 (every grid black).
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.numpy()).save(path)
+    return pixels
+
+
+class Progress:
+    """tqdm on a terminal, or one concise line per log interval in a log file."""
+
+    def __init__(self, acc: Accelerator, start: int, total: int):
+        self.tty = sys.stderr.isatty() and acc.is_main_process
+        self.bar = tqdm(initial=start, total=total, unit="step", disable=not self.tty, dynamic_ncols=True)
+        self.main = acc.is_main_process
+
+    def update(self, record: dict | None) -> None:
+        self.bar.update()
+        if record is None or not self.main:
+            return
+        text = (f"step {record['step']} kimg {record['kimg']:.1f} loss/D {record['loss/D']:.3f} "
+                f"loss/G {record['loss/G']:.3f} D(x) {record['D(x)']:.3f} D(G(z)) {record['D(G(z))']:.3f} "
+                f"{record['img/s']:.0f} img/s")
+        if self.tty:
+            self.bar.set_postfix_str(text.split(" ", 4)[-1])
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Upkeep:
+    """The per-step upkeep phase, like EDM's tick: log, sample grid, FID, checkpoint, stop."""
+
+    def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, step: GANStep, state: dict,
+                 data, resolution: int, resumed: bool):
+        """`data`: the loop's RealBatches, closed before a checkpoint and reopened after it."""
+        self.cfg, self.acc, self.m, self.gan_step, self.state, self.data = cfg, acc, models, step, state, data
+        self.run_dir, self.resolution = Path(cfg.run_dir), resolution
+        # Load the Inception weights now: a wrong path fails in seconds, not at the first FID.
+        self.inception = Inception(cfg.inception_weights or None, acc.device) if cfg.fid_every else None
+        self.fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
+        self.stop = StopSignal(self.run_dir, announce=acc.is_main_process)
+        self.progress = Progress(acc, state["step"], self.planned_steps())
+        self.tick_time, self.tick_nimg = time.perf_counter(), state["nimg"]
+        self.last_saved = state["step"] if resumed else -1
+
+    def planned_steps(self) -> int:
+        left = max(self.state["total_nimg"] - self.state["nimg"], 0)
+        return self.state["step"] + math.ceil(left / self.gan_step.step_nimg())
+
+    def tick(self) -> bool:
+        """After each step; True when a stop signal ended the run (after saving)."""
+        cfg, step = self.cfg, self.state["step"]
+        record = self.log() if step % cfg.log_every == 0 else None
+        if step % cfg.sample_every == 0:
+            self.sample_grid()
+        if cfg.fid_every and step % cfg.fid_every == 0:  # every rank takes part
+            self.measure_fid()
+        self.progress.update(record)
+        signalled = step % SIGNAL_CHECK_EVERY == 0 and self.stop.agreed(self.acc)
+        if step % cfg.ckpt_every == 0 or signalled:
+            self.checkpoint()
+            if signalled and self.acc.is_main_process:
+                print(f"facegan: stop signal received; saved step {step}, exiting", file=sys.stderr)
+        return signalled
+
+    def finish(self) -> None:
+        """The last step is always saved, exported and has its grid, whatever the intervals."""
+        step = self.state["step"]
+        if self.last_saved != step:
+            self.checkpoint(reopen=False)
+        elif self.acc.is_main_process and not (self.run_dir / "generator.safetensors").exists():
+            self.export()
+        if step % self.cfg.sample_every:  # decided from the step alone: every rank joins its check
+            self.sample_grid()
+
+    def close(self) -> None:
+        self.stop.restore()
+        self.progress.close()
+
+    # The parts.
+
+    def kimg(self) -> float:  # thousands of real images shown, all ranks together
+        return self.state["nimg"] / 1000
+
+    def log(self) -> dict:
+        self.check_finite()
+        now = time.perf_counter()
+        record = {"step": self.state["step"], "kimg": self.kimg(),
+                  **self.gan_step.stats.take(lambda t: self.acc.reduce(t, "sum")),
+                  "img/s": (self.state["nimg"] - self.tick_nimg) / (now - self.tick_time),
+                  **self.gan_step.learning_rates()}
+        self.tick_time, self.tick_nimg = now, self.state["nimg"]
+        self.append_metrics(record)
+        self.acc.log(record, step=record["step"])
+        return record
+
+    def append_metrics(self, record: dict) -> None:
+        if self.acc.is_main_process:
+            path = self.run_dir / "metrics.jsonl"
+            with ckpt.writing(path), open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLoss naming the first step whose loss was NaN or infinite (every rank)."""
+        step = int(self.acc.reduce(self.gan_step.first_bad.clone(), "max"))
+        if step >= 0:
+            raise NonFiniteLoss(f"non-finite loss at step {step}; stopping without saving. Lower the "
+                                "learning rates or use --mixed-precision no/bf16")
+
+    def sample_grid(self) -> None:
+        self.check_finite()  # every rank; no grid of a step after a non-finite loss
+        if not self.acc.is_main_process:
+            return
+        step = self.state["step"]
+        path = self.run_dir / "samples" / f"step-{step:09d}.png"
+        with ckpt.writing(path):
+            pixels = write_samples(self.m.sampler, self.fixed_z, path)
+        if pixels is not None and self.cfg.tracker == "wandb":
+            self.acc.get_tracker("wandb").log_images({"samples": [pixels.numpy()]}, step=step)
+
+    def measure_fid(self) -> None:
+        """FID of the sampler (EMA-G when enabled) on every rank's share; the best G is exported.
+        The latents, the shard reader and Inception use their own RNGs: training is unchanged."""
+        self.check_finite()
+        cfg, acc, state = self.cfg, self.acc, self.state
+        started = time.perf_counter()
+        record = metrics.score_generator(
+            self.inception, self.m.sampler, cfg.z_dim, self.data.shardset, cfg.fid_samples, seed=cfg.seed,
+            batch_size=cfg.fid_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
+            world_size=acc.num_processes, reduce=lambda t: acc.reduce(t, "sum"),
+            cache_dir=cfg.fid_cache or None, progress=acc.is_main_process and sys.stderr.isatty())
+        self.tick_time += time.perf_counter() - started  # FID time does not count against img/s
+        value, step = metrics.fid_value(record), state["step"]
+        state["fid"] = {"step": step, "value": value, "standard_weights": record["standard_weights"]}
+        best = state.get("best_fid")
+        if best is None or value < best["value"]:
+            state["best_fid"] = state["fid"]
+            if acc.is_main_process:
+                ckpt.export_generator(self.m.sampler, self.run_dir / "generator-best.safetensors", step=step,
+                                      ema=self.m.ema is not None, fid=record)
+        fid = {"step": step, "kimg": self.kimg(), **record}
+        self.append_metrics(fid)
+        if acc.is_main_process:
+            print(f"facegan: {metrics.describe(fid)}", file=sys.stderr, flush=True)
+        acc.log({metrics.fid_key(fid["standard_weights"]): value, "fid/num_generated": fid["num_generated"],
+                 "fid/weights": f"{fid['weights']} (sha256 {fid['weights_sha256'][:12]})"}, step=step)
+
+    def checkpoint(self, reopen: bool = True) -> None:
+        """Save the resumable state and export G and D; a new data segment starts after it."""
+        self.check_finite()
+        self.data.close()  # its workers end before the save
+        self.state["segment"] += 1
+        save_run(self.run_dir, self.acc, self.m, self.state, self.cfg, self.resolution)
+        self.export()
+        self.last_saved = self.state["step"]
+        if reopen:
+            self.data.open(self.state["segment"])
+
+    def export(self) -> None:
+        if self.acc.is_main_process:
+            g, d = self.m.unwrapped()
+            step = self.state["step"]
+            ckpt.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step,
+                                  ema=self.m.ema is not None)
+            ckpt.export_discriminator(d, self.run_dir / "discriminator.safetensors", step=step)

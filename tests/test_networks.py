@@ -1,0 +1,181 @@
+"""Networks as components: the dcgan arch at every resolution, specs and their errors, exports
+that load from the file alone (legacy ones too), and an arch added as one module + one line."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from facegan import checkpoint as ckpt
+from facegan import networks
+
+
+def dcgan(resolution: int = 32, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
+    g_spec, d_spec = networks.make_specs("dcgan", resolution, z_dim=16, ngf=8, ndf=8, options=options)
+    return networks.build("generator", g_spec), networks.build("discriminator", d_spec)
+
+
+@pytest.mark.parametrize("resolution", networks.RESOLUTIONS)
+def test_dcgan_shapes_and_channels_last(resolution):
+    torch.manual_seed(0)
+    g, d = dcgan(resolution)
+    g.eval(), d.eval()  # BatchNorm from running stats: the same numbers in both layouts
+    z = torch.randn(3, g.z_dim)
+    with torch.no_grad():
+        images = g(z)
+        logits = d(images)
+    assert (g.z_dim, g.resolution, d.resolution) == (16, resolution, resolution)
+    assert images.shape == (3, 3, resolution, resolution) and images.abs().max() <= 1
+    assert logits.shape == (3,)
+    g, d = networks.to_channels_last(g), networks.to_channels_last(d)
+    weights = {**{f"g.{k}": v for k, v in g.state_dict().items()}, **{f"d.{k}": v for k, v in d.state_dict().items()}}
+    for name, w in weights.items():  # G's first weight stays contiguous (see dcgan's to_channels_last)
+        if w.dim() == 4:
+            assert w.is_contiguous(memory_format=torch.contiguous_format if name == "g.net.0.weight"
+                                   else torch.channels_last), name
+    with torch.no_grad():
+        torch.testing.assert_close(g(z), images, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(d(images.contiguous(memory_format=torch.channels_last)), logits,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_specs_round_trip_and_options():
+    g_spec, d_spec = networks.make_specs("dcgan", 64, 100, 32, 48, {"d_spectral_norm": True, "d_batchnorm": False})
+    assert g_spec == {"arch": "dcgan", "kwargs": {"resolution": 64, "z_dim": 100, "width": 32}}
+    assert d_spec == {"arch": "dcgan", "kwargs": {"resolution": 64, "width": 48, "batchnorm": False,
+                                                  "spectral_norm": True}}
+    g, d = networks.build("generator", g_spec), networks.build("discriminator", d_spec)
+    assert g.spec == g_spec and g.spec is not g_spec and d.spec == d_spec
+    assert networks.has_batchnorm(g) and not networks.has_batchnorm(d)
+    assert networks.has_batchnorm(dcgan()[1])
+    kind, default, help_text, archs = networks.option_fields()["d_batchnorm"]
+    assert (kind, default, archs) == (bool, True, ["dcgan"]) and help_text.startswith("BatchNorm in D's")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: networks.make_specs("foo", 32, 16, 8, 8, {}), "arch 'foo': unknown; registered: dcgan"),
+    (lambda: networks.build("generator", {"arch": "foo", "kwargs": {}}), "arch 'foo': unknown; registered: dcgan"),
+    (lambda: networks.make_specs("dcgan", 32, 16, 8, 8, {"x": 1}),
+     "option 'x' is not an option of arch dcgan (its options: d_batchnorm, d_spectral_norm)"),
+    (lambda: networks.build("generator", {"arch": "dcgan", "kwargs": {"ngf": 8}}),
+     "generator of arch dcgan: unexpected kwarg 'ngf' (it takes: resolution, z_dim, width)"),
+    (lambda: networks.build("discriminator", {"arch": "dcgan", "kwargs": {"resolution": 48}}),
+     "discriminator of arch dcgan: resolution 48 is not supported; choose one of (32, 64, 128)"),
+    (lambda: networks.build("critic", {"arch": "dcgan", "kwargs": {}}),
+     "kind 'critic': expected one of generator, discriminator"),
+])
+def test_spec_errors_are_one_line(call, message):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert str(e.value) == message
+
+
+def test_export_round_trip_and_legacy(tmp_path):
+    g, d = dcgan(d_spectral_norm=True)
+    ckpt.export_generator(g, tmp_path / "g.safetensors", step=3)
+    ckpt.export_discriminator(d, tmp_path / "d.safetensors")
+    loaded, meta = ckpt.load_generator(tmp_path / "g.safetensors")
+    assert meta == {"facegan_network": "generator", "spec": g.spec, "step": 3}
+    assert json.loads((tmp_path / "g.json").read_text()) == meta
+    z = torch.randn(4, 16)
+    g.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(z), g(z))
+    d2, _ = ckpt.load_network(tmp_path / "d.safetensors", "discriminator")
+    assert d2.spec == d.spec
+
+    legacy = tmp_path / "legacy.safetensors"  # written by facegan before specs
+    old = {"facegan_network": "generator", "config": {"resolution": 32, "z_dim": 16, "ngf": 8}}
+    save_file(ckpt.cpu_tensors(g), str(legacy), metadata={"facegan": json.dumps(old)})
+    old_g, meta = ckpt.load_generator(legacy)
+    assert meta["spec"] == {"arch": "dcgan", "kwargs": {"resolution": 32, "z_dim": 16, "width": 8}}
+    with torch.no_grad():
+        assert torch.equal(old_g.eval()(z), g(z))
+    old = {"facegan_network": "discriminator",
+           "config": {"resolution": 32, "ndf": 8, "batchnorm": True, "spectral_norm": True}}
+    save_file(ckpt.cpu_tensors(d), str(legacy), metadata={"facegan": json.dumps(old)})
+    assert ckpt.load_network(legacy, "discriminator")[0].spec == d.spec
+
+
+def test_unknown_arch_in_file_is_one_line(tmp_path):
+    g, _ = dcgan()
+    g.spec = {"arch": "gone", "kwargs": {}}
+    ckpt.export_generator(g, tmp_path / "g.safetensors")
+    with pytest.raises(ValueError, match=r"^\S+g\.safetensors: arch 'gone': unknown; registered: dcgan$"):
+        ckpt.load_generator(tmp_path / "g.safetensors")
+
+
+def test_warm_start_refuses_another_spec(tmp_path):
+    g, _ = dcgan()
+    ckpt.export_generator(g, tmp_path / "g.safetensors")
+    same, _ = dcgan()
+    ckpt.warm_start(same, tmp_path / "g.safetensors", "generator")
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), g.state_dict().values()))
+    wider = networks.build("generator", networks.make_specs("dcgan", 32, 16, 16, 8, {})[0])
+    with pytest.raises(ValueError) as e:
+        ckpt.warm_start(wider, tmp_path / "g.safetensors", "generator")
+    assert "\n" not in str(e.value)
+    assert str(e.value).endswith("cannot warm-start this generator with spec "
+                                 "{'arch': 'dcgan', 'kwargs': {'resolution': 32, 'z_dim': 16, 'width': 16}}")
+
+
+TINY_ARCH = '''
+"""A tiny MLP arch: the smallest thing the registry accepts."""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Options:
+    g_hidden: int = 12  # hidden units of G
+    d_slope: float = 0.1  # LeakyReLU slope in D
+
+
+class Generator(nn.Module):
+    def __init__(self, resolution=32, z_dim=8, width=4, hidden=12):
+        super().__init__()
+        self.resolution, self.z_dim = resolution, z_dim
+        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, 3 * resolution**2), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z).view(-1, 3, self.resolution, self.resolution)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, resolution=32, width=4, slope=0.1):
+        super().__init__()
+        self.resolution = resolution
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * resolution**2, width), nn.LeakyReLU(slope),
+                                 nn.Linear(width, 1))
+
+    def forward(self, x):
+        return self.net(x).flatten()
+'''
+
+
+def test_an_arch_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
+    (tmp_path / "tiny_mlp_arch.py").write_text(textwrap.dedent(TINY_ARCH))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(networks.ARCHS, "mlp", "tiny_mlp_arch")
+
+    fields = networks.option_fields()
+    assert fields["g_hidden"] == (int, 12, "hidden units of G", ["mlp"])
+    assert fields["d_slope"][1:] == (0.1, "LeakyReLU slope in D", ["mlp"])
+    g_spec, d_spec = networks.make_specs("mlp", 32, 8, 4, 6, {"g_hidden": 5})
+    assert g_spec["kwargs"] == {"resolution": 32, "z_dim": 8, "width": 4, "hidden": 5}
+    assert d_spec["kwargs"] == {"resolution": 32, "width": 6, "slope": 0.1}
+    g, d = networks.build("generator", g_spec), networks.build("discriminator", d_spec)
+    assert d(g(torch.randn(2, g.z_dim))).shape == (2,)
+    assert not networks.has_batchnorm(d) and networks.to_channels_last(g) is g
+
+    ckpt.export_generator(g, tmp_path / "g.safetensors")
+    loaded, meta = ckpt.load_generator(tmp_path / "g.safetensors")
+    assert meta["spec"] == g_spec and type(loaded).__module__ == "tiny_mlp_arch"
+    z = torch.randn(3, 8)
+    assert torch.equal(loaded(z), g(z))
