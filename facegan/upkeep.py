@@ -281,7 +281,7 @@ class Upkeep:
 
     def export(self) -> None:
         if self.acc.is_main_process:
-            g, d = self.m.unwrapped()
+            d = self.m.unwrapped()[1]
             step = self.state["step"]
             ckpt.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step,
                                   ema=self.m.ema is not None)
