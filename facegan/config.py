@@ -173,18 +173,6 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _comments() -> dict[str, str]:
-    """Field name -> its trailing comment in this file's TrainConfig, used as --help text."""
-    import inspect
-
-    helps = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
-        name, sep, rest = line.strip().partition(":")
-        if sep and "#" in rest and name.isidentifier():
-            helps[name] = rest.split("#", 1)[1].strip()
-    return helps
-
-
 class OneLineErrors(argparse.ArgumentParser):
     """Bad flags and values get one line, not the whole usage of fifty flags."""
 
@@ -214,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrors(
         prog="facegan/train.py", description="Train a face GAN with Accelerate. Defaults shown are the "
         "dcgan preset's; --preset strong|demo changes some of them.", allow_abbrev=False)
-    helps = _comments()
+    helps = networks.field_comments(TrainConfig)
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name == "arch_options":

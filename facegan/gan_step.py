@@ -26,24 +26,27 @@ from facegan.schedules import lr_factor
 
 
 class Stats:
-    """Running sums per key on the device, read only when logging: no per-step host sync."""
+    """Running sums per key on the device, read only when logging: no per-step host sync. The
+    counts stay on the host: every rank adds the same keys at the same steps."""
 
     def __init__(self, device: torch.device):
-        self.device, self.sums = device, {}
+        self.device, self.sums, self.counts = device, {}, {}
 
     def add(self, logs: dict[str, torch.Tensor]) -> None:
         for key, value in logs.items():
-            entry = torch.stack([value.detach().double().reshape(()), torch.ones((), dtype=torch.float64,
-                                                                                 device=self.device)])
-            self.sums[key] = self.sums[key] + entry if key in self.sums else entry
+            value = value.detach().double().reshape(())
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def take(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         """Mean of each key since the last call, over every rank (`reduce` sums across ranks)."""
-        keys = sorted(self.sums)  # the same keys on every rank: each rank runs the same passes
+        keys = sorted(self.sums)
         if not keys:
             return {}
-        totals = reduce(torch.stack([self.sums[k] for k in keys])).tolist()
+        counts = torch.tensor([float(self.counts[k]) for k in keys], dtype=torch.float64, device=self.device)
+        totals = reduce(torch.stack([torch.stack([self.sums[k] for k in keys]), counts], dim=1)).tolist()
         self.sums.clear()
+        self.counts.clear()
         return {k: total / max(count, 1.0) for k, (total, count) in zip(keys, totals)}
 
 

@@ -53,8 +53,9 @@ def arch_options(arch: str) -> type:
     return options
 
 
-def _comments(cls: type) -> dict[str, str]:
-    """Field name -> its trailing `# comment` in the class source, the option's help text."""
+def field_comments(cls: type) -> dict[str, str]:
+    """Field name -> its trailing `# comment` in a dataclass's source: the --help text of
+    TrainConfig's fields and of each arch's options."""
     helps = {}
     for line in inspect.getsource(cls).splitlines():
         name, sep, rest = line.strip().partition(":")
@@ -73,7 +74,7 @@ def option_fields() -> dict[str, tuple[type, object, str, list[str]]]:
     fields: dict[str, tuple[type, object, str, list[str]]] = {}
     for arch in ARCHS:
         options = arch_options(arch)
-        hints, helps = typing.get_type_hints(options), _comments(options)
+        hints, helps = typing.get_type_hints(options), field_comments(options)
         for f in dataclasses.fields(options):
             if f.name in fields:
                 fields[f.name][3].append(arch)
