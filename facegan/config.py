@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from facegan import networks
 from facegan.losses import LOSSES, build_loss
 from facegan.schedules import SCHEDULES
+from facegan.shardset import load_shardset
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 TRACKERS = ("none", "wandb")
@@ -35,7 +36,7 @@ class TrainConfig:
     ndf: int = 64  # discriminator width at the first block
     arch_options: dict = dataclasses.field(default_factory=dict)  # the arch's own options, set by their flags
     # Objective (facegan/losses.py)
-    loss: str = "bce"  # bce (label-smoothed), nonsat (softplus), hinge, lsgan or wgan-gp (critic, gradient penalty)
+    loss: str = "bce"  # bce (label-smoothed), nonsat, hinge, lsgan, wgan-gp (gradient penalty) or rpgan (R3GAN's)
     real_label: float = 0.9  # bce target for real images (one-sided label smoothing)
     d_steps: int = 1  # D (critic) steps per G step; wgan-gp uses 5
     gp_lambda: float = 10.0  # wgan-gp gradient penalty weight
@@ -43,6 +44,10 @@ class TrainConfig:
     r2_gamma: float = 0.0  # R2 penalty weight (zero-centred, on generated images); 0 is off
     reg_every: int = 16  # lazy R1/R2: apply every N D steps, scaled by N (1: every step)
     diffaugment: str = ""  # comma list of color,translation,cutout; empty is off
+    ada: bool = False  # adaptive discriminator augmentation (StyleGAN2-ADA): p follows D's overfitting
+    ada_target: float = 0.6  # ADA's target for r_t = E[sign(D(real))]
+    ada_kimg: float = 100.0  # ADA: thousand images over which p can move from 0 to 1
+    ada_interval: int = 4  # ADA: G steps between updates of p
     # Optimisation
     batch_size: int = 128  # per process and micro-batch; global batch = batch_size x accumulate x processes
     accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
@@ -62,6 +67,7 @@ class TrainConfig:
     # Length and precision
     max_steps: int = 0  # stop after this many G steps (0: use max_kimg)
     max_kimg: float = 0.0  # or after this many thousand images across all ranks
+    max_minutes: float = 0.0  # and stop cleanly (save, export, exit 0) after this many minutes of this start; 0 is off
     mixed_precision: str = "auto"  # auto (the launcher's, else bf16 on a GPU, else no), no, bf16 or fp16
     cpu: bool = False  # train on the CPU even where a GPU is present
     # Speed (none changes the maths of a step beyond float rounding; resume stays exact)
@@ -99,19 +105,30 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
         for name in ("z_dim", "ngf", "ndf", "batch_size", "accumulate", "d_steps", "ckpt_every", "keep",
-                     "log_every", "sample_every", "num_samples", "reg_every", "fid_batch_size"):
+                     "log_every", "sample_every", "num_samples", "reg_every", "fid_batch_size", "ada_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
-        for name in ("lr_g", "lr_d", "ema_kimg"):
+        for name in ("lr_g", "lr_d", "ema_kimg", "ada_kimg"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be positive")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 1)")
         for name in ("max_steps", "max_kimg", "r1_gamma", "r2_gamma", "gp_lambda", "num_workers", "warmup_kimg",
-                     "ema_rampup", "fid_every"):
+                     "ema_rampup", "fid_every", "max_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must not be negative")
+        if not (self.max_steps or self.max_kimg):
+            for net in ("g", "d"):
+                if self.schedule(net)[0] != "constant":
+                    raise ValueError(f"lr_schedule{'' if getattr(self, f'lr_schedule_{net}') == '' else '_' + net}="
+                                     f"{self.schedule(net)[0]} decays over the training length: set --max-kimg or "
+                                     "--max-steps (--max-minutes alone has no length in images)")
+        if not -1 <= self.ada_target <= 1:
+            raise ValueError(f"ada_target={self.ada_target}: must be in [-1, 1] (r_t is the mean sign of D's "
+                             "outputs on real images)")
+        if self.ada and self.diffaugment:
+            raise ValueError(f"ada=true and diffaugment={self.diffaugment!r}: choose one augmentation scheme")
         if self.fid_every and self.fid_samples < 2:
             raise ValueError(f"fid_samples={self.fid_samples}: must be at least 2")
         second_order = [name for name, on in (("r1_gamma > 0", self.r1_gamma > 0), ("r2_gamma > 0", self.r2_gamma > 0),
@@ -161,7 +178,36 @@ DEMO = dataclasses.replace(DCGAN, preset="demo", z_dim=64, ngf=32, ndf=32, batch
                            max_steps=1500, ckpt_every=500, log_every=25, sample_every=250,
                            shuffle_buffer=1000)
 
-PRESETS = {"dcgan": DCGAN, "strong": STRONG, "demo": DEMO}
+# R3GAN's recipe (Huang et al. 2024) with StyleGAN2-ADA's augmentation: the r3gan networks (no
+# normalisation, fix-up init, grouped inverted bottlenecks), the relativistic pairing loss with
+# R1 and R2, Adam (0, 0.99), EMA of G, and ADA so that a few thousand faces do not make D
+# memorise. The settings that depend on the image size are in MODERN_BY_RESOLUTION (README,
+# "Recipes", says why each value).
+MODERN = dataclasses.replace(DCGAN, preset="modern", arch="r3gan", loss="rpgan", z_dim=64, beta1=0.0,
+                             beta2=0.99, lr_g=2e-4, lr_d=2e-4, ema=True, ada=True, hflip=True)
+MODERN_BY_RESOLUTION = {
+    32: dict(ngf=16, ndf=16, batch_size=64, r1_gamma=0.05, r2_gamma=0.05, reg_every=4, ema_kimg=10.0,
+             ada_kimg=20.0, arch_options={"g_blocks": 1, "d_blocks": 1}),
+    64: dict(ngf=64, ndf=64, batch_size=128, r1_gamma=0.5, r2_gamma=0.5, reg_every=4, ema_kimg=20.0,
+             ada_kimg=100.0),
+    128: dict(ngf=32, ndf=32, batch_size=64, r1_gamma=2.0, r2_gamma=2.0, reg_every=4, ema_kimg=20.0,
+              ada_kimg=100.0),
+}
+
+PRESETS = {"dcgan": DCGAN, "strong": STRONG, "demo": DEMO, "modern": MODERN}
+BY_RESOLUTION = {"modern": MODERN_BY_RESOLUTION}  # presets whose values depend on the image size
+
+
+def preset_config(name: str, resolution: int | None = None) -> TrainConfig:
+    """The preset `name`, with its values for `resolution` where it has some (the shards' size)."""
+    if name not in PRESETS:
+        raise ValueError(f"preset {name!r}: unknown; expected one of {', '.join(PRESETS)}")
+    table = BY_RESOLUTION.get(name)
+    if table is None:
+        return PRESETS[name]
+    if resolution not in table:
+        raise ValueError(f"preset {name}: no settings for {resolution} px; it has {', '.join(map(str, table))} px")
+    return dataclasses.replace(PRESETS[name], **table[resolution])
 
 
 def _parse_bool(text: str) -> bool:
@@ -201,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     option (--d-batchnorm, ...); all are validated."""
     parser = OneLineErrors(
         prog="facegan/train.py", description="Train a face GAN with Accelerate. Defaults shown are the "
-        "dcgan preset's; --preset strong|demo changes some of them.", allow_abbrev=False)
+        "dcgan preset's; --preset strong|modern|demo changes some of them.", allow_abbrev=False)
     helps = networks.field_comments(TrainConfig)
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -215,8 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     group = parser.add_argument_group("architecture options", "each belongs to the archs named in brackets")
     for name, (kind, default, help_text, archs) in networks.option_fields().items():
-        group.add_argument("--" + name.replace("_", "-"), dest=f"option:{name}",
-                           **_flag_kwargs(kind, f"[{', '.join(archs)}] {help_text}", default))
+        defaults = {arch: getattr(networks.arch_options(arch)(), name) for arch in archs}
+        if len(set(defaults.values())) > 1:  # e.g. d_spectral_norm: off in dcgan, on in resnet
+            help_text += " (default: " + ", ".join(f"{a} {v!r}" for a, v in defaults.items()) + ")"
+            default = None
+        kwargs = _flag_kwargs(kind, f"[{', '.join(archs)}] {help_text}", default)
+        kwargs.setdefault("metavar", name.upper())
+        group.add_argument("--" + name.replace("_", "-"), dest=f"option:{name}", **kwargs)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and exit without training")
     return parser
@@ -224,7 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
     args = build_parser().parse_args(argv)
-    base = PRESETS[args.preset or "dcgan"]
+    name = args.preset or "dcgan"
+    resolution = None
+    if name in BY_RESOLUTION:  # its values depend on the image size: read it from the shards' manifest
+        if not args.data:
+            raise ValueError(f"--preset {name} needs --data SHARDS_DIR (its settings depend on the image size)")
+        resolution = load_shardset(args.data).size
+    base = preset_config(name, resolution)
     given = {k: v for k, v in vars(args).items() if v is not None and k != "dry_run"}
     fields = {k: v for k, v in given.items() if not k.startswith("option:")}
     options = {k.split(":", 1)[1]: v for k, v in given.items() if k.startswith("option:")}

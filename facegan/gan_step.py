@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from accelerate import Accelerator
 
+from facegan.ada import AdaController, augment
 from facegan.augment import diffaugment
 from facegan.config import TrainConfig
 from facegan.ema import ema_beta
@@ -60,6 +61,7 @@ class GANStep:
         self.z_dim = acc.unwrap_model(models.g).z_dim
         self.schedules = {"g": (models.opt_g, cfg.lr_g, *cfg.schedule("g")),
                           "d": (models.opt_d, cfg.lr_d, *cfg.schedule("d"))}
+        self.ada = AdaController(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval) if cfg.ada else None
 
     def step_nimg(self) -> int:
         """Real images one step shows D, all ranks together."""
@@ -98,14 +100,19 @@ class GANStep:
                 (lambda real=real, fake=fake, d_step=d_step: self.loss.d_passes(self._d, real, fake.detach(), d_step))
                 for real, fake in zip(reals, fakes)])
             self.stats.add(d_logs)
+            if self.ada is not None:
+                self.ada.observe(d_logs["sign/real"])
         m.d.requires_grad_(False)  # D is frozen during the G step: no D gradients, nothing to sync
         g_logs = self._phase(m.g, m.opt_g, [
-            (lambda z=z, fake=fake: self.loss.g_passes(self._d, fake if keep else m.g(z), state["step"]))
-            for z, fake in zip(zs, fakes)])
+            (lambda real=real, z=z, fake=fake: self.loss.g_passes(self._d, real, fake if keep else m.g(z),
+                                                                  state["step"]))
+            for real, z, fake in zip(reals, zs, fakes)])
         m.d.requires_grad_(True)
         self.stats.add(g_logs)
         state["step"] += 1
         state["nimg"] += self.step_nimg()
+        if self.ada is not None:  # every ada_interval steps: one all-rank sum and a host read
+            self.ada.update(state["step"], self.step_nimg(), lambda t: self.acc.reduce(t, "sum"), self.acc.device)
         if m.ema is not None:
             beta = ema_beta(self.step_nimg(), state["nimg"], cfg.ema_kimg, cfg.ema_rampup)
             m.ema.update(self.acc.unwrap_model(m.g), beta)
@@ -114,8 +121,17 @@ class GANStep:
         self.first_bad = torch.where(bad, torch.full_like(self.first_bad, state["step"]), self.first_bad)
 
     def _d(self, images: torch.Tensor) -> torch.Tensor:
-        """D's logits [B] on augmented images."""
-        return self.m.d(diffaugment(images, self.cfg.diffaugment))
+        """D's logits [B] on augmented images (DiffAugment's policy, or ADA at its current p)."""
+        images = diffaugment(images, self.cfg.diffaugment)
+        if self.ada is not None:
+            images = augment(images, self.ada.p)
+        return self.m.d(images)
+
+    def aug_logs(self) -> dict[str, float]:
+        """aug/p and aug/rt (the last r_t that moved p) when ADA is on."""
+        if self.ada is None:
+            return {}
+        return {"aug/p": self.ada.p, **({"aug/rt": self.ada.rt} if self.ada.rt is not None else {})}
 
     def _no_sync(self, *nets: torch.nn.Module) -> ExitStack:
         stack = ExitStack()

@@ -30,6 +30,11 @@ class Terms:
 Pass = Callable[[], Terms]
 
 
+def real_sign(logits: Tensor) -> Tensor:
+    """Mean sign of D's logits on real images, detached: ADA's r_t (StyleGAN2-ADA, eq. 1)."""
+    return logits.detach().sign().mean()
+
+
 def input_grad(logits: Tensor, x: Tensor) -> Tensor:
     """dD/dx per sample, flattened to [B, C*H*W] in float32; differentiable, for R1, R2 and GP."""
     (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
@@ -40,8 +45,9 @@ class GANLoss:
     """Shared base: a real pass and a fake pass for D, one pass for G, and R1/R2.
 
     A subclass sets `name` and gives the adversarial terms on D's float32 logits. A loss that needs
-    real and fake in one D forward (relativistic `rpgan`) overrides `d_passes` to return one pass
-    on `torch.cat([real, fake])`, reusing `input_grad` for R1/R2.
+    real and fake in one D forward (relativistic `rpgan`) overrides `d_passes` and `g_passes`.
+    Every D phase logs `sign/real`, the mean sign of D's logits on real images: ADA's overfitting
+    heuristic r_t.
     """
 
     name: str = ""
@@ -74,7 +80,9 @@ class GANLoss:
         r2 = due and self.r2_gamma > 0
         return [lambda: self.real_pass(d, real, r1), lambda: self.fake_pass(d, fake, r2)]
 
-    def g_passes(self, d: D, fake: Tensor, step: int) -> list[Pass]:
+    def g_passes(self, d: D, real: Tensor, fake: Tensor, step: int) -> list[Pass]:
+        """`real` is the micro-batch D last saw (only relativistic losses use it)."""
+
         def g_pass() -> Terms:
             loss = self.g_fake(d(fake).float())
             return Terms(loss, {"loss/G": loss.detach()})
@@ -85,7 +93,7 @@ class GANLoss:
         real = real.detach().requires_grad_(r1)  # R1 is the gradient w.r.t. the un-augmented input
         logits = d(real).float()
         adv = self.d_real(logits)
-        terms = Terms(adv, {"loss/D": adv.detach(), "D(x)": self.score(logits)})
+        terms = Terms(adv, {"loss/D": adv.detach(), "D(x)": self.score(logits), "sign/real": real_sign(logits)})
         if r1:
             self._zero_centred(terms, "reg/r1", logits, real, self.r1_gamma)
         self.extra_real(terms, logits)
@@ -214,7 +222,53 @@ class WGANGP(GANLoss):
         return Terms(self.gp_lambda * gp, {"reg/gp": gp.detach()})
 
 
-_CLASSES = {cls.name: cls for cls in (BCE, NonSaturating, Hinge, LSGAN, WGANGP)}
+class RpGAN(GANLoss):
+    """Relativistic pairing GAN (Jolicoeur-Martineau 2019), the loss of R3GAN (Huang et al. 2024):
+    D pairs each real image with a fake one, L_D = softplus(D(fake) - D(real)) and
+    L_G = softplus(D(real) - D(fake)), batch means. With R1 and R2 (zero-centred penalties on
+    real and fake) it has local convergence guarantees that the non-saturating loss lacks.
+
+    One D forward sees real and fake together (the pairing needs both), so R1 and R2 come from
+    one input gradient, split into its real and fake halves."""
+
+    name = "rpgan"
+    critic = True
+
+    def d_passes(self, d, real, fake, step):
+        due = step % self.reg_every == 0
+        return [lambda: self.pair_pass(d, real, fake, due and self.r1_gamma > 0, due and self.r2_gamma > 0)]
+
+    def g_passes(self, d, real, fake, step):
+        def g_pass() -> Terms:
+            logits = d(torch.cat([real.detach(), fake])).float()
+            real_logits, fake_logits = logits.chunk(2)
+            loss = F.softplus(real_logits - fake_logits).mean()
+            return Terms(loss, {"loss/G": loss.detach()})
+
+        return [g_pass]
+
+    def pair_pass(self, d: D, real: Tensor, fake: Tensor, r1: bool, r2: bool) -> Terms:
+        both = torch.cat([real.detach(), fake.detach()]).requires_grad_(r1 or r2)  # [2B,C,H,W]
+        logits = d(both).float()
+        real_logits, fake_logits = logits.chunk(2)
+        adv = F.softplus(fake_logits - real_logits).mean()
+        # ADA's r_t: D's outputs have no fixed zero here (only differences count, and their level
+        # drifts), so the sign is that of each real image's margin over its paired fake.
+        terms = Terms(adv, {"loss/D": adv.detach(), "D(x)": self.score(real_logits),
+                            "D(G(z))": self.score(fake_logits), "sign/real": real_sign(real_logits - fake_logits)})
+        if r1 or r2:
+            # Per-sample gradients of the summed logits: each logit depends on its own image only
+            # (no BatchNorm in the archs rpgan is meant for). Each half's mean over its B images.
+            norms = input_grad(logits, both).square().sum(1)  # [2B]
+            r1_norm, r2_norm = norms.chunk(2)
+            if r1:
+                self._add(terms, "reg/r1", r1_norm.mean(), self.r1_gamma / 2 * self.reg_every)
+            if r2:
+                self._add(terms, "reg/r2", r2_norm.mean(), self.r2_gamma / 2 * self.reg_every)
+        return terms
+
+
+_CLASSES = {cls.name: cls for cls in (BCE, NonSaturating, Hinge, LSGAN, WGANGP, RpGAN)}
 LOSSES: tuple[str, ...] = tuple(_CLASSES)
 
 

@@ -16,7 +16,8 @@ from facegan import checkpoint as ckpt
 from facegan.config import TrainConfig
 from facegan.models import Models
 
-COUNTERS = ("step", "nimg", "segment", "total_nimg", "length", "fid", "best_fid")
+COUNTERS = ("step", "nimg", "segment", "total_nimg", "length", "fid", "best_fid", "ada")
+UNBOUNDED = 2**62  # total_nimg of a run that only --max-minutes ends
 
 
 def fingerprint(*modules: torch.nn.Module) -> str:
@@ -25,7 +26,7 @@ def fingerprint(*modules: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for m in modules:
         for p in m.parameters():
-            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(p.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # logical order, any layout
     return h.hexdigest()
 
 
@@ -44,7 +45,9 @@ def total_nimg(cfg: TrainConfig, step: int, nimg: int, step_nimg: int) -> int:
         return math.ceil(cfg.max_kimg * 1000)
     if cfg.max_steps:
         return nimg + max(cfg.max_steps - step, 0) * step_nimg
-    raise ValueError("set --max-steps or --max-kimg")
+    if cfg.max_minutes:
+        return UNBOUNDED  # only the clock ends it
+    raise ValueError("set --max-steps, --max-kimg or --max-minutes")
 
 
 def save_run(run_dir: Path, acc: Accelerator, models: Models, state: dict, cfg: TrainConfig,

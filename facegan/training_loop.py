@@ -23,7 +23,7 @@ from facegan.data import to_float, train_loader
 from facegan.gan_step import GANStep
 from facegan.losses import build_loss
 from facegan.models import build_models
-from facegan.run_state import load_run, new_state
+from facegan.run_state import UNBOUNDED, load_run, new_state
 from facegan.runtime import make_accelerator, process_warnings, resolve_precision
 from facegan.shardset import ShardSet, load_shardset, shared_shards_warning
 from facegan.upkeep import STOP_FILE, NonFiniteLoss, Upkeep, tracker_init, trim_metrics
@@ -84,9 +84,11 @@ def _announce(acc: Accelerator, cfg: TrainConfig, state: dict, shardset: ShardSe
         print(f"facegan: {note}", file=sys.stderr)
     where = f"resuming from {resumed_from}" if resumed_from else "starting"
     global_batch = world * cfg.accumulate * cfg.batch_size
+    until = [f"{state['total_nimg'] / 1000:g} kimg"] if state["total_nimg"] < UNBOUNDED else []
+    until += [f"{cfg.max_minutes:g} minutes of this start"] if cfg.max_minutes else []
     print(f"facegan: {where} at {state['nimg'] / 1000:g} kimg; {world} process(es) x {cfg.accumulate} "
           f"micro-batch(es) x batch {cfg.batch_size} = global batch {global_batch}; until "
-          f"{state['total_nimg'] / 1000:g} kimg; {shardset.count} images at {shardset.size} px; "
+          f"{' or '.join(until)}; {shardset.count} images at {shardset.size} px; "
           f"{cfg.arch} {cfg.loss}; mixed precision {precision}", file=sys.stderr, flush=True)
 
 
@@ -109,6 +111,8 @@ def train(cfg: TrainConfig) -> Path:
         if resume_from is not None:
             state, more = load_run(resume_from, acc, models, cfg, shardset.size, gan_step.step_nimg())
             notes += more  # (load_run restored every rank's RNG states too)
+            if gan_step.ada is not None and "ada" in state:
+                gan_step.ada.load(state["ada"], acc.is_main_process)
         else:
             state = new_state(cfg, gan_step.step_nimg())
             set_seed(cfg.seed * acc.num_processes + acc.process_index)  # other z and augmentations per rank

@@ -23,7 +23,7 @@ from facegan.config import TrainConfig
 from facegan.gan_step import GANStep
 from facegan.inception import Inception
 from facegan.models import Models
-from facegan.run_state import save_run
+from facegan.run_state import UNBOUNDED, save_run
 
 SIGNAL_CHECK_EVERY = 10  # steps between the all-rank checks for SIGTERM / SIGUSR1 / SIGINT / STOP
 STOP_FILE = "STOP"  # `touch RUN_DIR/STOP`: save and exit at the next check, like SIGUSR1
@@ -59,10 +59,12 @@ class StopSignal:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    def agreed(self, acc: Accelerator) -> bool:
-        """Whether any rank got a signal or sees the stop file. One process needs no collective,
-        and no host-device sync that would drain the GPU queue; several ranks all-reduce."""
-        local = self.received is not None or self.stop_file.exists()
+    def agreed(self, acc: Accelerator, local: bool | None = None) -> bool:
+        """Whether any rank got a signal or sees the stop file (or: whether `local` holds on any
+        rank). One process needs no collective, and no host-device sync that would drain the GPU
+        queue; several ranks all-reduce."""
+        if local is None:
+            local = self.received is not None or self.stop_file.exists()
         if acc.num_processes == 1:
             return local
         flag = torch.full((), float(local), device=acc.device)
@@ -129,7 +131,7 @@ def write_samples(g: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.Tens
 class Progress:
     """tqdm on a terminal, or one concise line per log interval in a log file."""
 
-    def __init__(self, acc: Accelerator, start: int, total: int):
+    def __init__(self, acc: Accelerator, start: int, total: int | None):
         self.tty = sys.stderr.isatty() and acc.is_main_process
         self.bar = tqdm(initial=start, total=total, unit="step", disable=not self.tty, dynamic_ncols=True)
         self.main = acc.is_main_process
@@ -165,13 +167,16 @@ class Upkeep:
         self.progress = Progress(acc, state["step"], self.planned_steps())
         self.tick_time, self.tick_nimg = time.perf_counter(), state["nimg"]
         self.last_saved = state["step"] if resumed else -1
+        self.deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
 
-    def planned_steps(self) -> int:
+    def planned_steps(self) -> int | None:
+        if self.state["total_nimg"] >= UNBOUNDED:  # only --max-minutes ends it
+            return None
         left = max(self.state["total_nimg"] - self.state["nimg"], 0)
         return self.state["step"] + math.ceil(left / self.gan_step.step_nimg())
 
     def tick(self) -> bool:
-        """After each step; True when a stop signal ended the run (after saving)."""
+        """After each step; True when a stop signal or --max-minutes ended the run (after saving)."""
         cfg, step = self.cfg, self.state["step"]
         record = self.log() if step % cfg.log_every == 0 else None
         if step % cfg.sample_every == 0:
@@ -179,7 +184,14 @@ class Upkeep:
         if cfg.fid_every and step % cfg.fid_every == 0:  # every rank takes part
             self.measure_fid()
         self.progress.update(record)
-        signalled = step % SIGNAL_CHECK_EVERY == 0 and self.stop.agreed(self.acc)
+        checking = step % SIGNAL_CHECK_EVERY == 0
+        if checking and self.deadline is not None and self.stop.agreed(self.acc, time.monotonic() >= self.deadline):
+            self.finish()  # the time budget is spent: an ordinary end (saved, exported, last grid)
+            if self.acc.is_main_process:
+                print(f"facegan: --max-minutes {cfg.max_minutes:g} reached at step {step}; saved and exported",
+                      file=sys.stderr, flush=True)
+            return True
+        signalled = checking and self.stop.agreed(self.acc)
         if step % cfg.ckpt_every == 0 or signalled:
             self.checkpoint()
             if signalled and self.acc.is_main_process:
@@ -211,7 +223,7 @@ class Upkeep:
         record = {"step": self.state["step"], "kimg": self.kimg(),
                   **self.gan_step.stats.take(lambda t: self.acc.reduce(t, "sum")),
                   "img/s": (self.state["nimg"] - self.tick_nimg) / (now - self.tick_time),
-                  **self.gan_step.learning_rates()}
+                  **self.gan_step.learning_rates(), **self.gan_step.aug_logs()}
         self.tick_time, self.tick_nimg = now, self.state["nimg"]
         self.append_metrics(record)
         self.acc.log(record, step=record["step"])
@@ -273,6 +285,9 @@ class Upkeep:
         self.check_finite()
         self.data.close()  # its workers end before the save
         self.state["segment"] += 1
+        if self.gan_step.ada is not None:  # every rank: its pending r_t sums go to the record
+            self.state["ada"] = self.gan_step.ada.state(lambda t: self.acc.reduce(t, "sum"), self.acc.device,
+                                                        self.acc.is_main_process)
         save_run(self.run_dir, self.acc, self.m, self.state, self.cfg, self.resolution)
         self.export()
         self.last_saved = self.state["step"]

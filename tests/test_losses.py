@@ -59,7 +59,7 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", [n for n in LOSSES if n != "rpgan"])  # rpgan pairs: its own test
 def test_loss_values_on_known_logits(name):
     d_real, d_fake, g, dx, dgz = EXPECTED[name]
     loss = build_loss(name, drift=0.0)
@@ -71,11 +71,11 @@ def test_loss_values_on_known_logits(name):
     assert logs["loss/D"] == pytest.approx(d_real + d_fake, abs=1e-6)
     assert logs["D(x)"] == pytest.approx(dx, abs=1e-6)
     assert logs["D(G(z))"] == pytest.approx(dgz, abs=1e-6)
-    assert run(loss.g_passes(identity_d, FAKE, step=1)) == pytest.approx({"loss/G": g}, abs=1e-6)
+    assert run(loss.g_passes(identity_d, REAL, FAKE, step=1)) == pytest.approx({"loss/G": g}, abs=1e-6)
 
 
 def test_flags_and_options():
-    assert {n for n in LOSSES if build_loss(n).critic} == {"hinge", "lsgan", "wgan-gp"}
+    assert {n for n in LOSSES if build_loss(n).critic} == {"hinge", "lsgan", "wgan-gp", "rpgan"}
     assert {n for n in LOSSES if build_loss(n).needs_no_batchnorm} == {"wgan-gp"}
     assert build_loss("bce", real_label=0.8).real_label == 0.8
     wgan = build_loss("wgan-gp", gp_lambda=5.0, drift=0.01, reg_every=4, r1_gamma=1.0)
@@ -92,7 +92,7 @@ def test_each_pass_runs_one_d_forward_when_called():
 
     for name in LOSSES:
         loss = build_loss(name, r1_gamma=1.0, r2_gamma=1.0, reg_every=1)
-        for passes in (loss.d_passes(d, REAL, FAKE, step=0), loss.g_passes(d, FAKE, step=0)):
+        for passes in (loss.d_passes(d, REAL, FAKE, step=0), loss.g_passes(d, REAL, FAKE, step=0)):
             assert calls == []  # lazy: nothing runs until the loop calls a pass
             for p in passes:
                 p()
@@ -141,11 +141,55 @@ def test_r1_r2_lazy_weighting(name):
     assert logs["reg/r1"] == pytest.approx(3.0) and "reg/r2" not in logs
 
 
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_rpgan_pairs_real_and_fake_in_one_pass():
+    """Logits real [2, -1], fake [0.5, -3]: D's loss is the mean of softplus(fake_i - real_i), G's
+    of softplus(real_i - fake_i); one D forward on the 4 images per pass."""
+    loss = build_loss("rpgan")
+    calls = []
+
+    def d(x):
+        calls.append(x.shape[0])
+        return identity_d(x)
+
+    d_passes, g_passes = loss.d_passes(d, REAL, FAKE, step=1), loss.g_passes(d, REAL, FAKE, step=1)
+    assert len(d_passes) == len(g_passes) == 1
+    logs = run(d_passes)
+    assert logs["loss/D"] == pytest.approx(mean([softplus(0.5 - 2), softplus(-3 + 1)]), abs=1e-6)
+    assert (logs["D(x)"], logs["D(G(z))"]) == pytest.approx((0.5, -1.25))
+    assert logs["sign/real"] == 1.0  # ADA's r_t: the sign of each real's margin over its fake (2-0.5, -1+3)
+    assert run(g_passes) == pytest.approx({"loss/G": mean([softplus(2 - 0.5), softplus(-1 + 3)])}, abs=1e-6)
+    assert calls == [4, 4]
+
+
+def test_rpgan_r1_r2_from_one_input_gradient():
+    """With D(x) = 0.5 * ||x||^2 per image, dD/dx = x: R1 is the mean ||real||^2, R2 the mean
+    ||fake||^2, each weighted gamma/2 x reg_every, and differentiable (they reach D's weights)."""
+    real, fake = images(0), images(1)
+    d = LinearD()
+    loss = build_loss("rpgan", r1_gamma=2.0, r2_gamma=0.5, reg_every=4)
+    (terms,) = (p() for p in loss.d_passes(lambda x: 0.5 * x.square().flatten(1).sum(1), real, fake, step=8))
+    r1, r2 = (x.flatten(1).square().sum(1).mean().item() for x in (real, fake))
+    assert terms.logs["reg/r1"].item() == pytest.approx(r1, rel=1e-5)
+    assert terms.logs["reg/r2"].item() == pytest.approx(r2, rel=1e-5)
+    assert terms.loss.item() == pytest.approx(terms.logs["loss/D"].item() + 4 * (1.0 * r1 + 0.25 * r2), rel=1e-5)
+    (lazy,) = (p() for p in loss.d_passes(d, real, fake, step=9))
+    assert "reg/r1" not in lazy.logs and "reg/r2" not in lazy.logs
+    (due,) = (p() for p in loss.d_passes(d, real, fake, step=12))
+    assert due.logs["reg/r1"].item() == pytest.approx(3.0) and due.logs["reg/r2"].item() == pytest.approx(3.0)
+    adv = build_loss("rpgan").d_passes(d, real, fake, step=1)[0]().loss
+    grad = torch.autograd.grad(due.loss, d.w)[0] - torch.autograd.grad(adv, d.w)[0]
+    torch.testing.assert_close(grad, 2 * 4 * (1.0 + 0.25) * d.w.detach())  # d/dw of c ||w||^2
+
+
 def test_wgan_gp_three_passes_gp_and_drift():
     d = LinearD()
     loss = build_loss("wgan-gp", gp_lambda=10.0, drift=1e-3)
     passes = loss.d_passes(d, images(0), images(1), step=1)
-    assert len(passes) == 3 and len(loss.g_passes(d, images(1), step=1)) == 1
+    assert len(passes) == 3 and len(loss.g_passes(d, images(0), images(1), step=1)) == 1
     real_terms, _, gp_terms = (p() for p in passes)
     gp = (math.sqrt(3) - 1) ** 2  # ||dD/dx|| = ||w|| whatever the interpolation
     assert gp_terms.logs == pytest.approx({"reg/gp": gp})
@@ -181,7 +225,7 @@ def test_gan_loss_checks_its_options():
 def test_unknown_names_are_one_line_errors():
     with pytest.raises(ValueError) as e:
         build_loss("foo")
-    assert str(e.value) == "loss 'foo': unknown; expected one of bce, nonsat, hinge, lsgan, wgan-gp"
+    assert str(e.value) == "loss 'foo': unknown; expected one of bce, nonsat, hinge, lsgan, wgan-gp, rpgan"
     with pytest.raises(ValueError) as e:
         lr_factor("step", 0, 100, 0)
     assert str(e.value) == "lr schedule 'step': unknown; expected one of constant, linear, cosine"

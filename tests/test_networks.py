@@ -43,6 +43,45 @@ def test_dcgan_shapes_and_channels_last(resolution):
                                    atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["resnet", "r3gan"])
+@pytest.mark.parametrize("resolution", networks.RESOLUTIONS)
+def test_resnet_and_r3gan_shapes_layout_and_per_sample_d(arch, resolution):
+    """Shapes at every resolution, the same numbers in channels_last, and a D without batch
+    coupling (no BatchNorm: R1/R2 and rpgan's pairing need per-sample logits)."""
+    torch.manual_seed(0)
+    g_spec, d_spec = networks.make_specs(arch, resolution, z_dim=16, ngf=8, ndf=8, options={})
+    g, d = networks.build("generator", g_spec), networks.build("discriminator", d_spec)
+    g.eval(), d.eval()  # BatchNorm statistics and spectral norm's power iteration fixed
+    z = torch.randn(3, 16)
+    with torch.no_grad():
+        images = g(z)
+        logits = d(images)
+        assert images.shape == (3, 3, resolution, resolution) and logits.shape == (3,)
+        assert torch.isfinite(images).all() and images.std() > 0.01
+        torch.testing.assert_close(d(images[1:2]), logits[1:2], atol=1e-5, rtol=1e-4)
+        assert not networks.has_batchnorm(d)
+        g, d = networks.to_channels_last(g), networks.to_channels_last(d)
+        torch.testing.assert_close(g(z), images, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(d(images.contiguous(memory_format=torch.channels_last)), logits,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_r3gan_blocks_start_as_identity_and_resample_low_pass():
+    from facegan.networks import r3gan
+    block = r3gan.Block(8, expansion=2, group_width=4, total_blocks=4)
+    assert block.mix.groups == 4  # 16 expanded channels in groups of 4
+    x = torch.randn(2, 8, 6, 6)
+    assert torch.equal(block(x), x)  # fix-up: the last conv starts at zero
+    up, down = r3gan.LowPass(up=True), r3gan.LowPass(up=False)
+    y = up(x)
+    assert y.shape == (2, 8, 12, 12)
+    torch.testing.assert_close(y[..., ::2, ::2], x)  # interpolating: the samples are kept
+    torch.testing.assert_close(y[..., 1:-1:2, ::2], (x[..., :-1, :] + x[..., 1:, :]) / 2)  # midpoints
+    flat = torch.full((1, 2, 8, 8), 3.0)
+    torch.testing.assert_close(down(flat)[..., 1:, 1:], torch.full((1, 2, 3, 3), 3.0))  # unit gain inside
+    assert r3gan._groups(24, 16) == 1 and r3gan._groups(48, 16) == 3 and r3gan._groups(56, 16) == 2
+
+
 def test_specs_round_trip_and_options():
     g_spec, d_spec = networks.make_specs("dcgan", 64, 100, 32, 48, {"d_spectral_norm": True, "d_batchnorm": False})
     assert g_spec == {"arch": "dcgan", "kwargs": {"resolution": 64, "z_dim": 100, "width": 32}}
@@ -57,8 +96,9 @@ def test_specs_round_trip_and_options():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: networks.make_specs("foo", 32, 16, 8, 8, {}), "arch 'foo': unknown; registered: dcgan"),
-    (lambda: networks.build("generator", {"arch": "foo", "kwargs": {}}), "arch 'foo': unknown; registered: dcgan"),
+    (lambda: networks.make_specs("foo", 32, 16, 8, 8, {}), "arch 'foo': unknown; registered: dcgan, resnet, r3gan"),
+    (lambda: networks.build("generator", {"arch": "foo", "kwargs": {}}),
+     "arch 'foo': unknown; registered: dcgan, resnet, r3gan"),
     (lambda: networks.make_specs("dcgan", 32, 16, 8, 8, {"x": 1}),
      "option 'x' is not an option of arch dcgan (its options: d_batchnorm, d_spectral_norm)"),
     (lambda: networks.build("generator", {"arch": "dcgan", "kwargs": {"ngf": 8}}),
@@ -105,7 +145,7 @@ def test_unknown_arch_in_file_is_one_line(tmp_path):
     g, _ = dcgan()
     g.spec = {"arch": "gone", "kwargs": {}}
     ckpt.export_generator(g, tmp_path / "g.safetensors")
-    with pytest.raises(ValueError, match=r"^\S+g\.safetensors: arch 'gone': unknown; registered: dcgan$"):
+    with pytest.raises(ValueError, match=r"^\S+g\.safetensors: arch 'gone': unknown; registered: dcgan, resnet, r3gan"):
         ckpt.load_generator(tmp_path / "g.safetensors")
 
 

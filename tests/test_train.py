@@ -89,7 +89,7 @@ OPTS = {"default": {},  # channels_last + fused Adam
 
 @pytest.mark.parametrize("recipe,precision,opts", [
     ("dcgan", "no", "default"), ("strong", "no", "default"), ("dcgan", "fp16", "default"),
-    ("strong", "bf16", "default"), ("dcgan", "no", "plain"), ("wgan", "no", "default"),
+    ("strong", "bf16", "default"), ("dcgan", "no", "plain"), ("wgan", "no", "default"), ("modern", "no", "default"),
     pytest.param("dcgan", "bf16", "compile", marks=pytest.mark.slow),
     pytest.param("strong", "bf16", "cudagraphs", marks=pytest.mark.slow)])
 def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe, precision, opts):
@@ -103,6 +103,9 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe
     if recipe == "wgan":  # a critic, 5 D steps, 2 micro-batches, a cosine schedule with warm-up, EMA
         extra.update(loss="wgan-gp", d_steps=5, d_batchnorm=False, accumulate=2, batch_size=4, lr_schedule="cosine",
                      warmup_kimg=0.1, ema=True, ema_kimg=0.05)
+    if recipe == "modern":  # r3gan, rpgan with lazy R1 + R2, EMA, and ADA moving p at every 3rd step
+        extra.update(arch="r3gan", loss="rpgan", r1_gamma=1.0, r2_gamma=1.0, reg_every=2, ema=True, ada=True,
+                     ada_interval=3, ada_kimg=0.5, ada_target=-1.0, beta1=0.0)
     one = tiny(synthetic_shards, tmp_path / "one", **extra)
     train(one)
     two = tiny(synthetic_shards, tmp_path / "two", **extra)
@@ -120,6 +123,10 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe
     two_m = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss/D"] for r in one_m] == [r["loss/D"] for r in two_m]
     assert [r["lr/G"] for r in one_m] == [r["lr/G"] for r in two_m]
+    if recipe == "modern":  # p moved (any r_t > -1 = target) along the same path; the save at step 4
+        # fell between two updates (3, 6), so the pending sums of r_t went through the checkpoint
+        assert [r["aug/p"] for r in one_m] == [r["aug/p"] for r in two_m] and one_m[-1]["aug/p"] > 0
+        assert [r.get("aug/rt") for r in one_m] == [r.get("aug/rt") for r in two_m]
     if recipe == "wgan":  # 8 steps x 5 D steps x 2 micro-batches x 4 images; lr read from Adam
         assert [r["kimg"] for r in one_m] == [0.08, 0.16, 0.24, 0.32] and "reg/gp" in one_m[0]
         lrs = [r["lr/G"] for r in one_m]
@@ -262,6 +269,24 @@ def test_config_presets_and_errors(capsys):
         config_from_args(["--data", "d", "--run-dir", "r", "--batch-size", "0"])
     with pytest.raises(ValueError, match="diffaugment='blur': unknown 'blur'"):
         config_from_args(["--data", "d", "--run-dir", "r", "--diffaugment", "blur"])
+    with pytest.raises(ValueError, match="ada=true and diffaugment='color': choose one augmentation scheme"):
+        config_from_args(["--data", "d", "--run-dir", "r", "--ada", "--diffaugment", "color"])
+
+
+def test_modern_preset_takes_its_settings_from_the_shards_resolution(synthetic_shards, tmp_path):
+    from facegan.config import MODERN_BY_RESOLUTION, preset_config
+    cfg, _ = config_from_args(["--data", str(synthetic_shards), "--run-dir", "r", "--preset", "modern",
+                               "--r1-gamma", "0.3", "--g-blocks", "2"])  # 32 px shards
+    want = MODERN_BY_RESOLUTION[32]
+    assert (cfg.arch, cfg.loss, cfg.ada, cfg.ema, cfg.beta1) == ("r3gan", "rpgan", True, True, 0.0)
+    assert (cfg.ngf, cfg.batch_size, cfg.r2_gamma, cfg.r1_gamma) == (want["ngf"], want["batch_size"],
+                                                                    want["r2_gamma"], 0.3)
+    assert cfg.arch_options == {**want.get("arch_options", {}), "g_blocks": 2}
+    assert preset_config("modern", 64).ngf == MODERN_BY_RESOLUTION[64]["ngf"]
+    with pytest.raises(ValueError, match=r"preset modern: no settings for 48 px; it has 32, 64, 128 px"):
+        preset_config("modern", 48)
+    with pytest.raises(ValueError, match="none: shard folder not found"):  # the shard set's one-line error
+        config_from_args(["--data", str(tmp_path / "none"), "--run-dir", "r", "--preset", "modern"])
 
 
 def test_wandb_offline_writes_a_run_and_no_secret(tmp_path, synthetic_shards):
@@ -377,14 +402,16 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
 
 @pytest.mark.slow
 def test_two_process_ddp_resumes_a_one_process_run(tmp_path, synthetic_shards, standin):
-    """3 steps on one process, then a resume on 2 (a SLURM requeue on more GPUs): the image count,
-    the stop point and kimg carry over, DDP keeps the ranks' parameters identical, and FID runs
-    with every rank measuring its share."""
+    """The modern preset (r3gan, rpgan + R1/R2, EMA, ADA) for 3 steps on one process, then a
+    resume on 2 (a SLURM requeue on more GPUs): the image count, the stop point, kimg and ADA's p
+    carry over, DDP keeps the ranks' parameters identical, and FID runs with every rank measuring
+    its share."""
     run = tmp_path / "run"
-    train(config_from_args(_flags(synthetic_shards, run, preset="dcgan", **{"max-steps": 3}))[0])
+    modern = {"preset": "modern", "ada-interval": 1, "ada-kimg": 0.1, "ada-target": -1.0}  # p rises every step
+    train(config_from_args(_flags(synthetic_shards, run, **modern, **{"max-steps": 3}))[0])
     fid = {"fid-every": 6, "fid-samples": 8, "fid-batch-size": 4, "inception-weights": standin,
            "fid-cache": tmp_path / "cache"}
-    res = _run(TORCHRUN + [TRAIN_PY] + _flags(synthetic_shards, run, preset="dcgan", **fid), timeout=300)
+    res = _run(TORCHRUN + [TRAIN_PY] + _flags(synthetic_shards, run, **modern, **fid), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "saved by 1 process(es), resumed on 2" in res.stderr and "data order" in res.stderr
     first, last = (json.loads((p / ckpt.STATE_FILE).read_text()) for p in ckpt.complete_checkpoints(run))
@@ -397,6 +424,7 @@ def test_two_process_ddp_resumes_a_one_process_run(tmp_path, synthetic_shards, s
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in records if "loss/D" in r]
     assert [(r["step"], r["kimg"]) for r in losses] == [(3, 0.024), (6, 0.072)]  # rank 0 alone writes
+    assert 0 < losses[0]["aug/p"] < losses[1]["aug/p"] and first["ada"]["p"] == losses[0]["aug/p"]
     fids = [r for r in records if "fid_nonstandard" in r]
     assert [(r["step"], r["num_real"], r["num_generated"]) for r in fids] == [(6, 103, 8)]
     assert res.stderr.count("generator exported") == 1
@@ -488,6 +516,22 @@ def test_short_run_still_writes_a_final_grid(tmp_path, synthetic_shards):
     assert [p.name for p in (run / "samples").iterdir()] == ["step-000000003.png"]
     train(tiny(synthetic_shards, run, max_steps=3, sample_every=500, ckpt_every=500))  # nothing to do
     assert [p.name for p in (run / "samples").iterdir()] == ["step-000000003.png"]
+
+
+def test_max_minutes_stops_cleanly_and_a_resume_goes_on(tmp_path, synthetic_shards, monkeypatch):
+    """--max-minutes alone bounds the run: at the first stop check after the deadline it saves,
+    exports and writes its last grid like a finished run; a new start runs its own minutes."""
+    monkeypatch.setattr(upkeep, "SIGNAL_CHECK_EVERY", 5)
+    run = tmp_path / "run"
+    cfg = tiny(synthetic_shards, run, max_steps=0, max_minutes=1e-6, sample_every=500, ckpt_every=500)
+    train(cfg)
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000005"]
+    assert ckpt.load_generator(run / "generator.safetensors")[1]["step"] == 5
+    assert [p.name for p in (run / "samples").iterdir()] == ["step-000000005.png"]
+    train(cfg)
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000005", "step-000000010"]
+    with pytest.raises(ValueError, match="lr_schedule=cosine decays over the training length: set --max-kimg"):
+        dataclasses.replace(cfg, lr_schedule="cosine").validate()
 
 
 def test_full_disk_during_export_is_one_line_and_resumable(tmp_path, synthetic_shards, capsys, monkeypatch):

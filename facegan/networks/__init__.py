@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import importlib
 import inspect
+import math
 import typing
 from types import ModuleType
 
@@ -24,10 +25,21 @@ from torch import nn
 # The registry: arch name -> module path. Adding an architecture is one module and one line here.
 ARCHS = {
     "dcgan": "facegan.networks.dcgan",
+    "resnet": "facegan.networks.resnet",
+    "r3gan": "facegan.networks.r3gan",
 }
 RESOLUTIONS = (32, 64, 128)
 KINDS = {"generator": "Generator", "discriminator": "Discriminator"}
 PREFIXES = {"generator": "g_", "discriminator": "d_"}  # which network an option belongs to
+
+
+def stage_widths(resolution: int, width: int, cap: int = 8) -> list[int]:
+    """Channels of the stages at 4, 8, ..., `resolution` px: `width` at full resolution, doubling
+    at each halving up to `width x cap` (DCGAN's 512-256-128-64 at 64 px and width 64)."""
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution {resolution} is not supported; choose one of {RESOLUTIONS}")
+    sizes = [4 * 2**i for i in range(int(math.log2(resolution)) - 1)]
+    return [width * min(resolution // size, cap) for size in sizes]
 
 
 def arch_module(arch: str) -> ModuleType:

@@ -1,0 +1,170 @@
+"""The quality study: facegan's recipes at equal wall-clock budgets on real CelebA faces.
+
+    python bench/quality.py                               # CPU: 32 px, 6 minutes per recipe
+    python bench/quality.py --size 64 --minutes 20        # on a GPU
+
+Packs the CelebA sample (`../shared/data/celeba-sample`, official splits) once: the train split
+to train on, the val and test splits to measure on. Each recipe then trains for --minutes of
+wall time in --marks equal starts of `facegan/train.py --max-minutes` (each start resumes the
+last; start-up time is not counted), and after each start its exported generator (EMA-G where
+the recipe has EMA) is scored: FID of --samples generated images against val and against test.
+
+The Inception network is a STAND-IN (torch-fidelity's InceptionV3 architecture, Kaiming-
+initialised, seed 0) unless --inception-weights gives the standard weights: its FIDs rank
+recipes against each other on the same images but are not comparable to published FIDs.
+
+Writes bench/QUALITY.md (tables and grids; text after its "## Observations" heading is kept) and
+bench/quality-<recipe>-<size>.png, each recipe's last fixed-latent grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facegan import checkpoint as ckpt  # noqa: E402
+from facegan import metrics  # noqa: E402
+from facegan.inception import Inception, make_standin_weights  # noqa: E402
+from facegan.shardset import load_shardset  # noqa: E402
+
+# Each recipe is a preset as users run it; resnet is the strong recipe (hinge, spectral norm,
+# EMA) on the SNGAN-style ResNet, at width 32 so that a CPU step takes about as long as modern's.
+RECIPES = {
+    "dcgan": ["--preset", "dcgan"],
+    "strong": ["--preset", "strong"],
+    "resnet": ["--preset", "strong", "--arch", "resnet", "--ngf", "32", "--ndf", "32"],
+    "modern": ["--preset", "modern"],
+}
+OBSERVATIONS = "## Observations"
+
+
+def pack(sample: Path, split: str, size: int, out: Path) -> Path:
+    if not (out / "manifest.json").exists():
+        subprocess.run([sys.executable, "-m", "facegan.pack", "celeba", str(sample), "--split", split,
+                        "--size", str(size), "--out", str(out), "--overwrite", "--no-progress",
+                        "--shard-size", "250", "--readers", "2"], check=True, cwd=ROOT)
+    return out
+
+
+def train_start(recipe: str, data: Path, run: Path, minutes: float, extra: list[str]) -> None:
+    cmd = [sys.executable, "facegan/train.py", *RECIPES[recipe], "--data", str(data), "--run-dir", str(run),
+           "--max-minutes", f"{minutes:g}", "--resume", "auto", "--ckpt-every", "1000000",
+           "--sample-every", "1000000", "--log-every", "50", *extra]
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def last_record(run: Path) -> dict:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    return [r for r in lines if "loss/D" in r][-1]
+
+
+def score(inception: Inception, generator: Path, refs: dict, samples: int) -> dict[str, float]:
+    g, _ = ckpt.load_generator(generator)
+    stats = metrics.generator_stats(inception, g, samples, g.z_dim, seed=123, batch_size=50)
+    return {name: metrics.frechet_distance(stats, ref) for name, ref in refs.items()}
+
+
+def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: dict[str, str],
+                 floor: float) -> None:
+    kept = ""
+    if path.exists() and OBSERVATIONS in path.read_text():
+        kept = path.read_text().split(OBSERVATIONS, 1)[1]
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    final = {r["recipe"]: r for r in rows if r["mark"] == args.marks}
+    lines = [
+        "# Quality study: recipes at equal wall-clock on real CelebA faces", "",
+        f"Written by `python bench/quality.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}; "
+        f"{torch.__version__}, {torch.get_num_threads()} CPU threads"
+        f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}.", "",
+        f"- Data: the CelebA sample's official splits at {args.size} px: train {rows[0]['train']} images "
+        f"(trained on), val {rows[0]['val']} and test {rows[0]['test']} (measured against).",
+        f"- Budget: {args.minutes:g} minutes of training wall time per recipe, in {args.marks} resumed starts "
+        "(start-up not counted); FID after each start.",
+        f"- FID: {args.samples} generated images (EMA-G where the recipe has EMA) against each split. "
+        f"**{weights_note}**", "",
+        "Recipes (`facegan/train.py` flags): " + "; ".join(f"{k}: `{' '.join(v)}`" for k, v in RECIPES.items()
+                                                          if k in recipes) + ".", "",
+        "## Final", "", "| recipe | kimg | steps | img/s | FID val | FID test |", "|---|---|---|---|---|---|",
+        f"| (real: the val split against test) | | | | {floor:.2f} | |"]
+    for name in sorted(final, key=lambda n: final[n]["fid_val"]):
+        r = final[name]
+        lines.append(f"| {name} | {r['kimg']:.1f} | {r['step']} | {r['img/s']:.0f} | {r['fid_val']:.2f} | "
+                     f"{r['fid_test']:.2f} |")
+    if final:
+        best = min(final, key=lambda n: final[n]["fid_val"])
+        others = [n for n in final if n != best]
+        if others:
+            runner = min(others, key=lambda n: final[n]["fid_val"])
+            lines += ["", f"Lowest stand-in FID on val: **{best}**, {final[best]['fid_val']:.2f} against {runner}'s "
+                      f"{final[runner]['fid_val']:.2f} (test: {final[best]['fid_test']:.2f} against "
+                      f"{final[runner]['fid_test']:.2f})."]
+    lines += ["", "## Over time", "", "| recipe | minutes | kimg | FID val | FID test |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['recipe']} | {r['minutes']:g} | {r['kimg']:.1f} | {r['fid_val']:.2f} | "
+                     f"{r['fid_test']:.2f} |")
+    lines += ["", "## Final grids (fixed latents)", ""]
+    lines += [f"**{name}**\n\n![{name}]({file})\n" for name, file in grids.items()]
+    path.write_text("\n".join(lines) + "\n\n" + OBSERVATIONS + (kept or "\n\n(what the grids show)\n"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma list of " + ", ".join(RECIPES))
+    p.add_argument("--size", type=int, default=32, choices=(32, 64, 128))
+    p.add_argument("--minutes", type=float, default=6.0, help="training wall time per recipe")
+    p.add_argument("--marks", type=int, default=2, help="starts per recipe (an FID after each)")
+    p.add_argument("--samples", type=int, default=500, help="generated images per FID")
+    p.add_argument("--sample-data", default=str(ROOT.parent / "shared" / "data" / "celeba-sample"))
+    p.add_argument("--workdir", default=str(ROOT / "runs" / "quality"))
+    p.add_argument("--inception-weights", default="", help="standard weights (default: a stand-in)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "QUALITY.md"))
+    p.add_argument("--train-flags", default="", help="extra flags for every recipe, e.g. '--cpu'")
+    args = p.parse_args()
+    recipes = args.recipes.split(",")
+    for name in recipes:
+        if name not in RECIPES:
+            p.error(f"--recipes: unknown {name!r}; expected some of {', '.join(RECIPES)}")
+    sample, work = Path(args.sample_data), Path(args.workdir)
+    if not (sample / "img_align_celeba").is_dir():
+        p.error(f"--sample-data {sample}: no img_align_celeba/ there (the CelebA sample, ../shared/data)")
+    data = {s: pack(sample, s, args.size, work / f"celeba-{args.size}-{s}") for s in ("train", "val", "test")}
+    weights = args.inception_weights or str(make_standin_weights(work / "standin-inception.pt"))
+    weights_note = ("standard Inception weights" if args.inception_weights else
+                    "Stand-in Inception (Kaiming-initialised, not the standard weights): compare rows with "
+                    "each other only, never with published FIDs.")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    inception = Inception(weights, device)
+    refs = {s: metrics.shard_stats(inception, load_shardset(data[s]), cache_dir=work / "stats")[0]
+            for s in ("val", "test")}
+    counts = {s: load_shardset(data[s]).count for s in data}
+    floor = metrics.frechet_distance(refs["val"], refs["test"])  # what real faces score: the floor
+    rows, grids = [], {}
+    for name in recipes:
+        run = work / f"{name}-{args.size}"
+        shutil.rmtree(run, ignore_errors=True)
+        for mark in range(1, args.marks + 1):
+            train_start(name, data["train"], run, args.minutes / args.marks, args.train_flags.split())
+            fid = score(inception, run / "generator.safetensors", refs, args.samples)
+            rec = last_record(run)
+            rows.append({"recipe": name, "mark": mark, "minutes": args.minutes * mark / args.marks,
+                         "kimg": rec["kimg"], "step": rec["step"], "img/s": rec["img/s"],
+                         "fid_val": fid["val"], "fid_test": fid["test"], **counts})
+            print(json.dumps(rows[-1]), flush=True)
+        grid = sorted((run / "samples").glob("step-*.png"))[-1]
+        grids[name] = f"quality-{name}-{args.size}.png"
+        shutil.copy(grid, Path(args.out).parent / grids[name])
+        write_report(Path(args.out), args, rows, weights_note, grids, floor)
+
+
+if __name__ == "__main__":
+    main()
