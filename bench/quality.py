@@ -144,9 +144,9 @@ def main() -> None:
                     "each other only, never with published FIDs.")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     inception = Inception(weights, device)
-    refs = {s: metrics.shard_stats(inception, load_shardset(data[s]), cache_dir=work / "stats")[0]
-            for s in ("val", "test")}
-    counts = {s: load_shardset(data[s]).count for s in data}
+    shardsets = {s: load_shardset(path) for s, path in data.items()}
+    refs = {s: metrics.shard_stats(inception, shardsets[s], cache_dir=work / "stats")[0] for s in ("val", "test")}
+    counts = {s: shardset.count for s, shardset in shardsets.items()}
     floor = metrics.frechet_distance(refs["val"], refs["test"])  # what real faces score: the floor
     rows, grids = [], {}
     for name in recipes:

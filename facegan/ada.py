@@ -111,9 +111,8 @@ class AdaController:
         if sums[1] == 0:
             return
         self.rt = sums[0] / sums[1]
-        step_size = self.interval * step_nimg / (self.kimg * 1000)
-        self.p = min(max(self.p + math.copysign(step_size, self.rt - self.target) if self.rt != self.target
-                         else self.p, 0.0), 1.0)
+        direction = (self.rt > self.target) - (self.rt < self.target)  # sign(r_t - target): -1, 0 or 1
+        self.p = min(max(self.p + direction * self.interval * step_nimg / (self.kimg * 1000), 0.0), 1.0)
 
     def _totals(self, device: torch.device) -> Tensor:
         total = self.sign_sum if isinstance(self.sign_sum, Tensor) else torch.tensor(self.sign_sum, dtype=torch.float64)

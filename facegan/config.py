@@ -120,9 +120,10 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: must not be negative")
         if not (self.max_steps or self.max_kimg):
             for net in ("g", "d"):
-                if self.schedule(net)[0] != "constant":
-                    raise ValueError(f"lr_schedule{'' if getattr(self, f'lr_schedule_{net}') == '' else '_' + net}="
-                                     f"{self.schedule(net)[0]} decays over the training length: set --max-kimg or "
+                kind = self.schedule(net)[0]
+                if kind != "constant":
+                    name = f"lr_schedule_{net}" if getattr(self, f"lr_schedule_{net}") else "lr_schedule"
+                    raise ValueError(f"{name}={kind} decays over the training length: set --max-kimg or "
                                      "--max-steps (--max-minutes alone has no length in images)")
         if not -1 <= self.ada_target <= 1:
             raise ValueError(f"ada_target={self.ada_target}: must be in [-1, 1] (r_t is the mean sign of D's "

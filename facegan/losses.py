@@ -74,10 +74,13 @@ class GANLoss:
         """What D(x) and D(G(z)) log: the mean probability, or the mean raw score of a critic."""
         return (logits if self.critic else torch.sigmoid(logits)).mean().detach()
 
+    def regularise(self, step: int) -> tuple[bool, bool]:
+        """Whether R1 and R2 run at D step `step` (lazily: every reg_every-th, scaled by reg_every)."""
+        due = step % self.reg_every == 0
+        return due and self.r1_gamma > 0, due and self.r2_gamma > 0
+
     def d_passes(self, d: D, real: Tensor, fake: Tensor, step: int) -> list[Pass]:
-        due = step % self.reg_every == 0  # lazy regularisation, scaled by reg_every when due
-        r1 = due and self.r1_gamma > 0
-        r2 = due and self.r2_gamma > 0
+        r1, r2 = self.regularise(step)
         return [lambda: self.real_pass(d, real, r1), lambda: self.fake_pass(d, fake, r2)]
 
     def g_passes(self, d: D, real: Tensor, fake: Tensor, step: int) -> list[Pass]:
@@ -112,8 +115,13 @@ class GANLoss:
         """Hook for a regulariser on the real logits (wgan-gp's drift)."""
 
     def _zero_centred(self, terms: Terms, key: str, logits: Tensor, x: Tensor, gamma: float) -> None:
-        """R1 (x real) or R2 (x fake): mean ||dD/dx||^2, weighted gamma/2 x reg_every as it runs lazily."""
-        self._add(terms, key, input_grad(logits, x).square().sum(1).mean(), gamma / 2 * self.reg_every)
+        """R1 (x real) or R2 (x fake) from D's logits on x."""
+        self._add_zero_centred(terms, key, input_grad(logits, x).square().sum(1), gamma)
+
+    def _add_zero_centred(self, terms: Terms, key: str, sq_norms: Tensor, gamma: float) -> None:
+        """R1 or R2 from per-sample ||dD/dx||^2 [B]: their mean, weighted gamma/2 x reg_every as it
+        runs lazily."""
+        self._add(terms, key, sq_norms.mean(), gamma / 2 * self.reg_every)
 
     @staticmethod
     def _add(terms: Terms, key: str, penalty: Tensor, weight: float) -> None:
@@ -235,8 +243,8 @@ class RpGAN(GANLoss):
     critic = True
 
     def d_passes(self, d, real, fake, step):
-        due = step % self.reg_every == 0
-        return [lambda: self.pair_pass(d, real, fake, due and self.r1_gamma > 0, due and self.r2_gamma > 0)]
+        r1, r2 = self.regularise(step)
+        return [lambda: self.pair_pass(d, real, fake, r1, r2)]
 
     def g_passes(self, d, real, fake, step):
         def g_pass() -> Terms:
@@ -259,12 +267,11 @@ class RpGAN(GANLoss):
         if r1 or r2:
             # Per-sample gradients of the summed logits: each logit depends on its own image only
             # (no BatchNorm in the archs rpgan is meant for). Each half's mean over its B images.
-            norms = input_grad(logits, both).square().sum(1)  # [2B]
-            r1_norm, r2_norm = norms.chunk(2)
+            real_norms, fake_norms = input_grad(logits, both).square().sum(1).chunk(2)  # [B] each
             if r1:
-                self._add(terms, "reg/r1", r1_norm.mean(), self.r1_gamma / 2 * self.reg_every)
+                self._add_zero_centred(terms, "reg/r1", real_norms, self.r1_gamma)
             if r2:
-                self._add(terms, "reg/r2", r2_norm.mean(), self.r2_gamma / 2 * self.reg_every)
+                self._add_zero_centred(terms, "reg/r2", fake_norms, self.r2_gamma)
         return terms
 
 

@@ -59,16 +59,15 @@ class StopSignal:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    def agreed(self, acc: Accelerator, local: bool | None = None) -> bool:
-        """Whether any rank got a signal or sees the stop file (or: whether `local` holds on any
-        rank). One process needs no collective, and no host-device sync that would drain the GPU
-        queue; several ranks all-reduce."""
-        if local is None:
-            local = self.received is not None or self.stop_file.exists()
+    def agreed(self, acc: Accelerator, out_of_time: bool = False) -> tuple[bool, bool]:
+        """(whether any rank got a signal or sees the stop file, whether any rank is past the
+        --max-minutes deadline). One process needs no collective, and no host-device sync that
+        would drain the GPU queue; several ranks all-reduce both flags at once."""
+        local = (self.received is not None or self.stop_file.exists(), out_of_time)
         if acc.num_processes == 1:
             return local
-        flag = torch.full((), float(local), device=acc.device)
-        return bool(acc.reduce(flag, "max") > 0)
+        flags = acc.reduce(torch.tensor(local, dtype=torch.float32, device=acc.device), "max")
+        return bool(flags[0] > 0), bool(flags[1] > 0)
 
 
 def tracker_init(accelerator: Accelerator, cfg: TrainConfig, run_dir: Path) -> None:
@@ -184,14 +183,16 @@ class Upkeep:
         if cfg.fid_every and step % cfg.fid_every == 0:  # every rank takes part
             self.measure_fid()
         self.progress.update(record)
-        checking = step % SIGNAL_CHECK_EVERY == 0
-        if checking and self.deadline is not None and self.stop.agreed(self.acc, time.monotonic() >= self.deadline):
+        signalled = out_of_time = False
+        if step % SIGNAL_CHECK_EVERY == 0:
+            signalled, out_of_time = self.stop.agreed(
+                self.acc, self.deadline is not None and time.monotonic() >= self.deadline)
+        if out_of_time:
             self.finish()  # the time budget is spent: an ordinary end (saved, exported, last grid)
             if self.acc.is_main_process:
                 print(f"facegan: --max-minutes {cfg.max_minutes:g} reached at step {step}; saved and exported",
                       file=sys.stderr, flush=True)
             return True
-        signalled = checking and self.stop.agreed(self.acc)
         if step % cfg.ckpt_every == 0 or signalled:
             self.checkpoint()
             if signalled and self.acc.is_main_process:

@@ -111,7 +111,7 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe
     two = tiny(synthetic_shards, tmp_path / "two", **extra)
     with monkeypatch.context() as patch:  # preempted at step 4: saves and exits (the schedule keeps its length)
         patch.setattr(upkeep, "SIGNAL_CHECK_EVERY", 4)
-        patch.setattr(upkeep.StopSignal, "agreed", lambda self, acc: True)
+        patch.setattr(upkeep.StopSignal, "agreed", lambda self, acc, out_of_time=False: (True, False))
         train(two)
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "two")] == ["step-000000004"]
     train(two)
