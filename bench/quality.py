@@ -63,9 +63,12 @@ def train_start(recipe: str, data: Path, run: Path, minutes: float, extra: list[
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
-def last_record(run: Path) -> dict:
+def progress(run: Path) -> dict:
+    """Step and kimg of the exported generator (where the start ended), img/s of the last log line."""
+    export = json.loads((run / "generator.json").read_text())
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    return [r for r in lines if "loss/D" in r][-1]
+    return {"step": export["step"], "kimg": export["nimg"] / 1000,
+            "img/s": [r for r in lines if "img/s" in r][-1]["img/s"]}
 
 
 def score(inception: Inception, generator: Path, refs: dict, samples: int) -> dict[str, float]:
@@ -155,7 +158,7 @@ def main() -> None:
         for mark in range(1, args.marks + 1):
             train_start(name, data["train"], run, args.minutes / args.marks, args.train_flags.split())
             fid = score(inception, run / "generator.safetensors", refs, args.samples)
-            rec = last_record(run)
+            rec = progress(run)
             rows.append({"recipe": name, "mark": mark, "minutes": args.minutes * mark / args.marks,
                          "kimg": rec["kimg"], "step": rec["step"], "img/s": rec["img/s"],
                          "fid_val": fid["val"], "fid_test": fid["test"], **counts})

@@ -298,7 +298,7 @@ class Upkeep:
     def export(self) -> None:
         if self.acc.is_main_process:
             d = self.m.unwrapped()[1]
-            step = self.state["step"]
-            ckpt.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step,
+            step, nimg = self.state["step"], self.state["nimg"]
+            ckpt.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step, nimg=nimg,
                                   ema=self.m.ema is not None)
             ckpt.export_discriminator(d, self.run_dir / "discriminator.safetensors", step=step)

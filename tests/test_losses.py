@@ -83,11 +83,11 @@ def test_flags_and_options():
     assert all(build_loss(n).name == n for n in LOSSES)
 
 
-def test_each_pass_runs_one_d_forward_when_called():
+def test_each_pass_runs_one_d_forward_with_a_graph_when_called():
     calls = []
 
     def d(x):
-        calls.append(x.shape[0])
+        calls.append((x.shape[0], torch.is_grad_enabled()))
         return identity_d(x)
 
     for name in LOSSES:
@@ -96,8 +96,11 @@ def test_each_pass_runs_one_d_forward_when_called():
             assert calls == []  # lazy: nothing runs until the loop calls a pass
             for p in passes:
                 p()
-                assert len(calls) == 1
+                assert [grad for _, grad in calls].count(True) == 1  # one graph, one backward
                 calls.clear()
+    # rpgan's G pass: D(real) without a graph (no backward through D for it), then D(fake)
+    build_loss("rpgan").g_passes(d, REAL, FAKE, step=0)[0]()
+    assert calls == [(REAL.shape[0], False), (FAKE.shape[0], True)]
 
 
 class LinearD(nn.Module):
@@ -147,7 +150,8 @@ def softplus(x: float) -> float:
 
 def test_rpgan_pairs_real_and_fake_in_one_pass():
     """Logits real [2, -1], fake [0.5, -3]: D's loss is the mean of softplus(fake_i - real_i), G's
-    of softplus(real_i - fake_i); one D forward on the 4 images per pass."""
+    of softplus(real_i - fake_i). D's pass sees the 4 images in one forward; G's pass takes the
+    2 real ones (no graph) and the 2 fake ones apart."""
     loss = build_loss("rpgan")
     calls = []
 
@@ -162,7 +166,7 @@ def test_rpgan_pairs_real_and_fake_in_one_pass():
     assert (logs["D(x)"], logs["D(G(z))"]) == pytest.approx((0.5, -1.25))
     assert logs["sign/real"] == 1.0  # ADA's r_t: the sign of each real's margin over its fake (2-0.5, -1+3)
     assert run(g_passes) == pytest.approx({"loss/G": mean([softplus(2 - 0.5), softplus(-1 + 3)])}, abs=1e-6)
-    assert calls == [4, 4]
+    assert calls == [4, 2, 2]
 
 
 def test_rpgan_r1_r2_from_one_input_gradient():

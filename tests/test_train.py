@@ -282,7 +282,9 @@ def test_modern_preset_takes_its_settings_from_the_shards_resolution(synthetic_s
     assert (cfg.ngf, cfg.batch_size, cfg.r2_gamma, cfg.r1_gamma) == (want["ngf"], want["batch_size"],
                                                                     want["r2_gamma"], 0.3)
     assert cfg.arch_options == {**want.get("arch_options", {}), "g_blocks": 2}
+    assert (cfg.lr_g, cfg.lr_d, cfg.reg_every) == (want["lr_g"], want["lr_d"], want["reg_every"])
     assert preset_config("modern", 64).ngf == MODERN_BY_RESOLUTION[64]["ngf"]
+    assert preset_config("modern", 64).lr_g == 2e-4  # the paper's where no size-specific value is set
     with pytest.raises(ValueError, match=r"preset modern: no settings for 48 px; it has 32, 64, 128 px"):
         preset_config("modern", 48)
     with pytest.raises(ValueError, match="none: shard folder not found"):  # the shard set's one-line error
