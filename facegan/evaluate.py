@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if acc.is_main_process:
+        if "warning" in record:
+            print(f"{prog}: warning: {record['warning']}", file=sys.stderr)
         print(json.dumps(record), flush=True)
     return 0
 

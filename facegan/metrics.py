@@ -28,6 +28,8 @@ from .data import eval_loader
 from .inception import EXTRACTOR, FEATURE, Inception
 from .shardset import ShardSet
 
+FEATURE_DIM = int(FEATURE)  # dimensions of the feature FID compares
+
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 STATS_VERSION = 1  # bump when the way statistics are computed changes
 
@@ -87,7 +89,7 @@ def frechet_distance(a: Stats, b: Stats) -> float:
 def features_moments(inception: Inception, batches: Iterable[torch.Tensor], total: int | None = None,
                      progress: bool = False, desc: str = "features") -> Moments:
     """Moments of the Inception features of uint8 [B,3,H,W] batches."""
-    moments = Moments(2048, inception.device)
+    moments = Moments(FEATURE_DIM, inception.device)
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False,
               mininterval=0.5 if sys.stderr.isatty() else 30) as bar:  # closed on errors too
         for images in batches:
@@ -241,14 +243,28 @@ def folder_stats(inception: Inception, folder: str | Path, *, batch_size: int = 
     return moments.stats(reduce)
 
 
+def few_samples_warning(counts: dict) -> str | None:
+    """What pytorch-fid and clean-fid warn of: a side with fewer images than the 2048 feature
+    dimensions has a singular covariance, and its FID is biased upwards and noisy."""
+    few = {k.removeprefix("num_"): v for k, v in counts.items() if k.startswith("num_") and v < FEATURE_DIM}
+    if not few:
+        return None
+    sides = ", ".join(f"{v} {k}" for k, v in few.items())
+    return (f"fewer images than the {FEATURE_DIM} feature dimensions ({sides}): the covariance is singular, "
+            "so this FID is biased upwards and noisy; compare it only with FIDs taken from the same counts")
+
+
 def fid_record(fid: float, inception: Inception, **counts) -> dict:
     """One FID result with the weights that produced it. With non-standard weights the value goes
-    under `fid_nonstandard`, never `fid`, and a note says why."""
+    under `fid_nonstandard`, never `fid`, and a note says why; too few images add a warning."""
     info = inception.describe()
     record = {fid_key(info["standard_weights"]): fid, **counts, **info}
     if not info["standard_weights"]:
         record["note"] = ("not torch-fidelity's standard Inception weights: this number is not "
                           "comparable to published FIDs")
+    warning = few_samples_warning(counts)
+    if warning:
+        record["warning"] = warning
     return record
 
 
@@ -278,7 +294,8 @@ def describe(record: dict) -> str:
     """One line for people: the value, the counts and the weights that produced it."""
     where = f"step {record['step']}: " if "step" in record else ""
     counts = ", ".join(f"{v} {k.removeprefix('num_')}" for k, v in record.items() if k.startswith("num_"))
+    few = f"; warning: {record['warning']}" if "warning" in record else ""
     if record["standard_weights"]:
-        return f"{where}FID {record['fid']:.3f} ({counts}; standard Inception weights)"
+        return f"{where}FID {record['fid']:.3f} ({counts}; standard Inception weights{few})"
     return (f"{where}FID {record['fid_nonstandard']:.4f} with NON-STANDARD Inception weights {record['weights']} "
-            f"(sha256 {record['weights_sha256'][:12]}; not comparable to published FIDs; {counts})")
+            f"(sha256 {record['weights_sha256'][:12]}; not comparable to published FIDs; {counts}{few})")

@@ -104,6 +104,12 @@ def test_standin_tells_faces_from_noise(inception):
     record = metrics.fid_record(other_faces, inception, num_real=24)
     assert "fid" not in record and record["standard_weights"] is False and "not comparable" in record["note"]
     assert "NON-STANDARD" in metrics.describe(record)
+    # pytorch-fid's and clean-fid's warning: fewer images than feature dimensions, singular covariance
+    assert record["warning"].startswith("fewer images than the 2048 feature dimensions (24 real)")
+    assert "warning: fewer images" in metrics.describe(record)
+    record = metrics.fid_record(other_faces, inception, num_real=2048, num_generated=100)
+    assert "(100 generated)" in record["warning"] and "real" not in record["warning"].split(":")[0]
+    assert "warning" not in metrics.fid_record(other_faces, inception, num_real=2048, num_generated=5000)
 
 
 def test_moments_match_numpy_cov():
