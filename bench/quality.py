@@ -2,6 +2,7 @@
 
     python bench/quality.py                               # CPU: 32 px, 6 minutes per recipe
     python bench/quality.py --size 64 --minutes 20        # on a GPU
+    python bench/quality.py --seeds 0,1,2                 # each recipe at 3 seeds, tables of their mean
 
 Packs the CelebA sample (`../shared/data/celeba-sample`, official splits) once: the train split
 to train on, the val and test splits to measure on. Each recipe then trains for --minutes of
@@ -46,6 +47,7 @@ RECIPES = {
     "modern": ["--preset", "modern"],
 }
 OBSERVATIONS = "## Observations"
+MEANS = ("kimg", "step", "img/s", "fid_val", "fid_test")  # averaged over seeds
 
 
 def pack(sample: Path, split: str, size: int, out: Path) -> Path:
@@ -77,6 +79,20 @@ def score(inception: Inception, generator: Path, refs: dict, samples: int) -> di
     return {name: metrics.frechet_distance(stats, ref) for name, ref in refs.items()}
 
 
+def mean_over_seeds(rows: list[dict]) -> list[dict]:
+    """One row per recipe and mark: numbers averaged over the seeds, each seed's FIDs in `per_seed`."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["recipe"], r["mark"]), []).append(r)
+    out = []
+    for group in groups.values():
+        row = {k: (sum(r[k] for r in group) / len(group) if k in MEANS else v)
+               for k, v in group[0].items() if k != "seed"}
+        row["per_seed"] = ", ".join(f"{r['seed']}: {r['fid_val']:.2f}/{r['fid_test']:.2f}" for r in group)
+        out.append(row)
+    return out
+
+
 def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: dict[str, str],
                  floor: float) -> None:
     kept = ""
@@ -97,12 +113,15 @@ def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: d
         f"**{weights_note}**", "",
         "Recipes (`facegan/train.py` flags): " + "; ".join(f"{k}: `{' '.join(v)}`" for k, v in RECIPES.items()
                                                           if k in recipes) + ".", "",
-        "## Final", "", "| recipe | kimg | steps | img/s | FID val | FID test |", "|---|---|---|---|---|---|",
-        f"| (real: the val split against test) | | | | {floor:.2f} | |"]
+        f"Seeds: {args.seeds} (`--seed`); every figure below is their mean, each seed's FID val/test in the "
+        "last column.", "",
+        "## Final", "", "| recipe | kimg | steps | img/s | FID val | FID test | per seed |",
+        "|---|---|---|---|---|---|---|",
+        f"| (real: the val split against test) | | | | {floor:.2f} | | |"]
     for name in sorted(final, key=lambda n: final[n]["fid_val"]):
         r = final[name]
-        lines.append(f"| {name} | {r['kimg']:.1f} | {r['step']} | {r['img/s']:.0f} | {r['fid_val']:.2f} | "
-                     f"{r['fid_test']:.2f} |")
+        lines.append(f"| {name} | {r['kimg']:.1f} | {r['step']:.0f} | {r['img/s']:.0f} | {r['fid_val']:.2f} | "
+                     f"{r['fid_test']:.2f} | {r['per_seed']} |")
     if final:
         best = min(final, key=lambda n: final[n]["fid_val"])
         others = [n for n in final if n != best]
@@ -111,10 +130,11 @@ def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: d
             lines += ["", f"Lowest stand-in FID on val: **{best}**, {final[best]['fid_val']:.2f} against {runner}'s "
                       f"{final[runner]['fid_val']:.2f} (test: {final[best]['fid_test']:.2f} against "
                       f"{final[runner]['fid_test']:.2f})."]
-    lines += ["", "## Over time", "", "| recipe | minutes | kimg | FID val | FID test |", "|---|---|---|---|---|"]
+    lines += ["", "## Over time", "", "| recipe | minutes | kimg | FID val | FID test | per seed |",
+              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['recipe']} | {r['minutes']:g} | {r['kimg']:.1f} | {r['fid_val']:.2f} | "
-                     f"{r['fid_test']:.2f} |")
+                     f"{r['fid_test']:.2f} | {r['per_seed']} |")
     lines += ["", "## Final grids (fixed latents)", ""]
     lines += [f"**{name}**\n\n![{name}]({file})\n" for name, file in grids.items()]
     path.write_text("\n".join(lines) + "\n\n" + OBSERVATIONS + (kept or "\n\n(what the grids show)\n"))
@@ -132,6 +152,7 @@ def main() -> None:
     p.add_argument("--inception-weights", default="", help="standard weights (default: a stand-in)")
     p.add_argument("--out", default=str(ROOT / "bench" / "QUALITY.md"))
     p.add_argument("--train-flags", default="", help="extra flags for every recipe, e.g. '--cpu'")
+    p.add_argument("--seeds", default="0", help="comma list of training seeds (--seed); the tables give their mean")
     args = p.parse_args()
     recipes = args.recipes.split(",")
     for name in recipes:
@@ -151,22 +172,26 @@ def main() -> None:
     refs = {s: metrics.shard_stats(inception, shardsets[s], cache_dir=work / "stats")[0] for s in ("val", "test")}
     counts = {s: shardset.count for s, shardset in shardsets.items()}
     floor = metrics.frechet_distance(refs["val"], refs["test"])  # what real faces score: the floor
+    seeds = [int(x) for x in args.seeds.split(",")]
     rows, grids = [], {}
     for name in recipes:
-        run = work / f"{name}-{args.size}"
-        shutil.rmtree(run, ignore_errors=True)
-        for mark in range(1, args.marks + 1):
-            train_start(name, data["train"], run, args.minutes / args.marks, args.train_flags.split())
-            fid = score(inception, run / "generator.safetensors", refs, args.samples)
-            rec = progress(run)
-            rows.append({"recipe": name, "mark": mark, "minutes": args.minutes * mark / args.marks,
-                         "kimg": rec["kimg"], "step": rec["step"], "img/s": rec["img/s"],
-                         "fid_val": fid["val"], "fid_test": fid["test"], **counts})
-            print(json.dumps(rows[-1]), flush=True)
-        grid = sorted((run / "samples").glob("step-*.png"))[-1]
-        grids[name] = f"quality-{name}-{args.size}.png"
-        shutil.copy(grid, Path(args.out).parent / grids[name])
-        write_report(Path(args.out), args, rows, weights_note, grids, floor)
+        for seed in seeds:
+            run = work / f"{name}-{args.size}" / f"seed-{seed}"
+            shutil.rmtree(run, ignore_errors=True)
+            for mark in range(1, args.marks + 1):
+                train_start(name, data["train"], run, args.minutes / args.marks,
+                            [*args.train_flags.split(), "--seed", str(seed)])
+                fid = score(inception, run / "generator.safetensors", refs, args.samples)
+                rec = progress(run)
+                rows.append({"recipe": name, "seed": seed, "mark": mark, "minutes": args.minutes * mark / args.marks,
+                             "kimg": rec["kimg"], "step": rec["step"], "img/s": rec["img/s"],
+                             "fid_val": fid["val"], "fid_test": fid["test"], **counts})
+                print(json.dumps(rows[-1]), flush=True)
+            if seed == seeds[0]:  # the grid shown is the first seed's
+                grid = sorted((run / "samples").glob("step-*.png"))[-1]
+                grids[name] = f"quality-{name}-{args.size}.png"
+                shutil.copy(grid, Path(args.out).parent / grids[name])
+        write_report(Path(args.out), args, mean_over_seeds(rows), weights_note, grids, floor)
 
 
 if __name__ == "__main__":
