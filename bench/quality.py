@@ -158,6 +158,12 @@ def main() -> None:
     for name in recipes:
         if name not in RECIPES:
             p.error(f"--recipes: unknown {name!r}; expected some of {', '.join(RECIPES)}")
+    if any(flag.split("=")[0] == "--seed" for flag in args.train_flags.split()):
+        p.error("--train-flags: give seeds with --seeds (it sets --seed per run and keeps the runs apart)")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds {args.seeds!r}: expected a comma list of integers, e.g. 0,1,2")
     sample, work = Path(args.sample_data), Path(args.workdir)
     if not (sample / "img_align_celeba").is_dir():
         p.error(f"--sample-data {sample}: no img_align_celeba/ there (the CelebA sample, ../shared/data)")
@@ -172,7 +178,6 @@ def main() -> None:
     refs = {s: metrics.shard_stats(inception, shardsets[s], cache_dir=work / "stats")[0] for s in ("val", "test")}
     counts = {s: shardset.count for s, shardset in shardsets.items()}
     floor = metrics.frechet_distance(refs["val"], refs["test"])  # what real faces score: the floor
-    seeds = [int(x) for x in args.seeds.split(",")]
     rows, grids = [], {}
     for name in recipes:
         for seed in seeds:

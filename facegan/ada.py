@@ -115,9 +115,9 @@ class AdaController:
         self.p = min(max(self.p + direction * self.interval * step_nimg / (self.kimg * 1000), 0.0), 1.0)
 
     def _totals(self, device: torch.device) -> Tensor:
-        total = self.sign_sum if isinstance(self.sign_sum, Tensor) else torch.tensor(self.sign_sum, dtype=torch.float64)
-        return torch.stack([total.to(device, torch.float64), torch.tensor(float(self.batches), dtype=torch.float64,
-                                                                          device=device)])
+        """[sign sum, batches] of this rank, float64 on `device` (sign_sum is a float after a reset)."""
+        return torch.stack([torch.as_tensor(self.sign_sum, dtype=torch.float64, device=device),
+                            torch.tensor(float(self.batches), dtype=torch.float64, device=device)])
 
     def state(self, reduce: Callable[[Tensor], Tensor], device: torch.device, main: bool) -> dict:
         """What a checkpoint keeps (every rank calls it). The pending sums of all ranks go to the

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -243,13 +244,17 @@ def folder_stats(inception: Inception, folder: str | Path, *, batch_size: int = 
     return moments.stats(reduce)
 
 
+def _counts_text(record: dict, below: float = math.inf) -> str:
+    """ "474 real, 500 generated": the record's num_* counts (those under `below`)."""
+    return ", ".join(f"{v} {k.removeprefix('num_')}" for k, v in record.items() if k.startswith("num_") and v < below)
+
+
 def few_samples_warning(counts: dict) -> str | None:
     """What pytorch-fid and clean-fid warn of: a side with fewer images than the 2048 feature
     dimensions has a singular covariance, and its FID is biased upwards and noisy."""
-    few = {k.removeprefix("num_"): v for k, v in counts.items() if k.startswith("num_") and v < FEATURE_DIM}
-    if not few:
+    sides = _counts_text(counts, below=FEATURE_DIM)
+    if not sides:
         return None
-    sides = ", ".join(f"{v} {k}" for k, v in few.items())
     return (f"fewer images than the {FEATURE_DIM} feature dimensions ({sides}): the covariance is singular, "
             "so this FID is biased upwards and noisy; compare it only with FIDs taken from the same counts")
 
@@ -293,7 +298,7 @@ def score_generator(inception: Inception, g: torch.nn.Module, z_dim: int, shards
 def describe(record: dict) -> str:
     """One line for people: the value, the counts and the weights that produced it."""
     where = f"step {record['step']}: " if "step" in record else ""
-    counts = ", ".join(f"{v} {k.removeprefix('num_')}" for k, v in record.items() if k.startswith("num_"))
+    counts = _counts_text(record)
     few = f"; warning: {record['warning']}" if "warning" in record else ""
     if record["standard_weights"]:
         return f"{where}FID {record['fid']:.3f} ({counts}; standard Inception weights{few})"
