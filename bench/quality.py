@@ -16,12 +16,19 @@ recipes against each other on the same images but are not comparable to publishe
 
 Writes bench/QUALITY.md (tables and grids; text after its "## Observations" heading is kept) and
 bench/quality-<recipe>-<size>.png, each recipe's last fixed-latent grid.
+
+Every scored start is also appended to <workdir>/results.jsonl with the settings it ran under. A
+recipe and seed whose starts are all there under the same settings (size, minutes, marks,
+samples, train flags, the recipe's flags, the Inception weights) is not trained again, so a
+study cut short, or one given more seeds or recipes, redoes only what is missing; --fresh
+retrains everything, and --report-only trains nothing and writes up what results.jsonl holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -68,15 +75,36 @@ def train_start(recipe: str, data: Path, run: Path, minutes: float, extra: list[
 def progress(run: Path) -> dict:
     """Step and kimg of the exported generator (where the start ended), img/s of the last log line."""
     export = json.loads((run / "generator.json").read_text())
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    return {"step": export["step"], "kimg": export["nimg"] / 1000,
-            "img/s": [r for r in lines if "img/s" in r][-1]["img/s"]}
+    log = run / "metrics.jsonl"  # absent when the start ended before its first log line
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
+    speeds = [r["img/s"] for r in lines if "img/s" in r]
+    return {"step": export["step"], "kimg": export["nimg"] / 1000, "img/s": speeds[-1] if speeds else math.nan}
 
 
 def score(inception: Inception, generator: Path, refs: dict, samples: int) -> dict[str, float]:
     g, _ = ckpt.load_generator(generator)
     stats = metrics.generator_stats(inception, g, samples, g.z_dim, seed=123, batch_size=50)
     return {name: metrics.frechet_distance(stats, ref) for name, ref in refs.items()}
+
+
+def run_key(args, recipe: str, seed: int, weights: str) -> dict:
+    """What a recipe-and-seed's results depend on: reused only when all of it matches."""
+    return {"recipe": recipe, "seed": seed, "flags": RECIPES[recipe], "size": args.size, "minutes": args.minutes,
+            "marks": args.marks, "samples": args.samples, "train_flags": args.train_flags, "weights": weights}
+
+
+def stored_rows(results: Path, key: dict, marks: int) -> list[dict] | None:
+    """The rows of `key`'s last complete run in results.jsonl (marks 1..marks, in order), or None."""
+    runs: list[list[dict]] = []
+    lines = results.read_text().splitlines() if results.exists() else []
+    for found in (json.loads(line) for line in lines if line.strip()):
+        if found["key"] == key:
+            if found["row"]["mark"] == 1:
+                runs.append([])
+            if runs:
+                runs[-1].append(found["row"])
+    complete = [r for r in runs if [row["mark"] for row in r] == list(range(1, marks + 1))]
+    return complete[-1] if complete else None
 
 
 def mean_over_seeds(rows: list[dict]) -> list[dict]:
@@ -153,6 +181,9 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "bench" / "QUALITY.md"))
     p.add_argument("--train-flags", default="", help="extra flags for every recipe, e.g. '--cpu'")
     p.add_argument("--seeds", default="0", help="comma list of training seeds (--seed); the tables give their mean")
+    p.add_argument("--fresh", action="store_true", help="retrain runs whose results are in <workdir>/results.jsonl")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from <workdir>/results.jsonl (a study cut short)")
     args = p.parse_args()
     recipes = args.recipes.split(",")
     for name in recipes:
@@ -160,6 +191,8 @@ def main() -> None:
             p.error(f"--recipes: unknown {name!r}; expected some of {', '.join(RECIPES)}")
     if any(flag.split("=")[0] == "--seed" for flag in args.train_flags.split()):
         p.error("--train-flags: give seeds with --seeds (it sets --seed per run and keeps the runs apart)")
+    if args.fresh and args.report_only:
+        p.error("--fresh retrains and --report-only trains nothing: give one of them")
     try:
         seeds = [int(x) for x in args.seeds.split(",")]
     except ValueError:
@@ -178,12 +211,23 @@ def main() -> None:
     refs = {s: metrics.shard_stats(inception, shardsets[s], cache_dir=work / "stats")[0] for s in ("val", "test")}
     counts = {s: shardset.count for s, shardset in shardsets.items()}
     floor = metrics.frechet_distance(refs["val"], refs["test"])  # what real faces score: the floor
-    rows, grids = [], {}
+    rows, grids, results = [], {}, work / "results.jsonl"
     for name in recipes:
         for seed in seeds:
             run = work / f"{name}-{args.size}" / f"seed-{seed}"
-            shutil.rmtree(run, ignore_errors=True)
-            for mark in range(1, args.marks + 1):
+            key = run_key(args, name, seed, inception.sha256)
+            stored = None if args.fresh else stored_rows(results, key, args.marks)
+            if stored and (run / "samples").is_dir():  # its grid is still there too
+                rows += stored
+                print(f"{name} seed {seed}: reusing its results in {results}", flush=True)
+                marks = range(0)
+            elif args.report_only:
+                print(f"{name} seed {seed}: no complete results in {results}; left out of the report", flush=True)
+                continue
+            else:
+                shutil.rmtree(run, ignore_errors=True)
+                marks = range(1, args.marks + 1)
+            for mark in marks:
                 train_start(name, data["train"], run, args.minutes / args.marks,
                             [*args.train_flags.split(), "--seed", str(seed)])
                 fid = score(inception, run / "generator.safetensors", refs, args.samples)
@@ -192,11 +236,14 @@ def main() -> None:
                              "kimg": rec["kimg"], "step": rec["step"], "img/s": rec["img/s"],
                              "fid_val": fid["val"], "fid_test": fid["test"], **counts})
                 print(json.dumps(rows[-1]), flush=True)
+                with results.open("a") as f:
+                    f.write(json.dumps({"key": key, "row": rows[-1]}) + "\n")
             if seed == seeds[0]:  # the grid shown is the first seed's
                 grid = sorted((run / "samples").glob("step-*.png"))[-1]
                 grids[name] = f"quality-{name}-{args.size}.png"
                 shutil.copy(grid, Path(args.out).parent / grids[name])
-        write_report(Path(args.out), args, mean_over_seeds(rows), weights_note, grids, floor)
+        if rows:
+            write_report(Path(args.out), args, mean_over_seeds(rows), weights_note, grids, floor)
 
 
 if __name__ == "__main__":
