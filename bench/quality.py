@@ -22,6 +22,7 @@ recipe and seed whose starts are all there under the same settings (size, minute
 samples, train flags, the recipe's flags, the Inception weights) is not trained again, so a
 study cut short, or one given more seeds or recipes, redoes only what is missing; --fresh
 retrains everything, and --report-only trains nothing and writes up what results.jsonl holds.
+The key does not cover facegan's code: after changing a network, loss or preset, pass --fresh.
 """
 
 from __future__ import annotations
