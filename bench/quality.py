@@ -91,6 +91,25 @@ def score(inception: Inception, generator: Path, refs: dict, samples: int) -> di
     return {name: metrics.frechet_distance(stats, ref) for name, ref in refs.items()}
 
 
+def train_and_score(args, recipe: str, seed: int, train: Path, run: Path, inception: Inception, refs: dict,
+                    counts: dict, results: Path, key: dict) -> list[dict]:
+    """Train `recipe` at `seed` afresh in --marks starts, scoring after each; every row is printed
+    and appended to results.jsonl under `key` as soon as it exists."""
+    shutil.rmtree(run, ignore_errors=True)
+    rows = []
+    for mark in range(1, args.marks + 1):
+        train_start(recipe, train, run, args.minutes / args.marks, [*args.train_flags.split(), "--seed", str(seed)])
+        fid = score(inception, run / "generator.safetensors", refs, args.samples)
+        rec = progress(run)
+        rows.append({"recipe": recipe, "seed": seed, "mark": mark, "minutes": args.minutes * mark / args.marks,
+                     "kimg": rec["kimg"], "step": rec["step"], "img/s": rec["img/s"],
+                     "fid_val": fid["val"], "fid_test": fid["test"], **counts})
+        print(json.dumps(rows[-1]), flush=True)
+        with results.open("a") as f:
+            f.write(json.dumps({"key": key, "row": rows[-1]}) + "\n")
+    return rows
+
+
 def run_key(args, recipe: str, seed: int, weights: str) -> dict:
     """What a recipe-and-seed's results depend on: reused only when all of it matches."""
     return {"recipe": recipe, "seed": seed, "flags": RECIPES[recipe], "size": args.size, "minutes": args.minutes,
@@ -224,24 +243,13 @@ def main() -> None:
             if stored and (run / "samples").is_dir():  # its grid is still there too
                 rows += stored
                 print(f"{name} seed {seed}: reusing its results in {results}", flush=True)
-                marks = range(0)
             elif args.report_only:
-                print(f"{name} seed {seed}: no complete results in {results}; left out of the report", flush=True)
+                print(f"{name} seed {seed}: no complete results in {results} (or its run folder is gone); "
+                      "left out of the report", flush=True)
                 continue
             else:
-                shutil.rmtree(run, ignore_errors=True)
-                marks = range(1, args.marks + 1)
-            for mark in marks:
-                train_start(name, data["train"], run, args.minutes / args.marks,
-                            [*args.train_flags.split(), "--seed", str(seed)])
-                fid = score(inception, run / "generator.safetensors", refs, args.samples)
-                rec = progress(run)
-                rows.append({"recipe": name, "seed": seed, "mark": mark, "minutes": args.minutes * mark / args.marks,
-                             "kimg": rec["kimg"], "step": rec["step"], "img/s": rec["img/s"],
-                             "fid_val": fid["val"], "fid_test": fid["test"], **counts})
-                print(json.dumps(rows[-1]), flush=True)
-                with results.open("a") as f:
-                    f.write(json.dumps({"key": key, "row": rows[-1]}) + "\n")
+                rows += train_and_score(args, name, seed, data["train"], run, inception, refs, counts,
+                                        results, key)
             if seed == seeds[0]:  # the grid shown is the first seed's
                 grid = sorted((run / "samples").glob("step-*.png"))[-1]
                 grids[name] = f"{Path(args.out).stem.lower()}-{name}-{args.size}.png"  # beside --out
