@@ -13,6 +13,11 @@ batch and Adam settings. Rows, in one process, interleaved over --rounds rounds 
                            and facegan.losses' bce: Accelerate, no_sync, frozen D, lr schedule,
                            on-device stats) on the same in-memory batch
 
+With --recipes dcgan,strong,resnet,modern it times instead facegan's step for each recipe of the
+quality study (bench/quality.py's RECIPES: the presets as users run them, at --size with the
+presets' own widths, batch, loss, regularisers, EMA and ADA), interleaved the same way, each
+against the first. ADA's p starts at 0 there, as in a fresh run.
+
 With --end-to-end (the default on a GPU) it adds rows that read real images from disk:
 
   DCGAN example config     fp32, NCHW, foreach Adam, ImageFolder decoding the 178x218 CelebA
@@ -43,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import facegan.data  # noqa: E402
 from facegan import networks  # noqa: E402
-from facegan.config import DCGAN, TrainConfig  # noqa: E402
+from facegan.config import DCGAN, TrainConfig, config_from_args  # noqa: E402
 from facegan.gan_step import GANStep  # noqa: E402
 from facegan.losses import build_loss  # noqa: E402
 from facegan.models import build_models  # noqa: E402
@@ -119,24 +124,58 @@ def facegan_step(cfg: TrainConfig, size: int):
     def step(real: torch.Tensor) -> None:
         gan_step(itertools.repeat(real), state)  # the step takes d_steps x accumulate batches (1 here)
 
+    step.gan_step = gan_step  # for benches that set its state (ADA's p)
     return step
+
+
+def interleaved(contenders: list[tuple[str, object, torch.Tensor]], device: torch.device, steps: int,
+                warmup: int, rounds: int) -> list[tuple[str, float]]:
+    """Median img/s of each (name, step, batch), timed in turns so that drifts in clock or load hit
+    every row alike."""
+    for _, step, batch in contenders:  # warm-up (and compilation)
+        rate(step, batch, warmup, device)
+    results: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+    for _ in range(rounds):
+        for name, step, batch in contenders:
+            results[name].append(rate(step, batch, steps, device))
+    return [(name, statistics.median(values)) for name, values in results.items()]
+
+
+def random_batch(cfg: TrainConfig, size: int, device: torch.device) -> torch.Tensor:
+    real = torch.rand(cfg.batch_size, 3, size, size, device=device) * 2 - 1
+    return real.contiguous(memory_format=torch.channels_last) if cfg.channels_last else real
 
 
 def in_memory_rows(cfg: TrainConfig, size: int, device: torch.device, steps: int, warmup: int,
                    rounds: int) -> list[tuple[str, float]]:
     real = (torch.rand(cfg.batch_size, 3, size, size, device=device) * 2 - 1)
-    real_cl = real.contiguous(memory_format=torch.channels_last) if cfg.channels_last else real
     bare, same = BareLoop(cfg, size, device, False), BareLoop(cfg, size, device, True)
-    contenders = [("bare loop (NCHW, foreach Adam)", bare.step, real),
-                  ("bare loop, same opts as facegan", same.step, real_cl),
-                  ("facegan GANStep", facegan_step(cfg, size), real_cl)]
-    for _, step, batch in contenders:  # warm-up (and compilation)
-        rate(step, batch, warmup, device)
-    results: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
-    for _ in range(rounds):  # interleaved, so drifts in clock or load hit every row alike
-        for name, step, batch in contenders:
-            results[name].append(rate(step, batch, steps, device))
-    return [(name, statistics.median(values)) for name, values in results.items()]
+    return interleaved([("bare loop (NCHW, foreach Adam)", bare.step, real),
+                        ("bare loop, same opts as facegan", same.step, random_batch(cfg, size, device)),
+                        ("facegan GANStep", facegan_step(cfg, size), random_batch(cfg, size, device))],
+                       device, steps, warmup, rounds)
+
+
+def recipe_config(name: str, size: int, device: torch.device, precision: str, compile_mode: str = "off"
+                  ) -> TrainConfig:
+    """The config of bench/quality.py's recipe `name` as train.py would make it at `size` px."""
+    from quality import RECIPES  # bench/quality.py
+
+    flags = [*RECIPES[name], "--data", "-", "--run-dir", "-", "--mixed-precision", precision,
+             "--compile", compile_mode, "--cpu", str(device.type == "cpu")]
+    return config_from_args(flags, resolution=size)[0]
+
+
+def recipe_rows(names: list[str], size: int, device: torch.device, args) -> list[tuple[str, float]]:
+    """facegan's step for each of the quality study's recipes, as their presets set it up at `size`."""
+    contenders = []
+    for name in names:
+        cfg = recipe_config(name, size, device, args.precision, args.compile)
+        torch.manual_seed(0)
+        label = (f"{name} ({cfg.arch}, widths {cfg.ngf}/{cfg.ndf}, batch {cfg.batch_size}, {cfg.loss}"
+                 f"{', EMA' if cfg.ema else ''}{', ADA' if cfg.ada else ''})")
+        contenders.append((label, facegan_step(cfg, size), random_batch(cfg, size, device)))
+    return interleaved(contenders, device, args.steps, args.warmup, args.rounds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,17 +244,37 @@ def main() -> None:
     p.add_argument("--end-to-end", action=argparse.BooleanOptionalAction, default=None,
                    help="add the example-config and train() rows (default: on a GPU only)")
     p.add_argument("--train-rounds", type=int, default=1, help="train() runs per train() row (median reported)")
+    p.add_argument("--recipes", default="", help="comma list of bench/quality.py's recipes: time facegan's step "
+                   "for each (their presets at --size; --width and --batch do not apply) instead of the DCGAN rows")
     args = p.parse_args()
     if args.train_rounds < 1:
         p.error(f"--train-rounds must be at least 1, got {args.train_rounds}")
     device = torch.device("cuda" if cuda and not args.cpu else "cpu")
-    end_to_end = args.end_to_end if args.end_to_end is not None else device.type == "cuda"
+    end_to_end = args.end_to_end if args.end_to_end is not None else device.type == "cuda" and not args.recipes
+    if end_to_end and args.recipes:
+        p.error("--recipes times the step on in-memory batches: drop --end-to-end")
     if end_to_end and args.steps % args.warmup:  # train() logs img/s every --warmup steps
         p.error(f"--steps ({args.steps}) must be a multiple of --warmup ({args.warmup}) for the train() rows")
     cfg = dataclasses.replace(DCGAN, ngf=args.width, ndf=args.width, batch_size=args.batch,
                               mixed_precision=args.precision, compile=args.compile, cpu=device.type == "cpu",
                               num_workers=args.workers)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    if args.recipes:
+        from quality import RECIPES
+
+        names = args.recipes.split(",")
+        unknown = [n for n in names if n not in RECIPES]
+        if unknown:
+            p.error(f"--recipes: unknown {', '.join(unknown)}; expected some of {', '.join(RECIPES)}")
+        print(f"{name}; torch {torch.__version__}; facegan's step per recipe at {args.size} px, precision "
+              f"{args.precision}, compile {args.compile}; {args.rounds} rounds x {args.steps} steps after "
+              f"{args.warmup} warm-up steps", flush=True)
+        rows = recipe_rows(names, args.size, device, args)
+        width = max(len(label) for label, _ in rows) + 2
+        print(f"{'row':<{width}}{'img/s':>9}{'vs first':>10}")
+        for label, value in rows:
+            print(f"{label:<{width}}{value:>9.0f}{value / rows[0][1]:>9.2f}x")
+        return
     print(f"{name}; torch {torch.__version__}; DCGAN {args.size} px, widths {args.width}, z {cfg.z_dim}, "
           f"batch {args.batch}, precision {args.precision}, compile {args.compile}; "
           f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps", flush=True)

@@ -275,11 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+def config_from_args(argv: list[str] | None = None, resolution: int | None = None
+                     ) -> tuple[TrainConfig, argparse.Namespace]:
+    """The config that train.py's flags `argv` give. A preset whose values depend on the image size
+    reads the size from --data's manifest, unless `resolution` gives it (benchmarks without shards)."""
     args = build_parser().parse_args(argv)
     name = args.preset or "dcgan"
-    resolution = None
-    if name in BY_RESOLUTION:  # its values depend on the image size: read it from the shards' manifest
+    if name in BY_RESOLUTION and resolution is None:  # read the image size from the shards' manifest
         if not args.data:
             raise ValueError(f"--preset {name} needs --data SHARDS_DIR (its settings depend on the image size)")
         resolution = load_shardset(args.data).size

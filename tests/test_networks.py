@@ -82,6 +82,80 @@ def test_r3gan_blocks_start_as_identity_and_resample_low_pass():
     assert r3gan._groups(24, 16) == 1 and r3gan._groups(48, 16) == 3 and r3gan._groups(56, 16) == 2
 
 
+def test_r3gan_gpu_resampling_is_the_cpu_convolution():
+    """upsample/downsample (the GPU path) compute LowPass's CPU convolutions, channels_last kept."""
+    from facegan.networks import r3gan
+    x = torch.randn(2, 5, 8, 6, dtype=torch.float64)
+    up, down = r3gan.LowPass(up=True).double(), r3gan.LowPass(up=False).double()
+    torch.testing.assert_close(r3gan.upsample(x), up(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(r3gan.downsample(x), down(x), rtol=0, atol=1e-12)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    assert r3gan.upsample(nhwc).is_contiguous(memory_format=torch.channels_last)
+
+
+def _penalty_grads(conv, x, w, b, padding, groups):
+    """An R1-like chain: y, dy/dx (with its graph), then the gradients of ||dy/dx||^2 + mean(y^2)
+    w.r.t. w and b, and a third-order one."""
+    x = x.clone().requires_grad_(True)
+    y = conv(x, w, b, padding=padding, groups=groups)
+    (gx,) = torch.autograd.grad(y.sin().sum(), x, create_graph=True)
+    gw, gb = torch.autograd.grad(gx.square().sum() + y.square().mean(), [w, b], create_graph=True)
+    (g3,) = torch.autograd.grad(gw.square().sum(), w)
+    return [t.detach() for t in (y, gx, gw, gb, g3)]
+
+
+@pytest.mark.parametrize("cin,cout,k,padding,groups,layout", [
+    (4, 6, 1, 0, 1, torch.contiguous_format), (8, 8, 3, 1, 4, torch.contiguous_format),
+    (8, 8, 3, 1, 4, torch.channels_last), (16, 8, 3, 1, 2, torch.contiguous_format)])
+def test_any_order_conv_matches_torch_to_third_order(cin, cout, k, padding, groups, layout):
+    """facegan.networks.conv (R1's fast path on a GPU): the values and the first, second and third
+    derivatives of F.conv2d, grouped and 1x1, both layouts (float64, so to rounding)."""
+    import torch.nn.functional as F
+
+    from facegan.networks import conv
+    torch.manual_seed(0)
+    x = torch.randn(3, cin, 6, 5, dtype=torch.float64).contiguous(memory_format=layout)
+    w = torch.randn(cout, cin // groups, k, k, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(cout, dtype=torch.float64, requires_grad=True)
+    ours = _penalty_grads(lambda *a, **kw: conv.conv2d(*a, **kw, any_order=True), x, w, b, padding, groups)
+    for mine, theirs in zip(ours, _penalty_grads(F.conv2d, x, w, b, padding, groups)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
+    plain = []  # a plain backward (no graph): PyTorch's fused path inside the Function
+    for fn in (lambda *a, **kw: conv.conv2d(*a, **kw, any_order=True), F.conv2d):
+        xr = x.clone().requires_grad_(True)
+        plain.append(torch.autograd.grad(fn(xr, w, b, padding=padding, groups=groups).sin().sum(), [xr, w, b]))
+    for mine, theirs in zip(*plain):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
+    args = (torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, 2, 3, 3, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradgradcheck(lambda x, w: conv.conv2d(x, w, None, 1, 2, any_order=True), args)
+
+
+def test_any_order_conv_under_autocast_and_its_limits():
+    """Under bf16 autocast it computes what F.conv2d does, and R1's second derivative still reaches
+    the fp32 weights; strides and uneven padding are refused by name."""
+    import torch.nn.functional as F
+
+    from facegan.networks import conv
+    torch.manual_seed(0)
+    x, w0 = torch.randn(2, 8, 6, 6), torch.randn(8, 2, 3, 3)
+    grads = []
+    for any_order in (True, False):
+        w = w0.clone().requires_grad_(True)
+        xr = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", torch.bfloat16):
+            y = conv.conv2d(xr, w, None, 1, 4, any_order=any_order)
+            assert y.dtype == torch.bfloat16
+            torch.testing.assert_close(y, F.conv2d(xr, w, padding=1, groups=4))
+        (gx,) = torch.autograd.grad(y.float().sum(), xr, create_graph=True)
+        gx.square().sum().backward()
+        assert w.grad is not None and w.grad.dtype == torch.float32
+        grads.append(w.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=2e-2, atol=2e-2)  # bf16 rounding apart
+    with pytest.raises(ValueError, match="stride 1, dilation 1 and one zero padding"):
+        conv.Conv2d(4, 4, 3, stride=2, padding=1)
+
+
 def test_specs_round_trip_and_options():
     g_spec, d_spec = networks.make_specs("dcgan", 64, 100, 32, 48, {"d_spectral_norm": True, "d_batchnorm": False})
     assert g_spec == {"arch": "dcgan", "kwargs": {"resolution": 64, "z_dim": 100, "width": 32}}

@@ -20,7 +20,11 @@ Where this departs from the paper (README, "Recipes"):
   (grids, FID, exports' samples) clamps to [-1,1];
 - each biased activation's bias is the bias of the conv before it (the same function, one memory
   pass fewer), and the leaky ReLU runs in place (no fused CUDA kernel);
-- no mixed-precision stage split (the training loop's --mixed-precision covers the whole net).
+- no mixed-precision stage split (the training loop's --mixed-precision covers the whole net);
+- kernels, not functions: on a GPU the convolutions are `conv.Conv2d` (derivatives of every
+  order as single grouped convolutions, for R1 and R2), and D's downsampling and last depthwise
+  conv are elementwise, because PyTorch differentiates grouped and depthwise convs twice one
+  group at a time (bench/RESULTS.md).
 
 Pure modules: no devices, precision, distribution or files here. D returns logits.
 """
@@ -35,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import stage_widths
+from .conv import Conv2d
 
 SLOPE = 0.2
 ACT_GAIN = math.sqrt(2 / (1 + SLOPE**2))  # He gain of a leaky ReLU with slope 0.2
@@ -83,16 +88,48 @@ class Block(nn.Module):
         super().__init__()
         wide = channels * expansion
         gain = ACT_GAIN * total_blocks ** (-1 / 4)  # fix-up: L^(-1/(2m-2)) with m = 3 layers
-        self.expand = _biased(_he(nn.Conv2d(channels, wide, 1), gain))
-        self.mix = _biased(_he(nn.Conv2d(wide, wide, 3, padding=1, groups=_groups(wide, group_width)), gain))
-        self.project = _he(nn.Conv2d(wide, channels, 1, bias=False), 0.0)
+        self.expand = _biased(_he(Conv2d(channels, wide, 1), gain))
+        self.mix = _biased(_he(Conv2d(wide, wide, 3, padding=1, groups=_groups(wide, group_width)), gain))
+        self.project = _he(Conv2d(wide, channels, 1, bias=False), 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.project(_act(self.mix(_act(self.expand(x)))))
 
 
+def _shift(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
+    """x moved by `step` (+1 or -1) along `dim`, zeros shifted in: x[i - step]."""
+    n = x.shape[dim]
+    zeros = torch.zeros_like(x.narrow(dim, 0, 1))
+    if step > 0:
+        return torch.cat([zeros, x.narrow(dim, 0, n - 1)], dim)
+    return torch.cat([x.narrow(dim, 1, n - 1), zeros], dim)
+
+
+def upsample(x: torch.Tensor) -> torch.Tensor:
+    """2x up: zero insertion and the [1,2,1] filter, i.e. x[i] at 2i and (x[i] + x[i+1]) / 2 at
+    2i+1 (0 past the end), along H and W. Written as elementwise passes, not a depthwise
+    transposed convolution, whose second derivative (R1) PyTorch computes channel by channel."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    for dim in (2, 3):
+        x = torch.stack([x, (x + _shift(x, dim, -1)) * 0.5], dim + 1).flatten(dim, dim + 1)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def downsample(x: torch.Tensor) -> torch.Tensor:
+    """2x down: the [1,2,1] filter at stride 2, (x[2j-1] + 2 x[2j] + x[2j+1]) / 4 (0 before the
+    start), along H and W, as elementwise passes (see `upsample`)."""
+    for dim in (2, 3):
+        even, odd = x.unfold(dim, 2, 2).unbind(-1)
+        x = even * 0.5 + (odd + _shift(odd, dim, 1)) * 0.25
+    return x
+
+
 class LowPass(nn.Module):
-    """2x resampling with the separable [1,2,1] filter: up (interpolates, keeping the samples) or down."""
+    """2x resampling with the separable [1,2,1] filter: up (interpolates, keeping the samples) or
+    down. As a depthwise (transposed) convolution, except down on a GPU: there `downsample`, the
+    same function, whose second derivative (R1 through D) is elementwise too. Measured with
+    `bench/step_profile.py --kernels` (bench/RESULTS.md): on an H100 that is the fastest modern
+    step; on a CPU oneDNN's convolutions are faster both ways. `upsample` is the elementwise up."""
 
     def __init__(self, up: bool):
         super().__init__()
@@ -102,6 +139,10 @@ class LowPass(nn.Module):
         self.register_buffer("kernel", (k / k.sum() * (4 if up else 1)).view(1, 1, 3, 3), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return downsample(x) if x.is_cuda and not self.up else self.conv(x)
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The resampling as a depthwise (transposed) convolution with the [1,2,1] filter."""
         c = x.shape[1]
         kernel = self.kernel.to(x.dtype).expand(c, 1, 3, 3)
         if self.up:
@@ -130,10 +171,10 @@ class Generator(nn.Module):
         layers: list[nn.Module] = _stage(widths[0], blocks, expansion, group_width, total)
         for cin, cout in zip(widths, widths[1:]):
             if cin != cout:
-                layers.append(_he(nn.Conv2d(cin, cout, 1, bias=False)))
+                layers.append(_he(Conv2d(cin, cout, 1, bias=False)))
             layers += [LowPass(up=True), *_stage(cout, blocks, expansion, group_width, total)]
         self.body = nn.Sequential(*layers)
-        self.to_rgb = _he(nn.Conv2d(widths[-1], 3, 1, bias=False))
+        self.to_rgb = _he(Conv2d(widths[-1], 3, 1, bias=False))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.basis.unsqueeze(0) * self.scale(z.flatten(1)).view(z.shape[0], -1, 1, 1)  # [B,C,4,4]
@@ -152,15 +193,19 @@ class Discriminator(nn.Module):
         self.resolution, self.width = resolution, width
         widths = stage_widths(resolution, width)[::-1]  # full resolution first
         total = blocks * len(widths)
-        layers: list[nn.Module] = [_he(nn.Conv2d(3, widths[0], 1, bias=False))]
+        layers: list[nn.Module] = [_he(Conv2d(3, widths[0], 1, bias=False))]
         for cin, cout in zip(widths, widths[1:]):
             layers += [*_stage(cin, blocks, expansion, group_width, total), LowPass(up=False)]
             if cin != cout:
-                layers.append(_he(nn.Conv2d(cin, cout, 1, bias=False)))
+                layers.append(_he(Conv2d(cin, cout, 1, bias=False)))
         layers += _stage(widths[-1], blocks, expansion, group_width, total)
         self.body = nn.Sequential(*layers)
         self.basis = _he(nn.Conv2d(widths[-1], widths[-1], 4, groups=widths[-1], bias=False))  # 4x4 -> 1x1
         self.linear = _he(nn.Linear(widths[-1], 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.basis(self.body(x)).flatten(1)).flatten()
+        h = self.body(x)  # [B,C,4,4]
+        # The depthwise 4x4 conv on a 4x4 map, as a weighted sum: PyTorch computes a depthwise
+        # conv's second derivative (R1) channel by channel.
+        return self.linear((h * self.basis.weight.squeeze(1)).sum((2, 3))).flatten()
+
