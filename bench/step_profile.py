@@ -91,7 +91,8 @@ def pieces(cfg, args, device: torch.device) -> dict:
 
 def kernel_choices(cfg, args, device: torch.device) -> None:
     """r3gan's resampling (elementwise passes or depthwise convs) and convolutions (conv.Conv2d's
-    any-order derivatives or nn.Conv2d's own) in each combination: pieces and whole step."""
+    any-order derivatives or nn.Conv2d's own) in each combination: pieces and whole step. On a CPU
+    conv.Conv2d is F.conv2d itself, so there the two conv rows differ only by noise."""
     from facegan.networks import r3gan
 
     def down_any_order(self, x):  # stride-1 depthwise conv with any-order derivatives, then subsample
