@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,20 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quality import RECIPES  # noqa: E402
-from train_step import facegan_step, random_batch, recipe_config, sync  # noqa: E402
+from train_step import facegan_step, img_rate, interleaved, random_batch, recipe_config, sync  # noqa: E402
 
 from facegan import networks  # noqa: E402
 from facegan.ada import augment  # noqa: E402
 from facegan.networks import conv  # noqa: E402
-
-
-def img_rate(fn, device: torch.device, steps: int, images: int) -> float:
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync(device)
-    return steps * images / (time.perf_counter() - start)
 
 
 def timed(fn, device: torch.device, steps: int, warmup: int, rounds: int, images: int) -> float:
@@ -153,36 +143,30 @@ def main() -> None:
     if cfg.ada:
         variants["no ADA"] = (dataclasses.replace(cfg, ada=False), False, False)
     own_conv = conv.Conv2d.forward
-    steps = {}
+    steps, contenders = {}, []
     for name, (vcfg, bench, torch_conv) in variants.items():
         torch.manual_seed(0)
         step = facegan_step(vcfg, args.size)
         if step.gan_step.ada is not None:
             step.gan_step.ada.p = args.ada_p
-        steps[name] = (step, random_batch(vcfg, args.size, device), bench, torch_conv)
+        steps[name] = step
 
-    def run(name: str, n: int) -> float:
-        step, real, bench, torch_conv = steps[name]
-        torch.backends.cudnn.benchmark = bench
-        conv.Conv2d.forward = nn.Conv2d.forward if torch_conv else own_conv
-        return img_rate(lambda: step(real), device, n, real.shape[0])
+        def in_variant(real, step=step, bench=bench, torch_conv=torch_conv):  # its settings, then the step
+            torch.backends.cudnn.benchmark = bench
+            conv.Conv2d.forward = nn.Conv2d.forward if torch_conv else own_conv
+            step(real)
 
-    for name in steps:
-        run(name, args.warmup)
-    results = {name: [] for name in steps}
-    for _ in range(args.rounds):  # in turns, so drifts hit every variant alike
-        for name in steps:
-            results[name].append(run(name, args.steps))
+        contenders.append((name, in_variant, random_batch(vcfg, args.size, device)))
+    results = dict(interleaved(contenders, device, args.steps, args.warmup, args.rounds))
     conv.Conv2d.forward = own_conv
     print(f"\n1. whole step (ADA p {args.ada_p} where the recipe has ADA)")
-    base = statistics.median(results["as train() runs it"])
-    for name, values in results.items():
-        value = statistics.median(values)
+    base = results["as train() runs it"]
+    for name, value in results.items():
         print(f"  {name:<28}{value:>9.0f} img/s {value / base:>6.2f}x", flush=True)
 
     # 2. Top operators.
     torch.backends.cudnn.benchmark = False
-    step, real, _, _ = steps["as train() runs it"]
+    step, real = steps["as train() runs it"], contenders[0][2]
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(max(args.steps // 3, 2)):

@@ -103,13 +103,18 @@ class BareLoop:
             self.opt_g.step()
 
 
-def rate(step, real: torch.Tensor, steps: int, device: torch.device) -> float:
+def img_rate(fn, device: torch.device, steps: int, images: int) -> float:
+    """img/s of `steps` calls of `fn()`, each handling `images` images."""
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step(real)
+        fn()
     sync(device)
-    return steps * real.shape[0] / (time.perf_counter() - start)
+    return steps * images / (time.perf_counter() - start)
+
+
+def rate(step, real: torch.Tensor, steps: int, device: torch.device) -> float:
+    return img_rate(lambda: step(real), device, steps, real.shape[0])
 
 
 def facegan_step(cfg: TrainConfig, size: int):
@@ -148,11 +153,11 @@ def random_batch(cfg: TrainConfig, size: int, device: torch.device) -> torch.Ten
 
 def in_memory_rows(cfg: TrainConfig, size: int, device: torch.device, steps: int, warmup: int,
                    rounds: int) -> list[tuple[str, float]]:
-    real = (torch.rand(cfg.batch_size, 3, size, size, device=device) * 2 - 1)
+    real_cl = random_batch(cfg, size, device)  # one batch: NCHW for the bare loop, facegan's layout for the rest
     bare, same = BareLoop(cfg, size, device, False), BareLoop(cfg, size, device, True)
-    return interleaved([("bare loop (NCHW, foreach Adam)", bare.step, real),
-                        ("bare loop, same opts as facegan", same.step, random_batch(cfg, size, device)),
-                        ("facegan GANStep", facegan_step(cfg, size), random_batch(cfg, size, device))],
+    return interleaved([("bare loop (NCHW, foreach Adam)", bare.step, real_cl.contiguous()),
+                        ("bare loop, same opts as facegan", same.step, real_cl),
+                        ("facegan GANStep", facegan_step(cfg, size), real_cl)],
                        device, steps, warmup, rounds)
 
 

@@ -152,8 +152,9 @@ def test_any_order_conv_under_autocast_and_its_limits():
         assert w.grad is not None and w.grad.dtype == torch.float32
         grads.append(w.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=2e-2, atol=2e-2)  # bf16 rounding apart
-    with pytest.raises(ValueError, match="stride 1, dilation 1 and one zero padding"):
-        conv.Conv2d(4, 4, 3, stride=2, padding=1)
+    for bad in (dict(stride=2, padding=1), dict(padding="same"), dict(padding=(1, 0))):
+        with pytest.raises(ValueError, match="stride 1, dilation 1 and one zero padding"):
+            conv.Conv2d(4, 4, 3, **bad)
 
 
 def test_specs_round_trip_and_options():

@@ -101,12 +101,12 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, padding: int =
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d (stride 1, square kernel, symmetric padding) running `conv2d` above."""
+    """nn.Conv2d (stride 1, the same zero padding on every side) running `conv2d` above."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        pads = set(self.padding) if isinstance(self.padding, tuple) else {self.padding}
-        if self.stride != (1, 1) or self.dilation != (1, 1) or len(pads) != 1 or self.padding_mode != "zeros":
+        uneven = isinstance(self.padding, str) or len(set(self.padding)) != 1  # 'same'/'valid', or (1, 0)
+        if self.stride != (1, 1) or self.dilation != (1, 1) or uneven or self.padding_mode != "zeros":
             raise ValueError("facegan.networks.conv.Conv2d: stride 1, dilation 1 and one zero padding on "
                              f"every side only; got stride {self.stride}, padding {self.padding}")
 

@@ -208,4 +208,3 @@ class Discriminator(nn.Module):
         # The depthwise 4x4 conv on a 4x4 map, as a weighted sum: PyTorch computes a depthwise
         # conv's second derivative (R1) channel by channel.
         return self.linear((h * self.basis.weight.squeeze(1)).sum((2, 3))).flatten()
-
