@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/python -m facegan.pack synthetic --num 10000 --size 32 --out $(DEMO_SHARDS) --overwrite --readers 2
 	$(BIN)/python facegan/train.py --preset demo --data $(DEMO_SHARDS) --run-dir $(DEMO_RUN) --resume none
 	$(BIN)/python -m facegan.report $(DEMO_RUN)
-	@echo "demo: sample grids in $(DEMO_RUN)/samples/, metrics in $(DEMO_RUN)/metrics.jsonl, plots in $(DEMO_RUN)/report/"
+	@echo "demo: sample grids in $(DEMO_RUN)/samples/, metrics in $(DEMO_RUN)/metrics.jsonl, report in $(DEMO_RUN)/report/index.html"
 
 test: install
 	$(BIN)/ruff check facegan tests bench

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 import typing
 from dataclasses import dataclass
 
-from facegan import networks
+from facegan import networks, trackers
 from facegan.losses import LOSSES, build_loss
 from facegan.schedules import SCHEDULES
 from facegan.shardset import load_shardset
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
-TRACKERS = ("none", "wandb")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 AUGMENTS = ("color", "translation", "cutout")  # facegan.augment.AUGMENTS
 
@@ -82,15 +82,19 @@ class TrainConfig:
     log_every: int = 50  # steps between metrics.jsonl lines / tracker scalars
     sample_every: int = 500  # steps between sample grids of the fixed latents
     num_samples: int = 64  # images in a sample grid
-    tracker: str = "none"  # none or wandb (WANDB_MODE=offline works without network)
+    tracker: str = "none"  # none, or a comma list of wandb, tensorboard (WANDB_MODE=offline works without network)
     wandb_project: str = "facegan"
     run_name: str = ""  # tracker run name (default: the run folder's name)
-    # FID (torch-fidelity InceptionV3), measured during training when fid_every > 0
-    fid_every: int = 0  # steps between FID measurements; 0 is off
-    fid_samples: int = 10000  # generated images per FID (the real side is every packed sample)
-    fid_batch_size: int = 100  # Inception batch per process
+    wandb_artifacts: bool = False  # log the exported generator to W&B as a model artifact at every checkpoint
+    # Metrics (facegan.metrics: torch-fidelity's InceptionV3 and VGG16), measured when eval_every > 0
+    metrics: str = "fid"  # comma list of fid, kid, is, pr, measured every --eval-every steps
+    eval_every: int = 0  # steps between measurements of --metrics; 0 is off
+    eval_samples: int = 10000  # generated images per measurement (the real side is every packed sample)
+    eval_batch_size: int = 100  # feature-extractor batch per process
+    best_by: str = ""  # value generator-best follows: fid, kid, is, precision, recall (default: the first metric's)
     inception_weights: str = ""  # torch-fidelity InceptionV3 weights file (default: standard, downloaded)
-    fid_cache: str = ""  # folder for cached real-data statistics (default: ~/.cache/facegan/fid-stats)
+    vgg16_weights: str = ""  # torchvision VGG16 weights file for pr (default: standard, downloaded)
+    eval_cache: str = ""  # folder for cached real-data features (default: ~/.cache/facegan/fid-stats)
     warm_start_g: str = ""  # exported generator (.safetensors) to start G from
     warm_start_d: str = ""  # exported discriminator (.safetensors) to start D from
 
@@ -105,7 +109,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
         for name in ("z_dim", "ngf", "ndf", "batch_size", "accumulate", "d_steps", "ckpt_every", "keep",
-                     "log_every", "sample_every", "num_samples", "reg_every", "fid_batch_size", "ada_interval"):
+                     "log_every", "sample_every", "num_samples", "reg_every", "eval_batch_size", "ada_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         for name in ("lr_g", "lr_d", "ema_kimg", "ada_kimg"):
@@ -115,7 +119,7 @@ class TrainConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 1)")
         for name in ("max_steps", "max_kimg", "r1_gamma", "r2_gamma", "gp_lambda", "num_workers", "warmup_kimg",
-                     "ema_rampup", "fid_every", "max_minutes"):
+                     "ema_rampup", "eval_every", "max_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must not be negative")
         if not (self.max_steps or self.max_kimg):
@@ -130,8 +134,15 @@ class TrainConfig:
                              "outputs on real images)")
         if self.ada and self.diffaugment:
             raise ValueError(f"ada=true and diffaugment={self.diffaugment!r}: choose one augmentation scheme")
-        if self.fid_every and self.fid_samples < 2:
-            raise ValueError(f"fid_samples={self.fid_samples}: must be at least 2")
+        trackers.parse_trackers(self.tracker)
+        if self.eval_every and self.eval_samples < 2:
+            raise ValueError(f"eval_samples={self.eval_samples}: must be at least 2")
+        from facegan import metrics as metrics_registry  # not at import: it loads torch-fidelity
+
+        names = metrics_registry.parse_metrics(self.metrics, "metrics")
+        if self.best_by and self.best_by not in metrics_registry.directions(names):
+            raise ValueError(f"best_by={self.best_by!r}: not a value of metrics={self.metrics!r} (they give: "
+                             f"{', '.join(metrics_registry.directions(names))})")
         second_order = [name for name, on in (("r1_gamma > 0", self.r1_gamma > 0), ("r2_gamma > 0", self.r2_gamma > 0),
                                              ("loss=wgan-gp", self.loss == "wgan-gp")) if on]
         if self.compile != "off" and second_order:
@@ -239,7 +250,7 @@ def _flag_kwargs(kind: type, help_text: str, default) -> dict:
     return kwargs
 
 
-CHOICES = {"loss": LOSSES, "mixed_precision": PRECISIONS, "tracker": TRACKERS, "compile": COMPILE_MODES,
+CHOICES = {"loss": LOSSES, "mixed_precision": PRECISIONS, "compile": COMPILE_MODES,
            "lr_schedule": SCHEDULES, "lr_schedule_g": SCHEDULES, "lr_schedule_d": SCHEDULES,
            "arch": tuple(networks.ARCHS)}
 
@@ -272,7 +283,33 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--" + name.replace("_", "-"), dest=f"option:{name}", **kwargs)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and exit without training")
+    for old, new in DEPRECATED.items():  # still taken, with a message; not in --help
+        parser.add_argument("--" + old.replace("_", "-"), dest=f"deprecated:{old}", default=None,
+                            type=hints[new], help=argparse.SUPPRESS)
     return parser
+
+
+# Flags renamed when FID stopped being the only metric: old field -> new field.
+DEPRECATED = {"fid_every": "eval_every", "fid_samples": "eval_samples", "fid_batch_size": "eval_batch_size",
+              "fid_cache": "eval_cache"}
+
+
+def _renamed(given: dict, warn) -> dict:
+    """The deprecated flags given, under their new names, each with a message; both names at once
+    is an error."""
+    out = {}
+    for key, value in given.items():
+        if key.startswith("deprecated:"):
+            old = key.split(":", 1)[1]
+            new = DEPRECATED[old]
+            flag, new_flag = "--" + old.replace("_", "-"), "--" + new.replace("_", "-")
+            if new in given:
+                raise ValueError(f"{flag} and {new_flag} both given: {flag} is the old name of {new_flag}; keep one")
+            warn(f"facegan: {flag} is deprecated; use {new_flag} (it covers every metric in --metrics)")
+            out[new] = value
+        else:
+            out[key] = value
+    return out
 
 
 def config_from_args(argv: list[str] | None = None, resolution: int | None = None
@@ -287,6 +324,7 @@ def config_from_args(argv: list[str] | None = None, resolution: int | None = Non
         resolution = load_shardset(args.data).size
     base = preset_config(name, resolution)
     given = {k: v for k, v in vars(args).items() if v is not None and k != "dry_run"}
+    given = _renamed(given, lambda message: print(message, file=sys.stderr))
     fields = {k: v for k, v in given.items() if not k.startswith("option:")}
     options = {k.split(":", 1)[1]: v for k, v in given.items() if k.startswith("option:")}
     arch = fields.get("arch", base.arch)

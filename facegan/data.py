@@ -2,7 +2,8 @@
 
 Each (rank, DataLoader worker) pair builds its own webdataset pipeline
 (shards -> tar samples -> shuffle -> decode -> batch). Batches come out as
-{"image": [B,3,H,W] float in [-1,1] (or uint8), "key": list[str], "meta": list[dict]?}.
+{"image": [B,3,H,W] float in [-1,1] (or uint8), "key": list[str], "meta": list[dict]?}, and in
+the evaluation pass "index": [B] (each sample's place in the manifest).
 """
 
 from __future__ import annotations
@@ -142,11 +143,15 @@ def _stack(images: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.stack(images, out=out)
 
 
-def collate(samples: list[tuple[torch.Tensor, str, bytes | None]], with_meta: bool) -> dict:
-    images, keys, metas = zip(*samples)
+def collate(samples: list[tuple], with_meta: bool) -> dict:
+    """Samples (image, key, json[, index]) -> a batch; "index" (each sample's place in the
+    manifest) where the stream gives one."""
+    images, keys, metas, *index = zip(*samples)
     # Stacking [H,W,3] images and permuting gives [B,3,H,W] in channels_last memory order: one
     # contiguous copy, and the layout convolutions on GPU prefer (bench/RESULTS.md, data.py).
     batch = {"image": _stack(images).permute(0, 3, 1, 2), "key": list(keys)}
+    if index:
+        batch["index"] = torch.tensor(index[0], dtype=torch.long)
     if with_meta:
         batch["meta"] = [json.loads(bytes(m)) if m is not None else {} for m in metas]
     return batch
@@ -242,9 +247,10 @@ class TrainStream(_ShardStream):
 
 
 class EvalStream(_ShardStream):
-    """Exactly one pass: reader i of n takes samples [N*i/n, N*(i+1)/n) in manifest order."""
+    """Exactly one pass: reader i of n takes samples [N*i/n, N*(i+1)/n) in manifest order. Each
+    batch has "index", every sample's place in the manifest."""
 
-    def _range(self, reader: int, readers: int) -> Iterator[dict]:
+    def _range(self, reader: int, readers: int) -> Iterator[tuple[int, dict]]:
         total = self.shardset.count
         start, end = total * reader // readers, total * (reader + 1) // readers
         offset = 0
@@ -255,12 +261,12 @@ class EvalStream(_ShardStream):
                     if i >= hi:
                         break
                     if i >= lo:  # samples before lo are read past, never decoded
-                        yield sample
+                        yield i, sample
             offset += shard.count
 
     def _batches(self):
         _, reader, readers = self._slot()
-        samples = ((decode(s), s["__key__"], s.get("json")) for s in self._range(reader, readers))
+        samples = ((decode(s), s["__key__"], s.get("json"), i) for i, s in self._range(reader, readers))
         yield from self._finish(samples, partial=True)
 
 

@@ -1,11 +1,14 @@
-"""FID of a generator, an image folder or a shard set against packed shards; one JSON line out.
+"""Metrics of a generator, an image folder or a shard set against a reference; one JSON line out.
 
     python -m facegan.evaluate --generator RUN/generator.safetensors --data SHARDS --num-samples 50000
-    python -m facegan.evaluate --images DIR --data SHARDS
-    python -m facegan.evaluate --data SHARDS_A --data SHARDS_B
+    python -m facegan.evaluate --images DIR --data SHARDS_OR_DIR --metrics fid,kid,pr
+    python -m facegan.evaluate --data SHARDS_OR_DIR --data SHARDS_OR_DIR
 
-Runs on one process or under `accelerate launch` / `torchrun`, each rank scoring its share.
-Real-data statistics are cached (see --cache-dir). The JSON names the Inception weights used.
+The reference (the first --data) is a packed shard set or a folder of images; so is a second
+--data. --metrics picks from fid, kid, is (generated side only) and pr (precision and recall,
+VGG16 features). Runs on one process or under `accelerate launch` / `torchrun`, each rank
+extracting features for its share once for all metrics. Features of real sets are cached (see
+--cache-dir). The JSON names the weights used.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from . import metrics
 from .config import OneLineErrors
-from .inception import Inception, InceptionWeightsError
-from .shardset import ShardSetError, load_shardset
+from .inception import InceptionWeightsError
+from .shardset import ShardSet, ShardSetError, load_shardset
 
 
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
@@ -32,24 +37,37 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrors(prog="python -m facegan.evaluate", description=__doc__.split("\n")[0],
                       formatter_class=DefaultsHelp, allow_abbrev=False)
-    p.add_argument("--data", action="append", required=True, metavar="SHARDS",
-                   help="packed shard set (the reference); give it twice to score one set against another")
+    p.add_argument("--data", action="append", required=True, metavar="SHARDS_OR_DIR",
+                   help="the reference: a packed shard set or an image folder; give it twice to score one "
+                        "set against another")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--generator", metavar="FILE", help="exported generator (.safetensors)")
     what.add_argument("--images", metavar="DIR", help="a folder of images (recursive)")
+    p.add_argument("--metrics", default="fid", help="comma list of " + ", ".join(metrics.METRICS) +
+                   " (is: generated images only; pr: precision and recall)")
     p.add_argument("--num-samples", type=int, default=50000, help="images to generate with --generator")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated latents")
     p.add_argument("--inception-weights", metavar="PATH",
                    help="torch-fidelity InceptionV3 weights file (default: torch-fidelity's standard "
                         "weights, downloaded once)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per Inception batch per process")
+    p.add_argument("--vgg16-weights", metavar="PATH",
+                   help="torchvision VGG16 weights file for pr (default: torchvision's standard "
+                        "IMAGENET1K_V1 weights, downloaded once)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per feature batch per process")
     p.add_argument("--num-workers", type=int, default=2, help="shard reading workers per process")
     p.add_argument("--cache-dir", default=None,
-                   help="where real-data statistics are cached (default: $FACEGAN_CACHE/fid-stats or "
+                   help="where features of real sets are cached (default: $FACEGAN_CACHE/fid-stats or "
                         "~/.cache/facegan/fid-stats)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached statistics")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is present")
     return p
+
+
+def open_set(path: str, flag: str = "--data"):
+    """A packed shard set (a folder with manifest.json) or the sorted image files of a folder."""
+    if (Path(path) / "manifest.json").is_file():
+        return load_shardset(path)
+    return metrics.list_images(path, flag)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_samples < 2 or args.batch_size < 1:
         print(f"{prog}: error: --num-samples must be at least 2 and --batch-size at least 1", file=sys.stderr)
         return 2
+    try:
+        names = metrics.parse_metrics(args.metrics)
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     from accelerate import Accelerator
 
-    from . import metrics
     from .checkpoint import load_generator
     from .runtime import use_cpu
+    from .vgg import VGGWeightsError
 
     acc = Accelerator(cpu=use_cpu(args.cpu))
     rank, world = acc.process_index, acc.num_processes
@@ -74,32 +97,20 @@ def main(argv: list[str] | None = None) -> int:
               "reduce": lambda t: acc.reduce(t, "sum"), "progress": acc.is_main_process}
     cache_dir = "" if args.no_cache else args.cache_dir
     try:
-        inception = Inception(args.inception_weights, acc.device)
-        real = load_shardset(args.data[0])
+        extractors = metrics.build_extractors(names, args.inception_weights, args.vgg16_weights, acc.device)
+        real = open_set(args.data[0])
         if args.generator:
             g, _ = load_generator(args.generator)
-            if g.resolution != real.size:
-                raise ValueError(f"{args.generator} makes {g.resolution} px images, "
-                                 f"{args.data[0]} holds {real.size} px")
-            record = metrics.score_generator(inception, g.to(acc.device), g.z_dim, real,
-                                             args.num_samples, seed=args.seed, num_workers=args.num_workers,
-                                             cache_dir=cache_dir, **common)
-            record = {"generator": args.generator, "data": args.data[0], **record}
+            size = real.size if isinstance(real, ShardSet) else None
+            if size is not None and g.resolution != size:
+                raise ValueError(f"{args.generator} makes {g.resolution} px images, {args.data[0]} holds {size} px")
+            record = metrics.score_generator(extractors, names, g.to(acc.device), real, args.num_samples,
+                                             seed=args.seed, num_workers=args.num_workers, cache_dir=cache_dir,
+                                             **common)
+            record = {"generator": args.generator, "data": args.data[0], "metrics": names, **record}
         else:
-            ref, hit = metrics.shard_stats(inception, real, num_workers=args.num_workers, cache_dir=cache_dir,
-                                           **common)
-            if args.images:
-                other = metrics.folder_stats(inception, args.images, **common)
-                inputs = {"images": args.images, "data": args.data[0]}
-            else:
-                other, other_hit = metrics.shard_stats(inception, load_shardset(args.data[1]),
-                                                       num_workers=args.num_workers, cache_dir=cache_dir,
-                                                       **common)
-                inputs = {"data": args.data[0], "data2": args.data[1], "data2_stats_cached": other_hit}
-            record = {**inputs, **metrics.fid_record(metrics.frechet_distance(ref, other), inception,
-                                                     num_real=ref.count, num_other=other.count,
-                                                     real_stats_cached=hit)}
-    except (InceptionWeightsError, ShardSetError, ValueError, FileNotFoundError) as e:
+            record = score_sets(extractors, names, real, args, cache_dir, common)
+    except (InceptionWeightsError, VGGWeightsError, ShardSetError, ValueError, FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if acc.is_main_process:
@@ -107,6 +118,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prog}: warning: {record['warning']}", file=sys.stderr)
         print(json.dumps(record), flush=True)
     return 0
+
+
+def score_sets(extractors, names: list[str], real, args, cache_dir, common: dict) -> dict:
+    """The reference against --images or a second --data: both sets read (and cached) as real
+    sets, the second standing where generated images stand."""
+    fake_needs, real_needs = metrics.needs(names)
+    cached = {}
+    ref = None
+    if real_needs is not None:
+        ref, cached["real_stats_cached"] = metrics.real_features(extractors, real, real_needs, cache_dir=cache_dir,
+                                                                 num_workers=args.num_workers, **common)
+    if args.images:
+        other, flag = metrics.list_images(args.images), "images"
+        other_cache = ""  # a folder of samples changes from run to run: not worth caching
+    else:
+        other, flag = open_set(args.data[1]), "data2"
+        other_cache = cache_dir
+    features, hit = metrics.real_features(extractors, other, fake_needs, cache_dir=other_cache,
+                                          num_workers=args.num_workers, **common)
+    if args.data[1:]:
+        cached["data2_stats_cached"] = hit
+    counts = {"num_real": ref.count} if ref is not None else {}
+    record = metrics.make_record(names, extractors, metrics.compute(names, extractors, features, ref),
+                                 **counts, num_other=features.count)
+    inputs = {flag: args.images or args.data[1], "data": args.data[0], "metrics": names}
+    return {**inputs, **record, **cached}
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
 from .shardset import sha256_file
 
 EXTRACTOR = "inception-v3-compat"  # torch-fidelity's name for its TF-compatible InceptionV3
-FEATURE = "2048"  # the pool3 feature FID uses
+FEATURE = "2048"  # the pool3 feature FID and KID use
+LOGITS = "logits_unbiased"  # the 1008-way logits IS uses (torch-fidelity's choice for ISC)
 STANDARD_FILE = Path(tf_inception.URL_INCEPTION_V3).name  # weights-inception-2015-12-05-6726825d.pth
 STANDARD_SHA256_PREFIX = STANDARD_FILE.rsplit("-", 1)[1].split(".")[0]  # torch hub's hash prefix
 
@@ -54,32 +55,32 @@ def _build(weights: dict | None) -> tf_inception.FeatureExtractorInceptionV3:
     with loader, redirect_stdout(sys.stderr), torch.random.fork_rng(devices=[]):
         if weights is None:  # a module with fresh (random) parameters, for the stand-in
             with mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict"):
-                return tf_inception.FeatureExtractorInceptionV3(EXTRACTOR, [FEATURE])
-        return tf_inception.FeatureExtractorInceptionV3(EXTRACTOR, [FEATURE])
+                return tf_inception.FeatureExtractorInceptionV3(EXTRACTOR, [FEATURE, LOGITS])
+        return tf_inception.FeatureExtractorInceptionV3(EXTRACTOR, [FEATURE, LOGITS])
 
 
-def read_weights(path: str | Path, flag: str = "--inception-weights") -> dict:
-    """The state dict in `path`, loaded without pickle and checked against the architecture."""
+def read_weights(path: str | Path, flag: str = "--inception-weights", expected: dict | None = None,
+                 what: str = "torch-fidelity InceptionV3", error: type[ValueError] = InceptionWeightsError) -> dict:
+    """The state dict in `path`, loaded without pickle and checked against the architecture
+    (`expected`: parameter name -> shape, InceptionV3's by default); `error` on any fault."""
     path = Path(path)
     if not path.is_file():
-        raise InceptionWeightsError(f"{flag} {path}: no such file")
+        raise error(f"{flag} {path}: no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line error
         first = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
-        raise InceptionWeightsError(f"{flag} {path}: not a PyTorch weights file "
-                                    f"({type(err).__name__}{': ' + first if first else ''})") from None
-    expected = _expected_shapes()
+        raise error(f"{flag} {path}: not a PyTorch weights file "
+                    f"({type(err).__name__}{': ' + first if first else ''})") from None
+    expected = expected if expected is not None else _expected_shapes()
     if not isinstance(state, dict) or set(state) != set(expected):
         keys = set(state) if isinstance(state, dict) else set()
         missing = sorted(set(expected) - keys)
-        raise InceptionWeightsError(
-            f"{flag} {path}: not torch-fidelity InceptionV3 weights ({len(missing)} of {len(expected)} "
-            f"parameters missing, e.g. {missing[:1]}, and {len(keys - set(expected))} unexpected)")
+        raise error(f"{flag} {path}: not {what} weights ({len(missing)} of {len(expected)} "
+                    f"parameters missing, e.g. {missing[:1]}, and {len(keys - set(expected))} unexpected)")
     for name, shape in expected.items():
         if tuple(state[name].shape) != shape:
-            raise InceptionWeightsError(f"{flag} {path}: {name} has shape {tuple(state[name].shape)}, "
-                                        f"InceptionV3 needs {shape}")
+            raise error(f"{flag} {path}: {name} has shape {tuple(state[name].shape)}, {what.split()[-1]} needs {shape}")
     return state
 
 
@@ -115,13 +116,20 @@ class Inception:
         return {"extractor": f"torch-fidelity {EXTRACTOR} pool{FEATURE}", "weights": str(self.path),
                 "weights_sha256": self.sha256, "standard_weights": self.standard}
 
+    num_logits = 1008  # torch-fidelity's InceptionV3 head: 1008 classes, as TensorFlow's 2015 graph
+
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B,3,H,W] in 0..255 -> float32 [B,2048]; torch-fidelity resizes to 299 itself."""
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 [B,3,H,W] in 0..255 -> (pool3 float32 [B,2048], logits float32 [B,1008]), from one
+        forward; torch-fidelity resizes to 299 itself."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"Inception takes uint8 [B,3,H,W] images, got {images.dtype} {list(images.shape)}")
-        (features,) = self.module(images.to(self.device, non_blocking=True))
-        return features.float()
+        pool, logits = self.module(images.to(self.device, non_blocking=True))
+        return pool.float(), logits.float()
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B,3,H,W] -> pool3 features float32 [B,2048]."""
+        return self.features(images)[0]
 
 
 def make_standin_weights(path: str | Path, seed: int = 0) -> Path:

@@ -14,9 +14,10 @@ from accelerate.utils import gather_object, set_seed
 
 from facegan import checkpoint as ckpt
 from facegan.config import TrainConfig
+from facegan.metrics import fid_key as metrics_fid_key
 from facegan.models import Models
 
-COUNTERS = ("step", "nimg", "segment", "total_nimg", "length", "fid", "best_fid", "ada")
+COUNTERS = ("step", "nimg", "segment", "total_nimg", "length", "eval", "best", "ada")
 UNBOUNDED = 2**62  # total_nimg of a run that only --max-minutes ends
 
 
@@ -125,6 +126,10 @@ def load_run(path: Path, acc: Accelerator, models: Models, cfg: TrainConfig, res
         if saved["config"].get(name) != getattr(cfg, name):
             notes.append(f"{name} changed from {saved['config'].get(name)} to {getattr(cfg, name)}; applied")
     state = {k: saved[k] for k in COUNTERS if k in saved}
+    if "best_fid" in saved and "best" not in saved:  # saved when FID was the only metric
+        best = saved["best_fid"]
+        state["best"] = {"by": "fid", "key": metrics_fid_key(best["standard_weights"]), "step": best["step"],
+                         "value": best["value"]}
     if state["length"] != length(cfg):
         state["total_nimg"], state["length"] = total_nimg(cfg, state["step"], state["nimg"], step_nimg), length(cfg)
         notes.append(f"training length changed to {length(cfg)}: now ends at {state['total_nimg'] / 1000:g} kimg")

@@ -8,6 +8,9 @@ import os
 import accelerate.optimizer
 import torch
 from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+
+from .trackers import TENSORBOARD_DIR, parse_trackers
 
 # Accelerate's optimizer wrapper asks importlib whether the `lomo` package exists at every
 # optimizer.step(): a filesystem search over sys.path, twice per GAN step (measured 4% of a small
@@ -47,9 +50,11 @@ def make_accelerator(*, cpu: bool, mixed_precision: str, deterministic: bool, tr
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         torch.backends.cudnn.benchmark = False
+    names = parse_trackers(tracker)
+    project = ProjectConfiguration(project_dir=project_dir, logging_dir=os.path.join(project_dir, TENSORBOARD_DIR)
+                                   ) if project_dir else None
     return Accelerator(cpu=use_cpu(cpu), mixed_precision=resolve_precision(mixed_precision, cpu)[0],
-                       log_with="wandb" if tracker == "wandb" else None, project_dir=project_dir,
-                       step_scheduler_with_optimizer=False)
+                       log_with=names or None, project_config=project, step_scheduler_with_optimizer=False)
 
 
 def process_warnings(acc: Accelerator) -> list[str]:

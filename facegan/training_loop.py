@@ -18,6 +18,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 
 from facegan import checkpoint as ckpt
+from facegan import trackers
 from facegan.config import TrainConfig
 from facegan.data import to_float, train_loader
 from facegan.gan_step import GANStep
@@ -26,7 +27,7 @@ from facegan.models import build_models
 from facegan.run_state import UNBOUNDED, load_run, new_state
 from facegan.runtime import make_accelerator, process_warnings, resolve_precision
 from facegan.shardset import ShardSet, load_shardset, shared_shards_warning
-from facegan.upkeep import STOP_FILE, NonFiniteLoss, Upkeep, tracker_init, trim_metrics
+from facegan.upkeep import STOP_FILE, NonFiniteLoss, Upkeep, trim_metrics
 
 __all__ = ["train", "NonFiniteLoss", "STOP_FILE"]
 
@@ -117,7 +118,8 @@ def train(cfg: TrainConfig) -> Path:
             state = new_state(cfg, gan_step.step_nimg())
             set_seed(cfg.seed * acc.num_processes + acc.process_index)  # other z and augmentations per rank
         _announce(acc, cfg, state, shardset, notes, resume_from, f"{precision} ({precision_source})")
-        tracker_init(acc, cfg, Path(cfg.run_dir))
+        trackers.init(acc, trackers.parse_trackers(cfg.tracker), cfg.wandb_project,
+                      cfg.run_name or Path(cfg.run_dir).name, cfg.to_dict(), Path(cfg.run_dir))
         tracking = True
         data = RealBatches(cfg, acc, shardset)
         upkeep = Upkeep(cfg, acc, models, gan_step, state, data, shardset.size, resumed=resume_from is not None)

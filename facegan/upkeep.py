@@ -8,7 +8,6 @@ import math
 import signal
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import torch
@@ -18,10 +17,9 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from facegan import checkpoint as ckpt
-from facegan import metrics
+from facegan import metrics, trackers
 from facegan.config import TrainConfig
 from facegan.gan_step import GANStep
-from facegan.inception import Inception
 from facegan.models import Models
 from facegan.run_state import UNBOUNDED, save_run
 
@@ -68,26 +66,6 @@ class StopSignal:
             return local
         flags = acc.reduce(torch.tensor(local, dtype=torch.float32, device=acc.device), "max")
         return bool(flags[0] > 0), bool(flags[1] > 0)
-
-
-def tracker_init(accelerator: Accelerator, cfg: TrainConfig, run_dir: Path) -> None:
-    """W&B through Accelerate; the run id persists in the run folder so a resume continues it."""
-    if cfg.tracker != "wandb":
-        return
-    id_file = run_dir / "wandb_run_id.txt"
-    if accelerator.is_main_process and not id_file.exists():
-        id_file.write_text(uuid.uuid4().hex[:12])
-    accelerator.wait_for_everyone()
-    init = {"id": id_file.read_text().strip(), "resume": "allow", "dir": str(run_dir),
-            "name": cfg.run_name or run_dir.name}
-    try:
-        accelerator.init_trackers(cfg.wandb_project, config=cfg.to_dict(), init_kwargs={"wandb": init})
-    except Exception as e:  # wandb.errors.UsageError, a traceback of wandb internals otherwise
-        if type(e).__name__ != "UsageError":
-            raise
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else "usage error"
-        raise ValueError(f"--tracker wandb: {reason}; run `wandb login`, set WANDB_API_KEY, or set "
-                         "WANDB_MODE=offline (upload later with `wandb sync`)") from None
 
 
 def trim_metrics(path: Path, step: int) -> None:
@@ -159,8 +137,12 @@ class Upkeep:
         """`data`: the loop's RealBatches, closed before a checkpoint and reopened after it."""
         self.cfg, self.acc, self.m, self.gan_step, self.state, self.data = cfg, acc, models, step, state, data
         self.run_dir, self.resolution = Path(cfg.run_dir), resolution
-        # Load the Inception weights now: a wrong path fails in seconds, not at the first FID.
-        self.inception = Inception(cfg.inception_weights or None, acc.device) if cfg.fid_every else None
+        # Load the extractors' weights now: a wrong path fails in seconds, not at the first measurement.
+        self.trackers = trackers.parse_trackers(cfg.tracker)
+        self.metric_names = metrics.parse_metrics(cfg.metrics, "--metrics")
+        self.extractors = metrics.build_extractors(self.metric_names, cfg.inception_weights or None,
+                                                   cfg.vgg16_weights or None, acc.device) if cfg.eval_every else None
+        self.best_by = cfg.best_by or next(iter(metrics.metric_module(self.metric_names[0]).LOWER_IS_BETTER))
         self.fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
         self.stop = StopSignal(self.run_dir, announce=acc.is_main_process)
         self.progress = Progress(acc, state["step"], self.planned_steps())
@@ -180,8 +162,8 @@ class Upkeep:
         record = self.log() if step % cfg.log_every == 0 else None
         if step % cfg.sample_every == 0:
             self.sample_grid()
-        if cfg.fid_every and step % cfg.fid_every == 0:  # every rank takes part
-            self.measure_fid()
+        if cfg.eval_every and step % cfg.eval_every == 0:  # every rank takes part
+            self.measure()
         self.progress.update(record)
         signalled = out_of_time = False
         if step % SIGNAL_CHECK_EVERY == 0:
@@ -251,35 +233,43 @@ class Upkeep:
         path = self.run_dir / "samples" / f"step-{step:09d}.png"
         with ckpt.writing(path):
             pixels = write_samples(self.m.sampler, self.fixed_z, path)
-        if pixels is not None and self.cfg.tracker == "wandb":
-            self.acc.get_tracker("wandb").log_images({"samples": [pixels.numpy()]}, step=step)
+        if pixels is not None:
+            trackers.log_grid(self.acc, self.trackers, pixels.numpy(), step)
 
-    def measure_fid(self) -> None:
-        """FID of the sampler (EMA-G when enabled) on every rank's share; the best G is exported.
-        The latents, the shard reader and Inception use their own RNGs: training is unchanged."""
+    def measure(self) -> None:
+        """--metrics of the sampler (EMA-G when enabled), each rank extracting features for its
+        share; the best G by --best-by is exported. The latents, the shard reader and the
+        extractors use their own RNGs: training is unchanged."""
         self.check_finite()
         cfg, acc, state = self.cfg, self.acc, self.state
         started = time.perf_counter()
         record = metrics.score_generator(
-            self.inception, self.m.sampler, cfg.z_dim, self.data.shardset, cfg.fid_samples, seed=cfg.seed,
-            batch_size=cfg.fid_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
+            self.extractors, self.metric_names, self.m.sampler, self.data.shardset, cfg.eval_samples, seed=cfg.seed,
+            batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
             world_size=acc.num_processes, reduce=lambda t: acc.reduce(t, "sum"),
-            cache_dir=cfg.fid_cache or None, progress=acc.is_main_process and sys.stderr.isatty())
-        self.tick_time += time.perf_counter() - started  # FID time does not count against img/s
-        value, step = metrics.fid_value(record), state["step"]
-        state["fid"] = {"step": step, "value": value, "standard_weights": record["standard_weights"]}
-        best = state.get("best_fid")
-        if best is None or value < best["value"]:
-            state["best_fid"] = state["fid"]
+            cache_dir=cfg.eval_cache or None, progress=acc.is_main_process and sys.stderr.isatty())
+        self.tick_time += time.perf_counter() - started  # measuring does not count against img/s
+        step = state["step"]
+        key = metrics.value_key(record, self.best_by)
+        value = record[key]
+        state["eval"] = {"step": step, **{k: record[k] for k in metrics.value_keys(record)}}
+        best = state.get("best")
+        if best is None or best["key"] != key or metrics.improves(self.metric_names, self.best_by, value,
+                                                                  best["value"]):
+            state["best"] = {"by": self.best_by, "key": key, "step": step, "value": value}
             if acc.is_main_process:
                 ckpt.export_generator(self.m.sampler, self.run_dir / "generator-best.safetensors", step=step,
-                                      ema=self.m.ema is not None, fid=record)
-        fid = {"step": step, "kimg": self.kimg(), **record}
-        self.append_metrics(fid)
+                                      ema=self.m.ema is not None, metrics=record)
+        entry = {"step": step, "kimg": self.kimg(), **record}
+        self.append_metrics(entry)
         if acc.is_main_process:
-            print(f"facegan: {metrics.describe(fid)}", file=sys.stderr, flush=True)
-        acc.log({metrics.fid_key(fid["standard_weights"]): value, "fid/num_generated": fid["num_generated"],
-                 "fid/weights": f"{fid['weights']} (sha256 {fid['weights_sha256'][:12]})"}, step=step)
+            print(f"facegan: {metrics.describe(entry)}", file=sys.stderr, flush=True)
+        values = {k: record[k] for k in metrics.value_keys(record)}
+        trackers.update_summary(acc, self.trackers, values, metrics.directions(self.metric_names), step)
+        logged = {f"metrics/{k}": v for k, v in values.items()}
+        weights = f"{record['weights']} (sha256 {record['weights_sha256'][:12]})"
+        acc.log({**logged, "metrics/num_generated": record["num_generated"], "metrics/inception_weights": weights,
+                 "kimg": self.kimg()}, step=step)
 
     def checkpoint(self, reopen: bool = True) -> None:
         """Save the resumable state and export G and D; a new data segment starts after it."""
@@ -302,3 +292,5 @@ class Upkeep:
             ckpt.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step, nimg=nimg,
                                   ema=self.m.ema is not None)
             ckpt.export_discriminator(d, self.run_dir / "discriminator.safetensors", step=step)
+            if self.cfg.wandb_artifacts:
+                trackers.log_generator(self.acc, self.trackers, self.run_dir, step, nimg / 1000)

@@ -141,6 +141,26 @@ def synthetic_shards(tmp_path_factory) -> Path:
 def standin(tmp_path_factory) -> Path:
     """A random (Kaiming-initialised) InceptionV3 in torch-fidelity's layout: the real FID code
     path runs offline, and every FID it gives is reported as non-standard."""
+    import torch
+
     from facegan.inception import make_standin_weights
 
-    return make_standin_weights(tmp_path_factory.mktemp("inception") / "standin-inception.pth", seed=0)
+    path = make_standin_weights(tmp_path_factory.mktemp("inception") / "standin-inception.pth", seed=0)
+    # The classifier head (IS's logits) keeps PyTorch's default init there: its softmax is almost
+    # uniform and every IS is ~1.0001. Kaiming x 10 on it (the stand-in's pool features are small,
+    # std ~0.1), so logits spread by ~2 and IS tests compare numbers that differ (faces: ~1.14).
+    state = torch.load(path, weights_only=True)
+    head = torch.empty_like(state["fc.weight"])
+    torch.nn.init.kaiming_normal_(head, generator=torch.Generator().manual_seed(0))
+    state["fc.weight"] = head * 10
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def vgg_standin(tmp_path_factory) -> Path:
+    """A random (Kaiming-initialised) torchvision VGG16 (553 MB): precision and recall run the
+    real code path offline, reported as non-standard."""
+    from facegan.vgg import make_standin_weights
+
+    return make_standin_weights(tmp_path_factory.mktemp("vgg16") / "standin-vgg16.pth", seed=0)

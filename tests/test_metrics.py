@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ from PIL import Image
 
 from facegan import checkpoint as ckpt
 from facegan import evaluate, metrics, networks, report, sample
+from facegan.config import config_from_args
 from facegan.data import eval_loader
 from facegan.inception import Inception
 from facegan.pack import pack
@@ -123,23 +126,93 @@ def test_moments_match_numpy_cov():
     np.testing.assert_allclose(stats.sigma, np.cov(feats.double().numpy(), rowvar=False), rtol=0, atol=1e-10)
 
 
-def test_equals_torch_fidelity(tmp_path, standin, small_shards):
-    """facegan's evaluate (folder vs shards) equals torch_fidelity.calculate_metrics on the same
-    images as PNG folders and the same weights file."""
+def _metric_sets(tmp_path: Path, small_shards: Path) -> tuple[Path, Path]:
+    """20 faces as a 'generated' PNG folder and the 24 of small_shards as a reference folder."""
     generated = write_pngs(shard_images(_pack_small(tmp_path / "other", seed=7, num=20)), tmp_path / "generated")
-    reference = write_pngs(shard_images(small_shards), tmp_path / "reference")
-    expected = torch_fidelity.calculate_metrics(
-        input1=str(generated), input2=str(reference), fid=True, cuda=False, cache=False, verbose=False,
-        feature_extractor_weights_path=str(standin), batch_size=16)["frechet_inception_distance"]
-    code, out = run_main(evaluate.main, ["--images", str(generated), "--data", str(small_shards),
-                                         "--inception-weights", str(standin), "--no-cache", "--batch-size", "16",
-                                         "--num-workers", "0"])
+    return generated, write_pngs(shard_images(small_shards), tmp_path / "reference")
+
+
+def _close(ours: float, theirs: float) -> bool:
+    return abs(ours - theirs) < 1e-3 and abs(ours - theirs) <= 1e-3 * abs(theirs) + 1e-7
+
+
+def test_fid_kid_is_equal_torch_fidelity(tmp_path, standin, small_shards):
+    """evaluate --metrics fid,kid,is (a folder against the packed shards) equals
+    torch_fidelity.calculate_metrics on the same images as PNG folders and the same weights,
+    from one feature pass; the shards' features are cached and read back."""
+    generated, reference = _metric_sets(tmp_path, small_shards)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(generated), input2=str(reference), fid=True, kid=True, isc=True, kid_subset_size=20,
+        cuda=False, cache=False, verbose=False, feature_extractor_weights_path=str(standin), batch_size=16)
+    cache = tmp_path / "cache"
+    argv = ["--images", str(generated), "--data", str(small_shards), "--metrics", "fid,kid,is",
+            "--inception-weights", str(standin), "--cache-dir", str(cache), "--batch-size", "16", "--num-workers", "0"]
+    code, out = run_main(evaluate.main, argv)
+    ours = json.loads(out)
+    assert code == 0 and ours["metrics"] == ["fid", "kid", "is"]
+    pairs = {"fid_nonstandard": "frechet_inception_distance", "kid_nonstandard": "kernel_inception_distance_mean",
+             "kid_std_nonstandard": "kernel_inception_distance_std", "is_nonstandard": "inception_score_mean",
+             "is_std_nonstandard": "inception_score_std"}
+    for key, their_key in pairs.items():
+        assert _close(ours[key], theirs[their_key]), (key, ours[key], theirs[their_key])
+    assert theirs["kernel_inception_distance_mean"] > 1e-4 and theirs["inception_score_mean"] > 1.05  # not zeros
+    assert (ours["num_real"], ours["num_other"], ours["real_stats_cached"]) == (24, 20, False)
+    assert "KID subsets of 20 images" in ours["warning"] and "not comparable" in ours["note"]
+    assert ours["weights_sha256"] == sha(standin) and ours["standard_weights"] is False
+    # The reference is cached: a second run reads its moments and rows back, same values.
+    assert len(list(cache.glob("real-*.npz"))) == 1 and len(list(cache.glob("real-*.npy"))) == 1
+    code, out = run_main(evaluate.main, argv)
+    again = json.loads(out)
+    assert again["real_stats_cached"] is True and all(again[k] == ours[k] for k in pairs)
+
+
+def test_precision_recall_equal_torch_fidelity(tmp_path, standin, vgg_standin, small_shards):
+    """evaluate --metrics pr with a plain image folder as the reference (VGG16 at 224 px is slow
+    here: 12 images a side)."""
+    generated = write_pngs(shard_images(_pack_small(tmp_path / "other", seed=7, num=12)), tmp_path / "generated")
+    reference = write_pngs(shard_images(small_shards)[:12], tmp_path / "reference")
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(generated), input2=str(reference), prc=True, feature_extractor="vgg16", cuda=False,
+        cache=False, verbose=False, feature_extractor_weights_path=str(vgg_standin), batch_size=16)
+    argv = ["--images", str(generated), "--data", str(reference), "--metrics", "pr", "--cache-dir", str(tmp_path / "c"),
+            "--inception-weights", str(standin), "--vgg16-weights", str(vgg_standin), "--batch-size", "16"]
+    code, out = run_main(evaluate.main, argv)
+    ours = json.loads(out)
     assert code == 0
-    record = json.loads(out)
-    assert abs(record["fid_nonstandard"] - expected) < 1e-3, (record, expected)
-    assert expected > 0.01  # the sets differ: the comparison is not between two zeros
-    assert record["num_real"] == 24 and record["num_other"] == 20
-    assert record["weights_sha256"] == sha(standin) and record["standard_weights"] is False
+    assert _close(ours["precision_nonstandard"], theirs["precision"])
+    assert _close(ours["recall_nonstandard"], theirs["recall"])
+    assert ours["vgg16_weights_sha256"] == sha(vgg_standin) and ours["vgg16_standard_weights"] is False
+    assert "precision and recall here are not comparable" in ours["note"]
+    # Noise lies outside the faces' manifold: its precision is lower (the stand-in separates them).
+    noise = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    argv[1] = str(write_pngs(noise, tmp_path / "noise"))
+    code, out = run_main(evaluate.main, argv)
+    noisy = json.loads(out)
+    assert code == 0 and noisy["real_stats_cached"] is True  # the folder reference was cached
+    assert noisy["precision_nonstandard"] < theirs["precision"]
+
+
+def test_missing_vgg_weights_name_the_flag(tmp_path, standin, small_shards, capsys):
+    code = evaluate.main(["--images", str(tmp_path), "--data", str(small_shards), "--metrics", "fid,pr",
+                          "--inception-weights", str(standin), "--vgg16-weights", str(tmp_path / "vgg.pth")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"--vgg16-weights {tmp_path / 'vgg.pth'}: no such file" in err
+    code = evaluate.main(["--images", str(tmp_path), "--data", str(small_shards), "--metrics", "fid,ppl"])
+    assert code == 2 and "unknown metric 'ppl'; choose from fid, kid, is, pr" in capsys.readouterr().err
+
+
+def test_shard_indices_are_manifest_order_for_any_split(small_shards):
+    """The evaluation pass tags each sample with its place in the manifest, whatever the ranks and
+    workers: rows gathered at those places are in one order for any world size."""
+    shardset = load_shardset(small_shards)
+    single = torch.cat([images for images, _ in metrics.shard_batches(shardset, num_workers=0)])
+    seen = {}
+    for rank in range(2):
+        for images, index in metrics.shard_batches(shardset, batch_size=5, num_workers=2, rank=rank, world_size=2):
+            for image, i in zip(images, index.tolist()):
+                assert i not in seen
+                seen[i] = image
+    assert sorted(seen) == list(range(24)) and all(torch.equal(seen[i], single[i]) for i in range(24))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,13 +240,13 @@ def test_cache_hit_then_miss_when_shards_change(tmp_path, inception):
 
 
 @pytest.mark.slow
-def test_two_rank_fid_equals_single_process(tmp_path, standin, small_shards):
+def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin, small_shards):
+    """fid, kid, is and pr of a generator on 2 processes (torchrun; each rank extracts its share of
+    both sides and caches the reference's features) and on 1 (reading that cache): the same."""
     gen = tiny_generator(tmp_path / "g.safetensors")
-    argv = ["--generator", str(gen), "--data", str(small_shards), "--num-samples", "18", "--seed", "3",
-            "--inception-weights", str(standin), "--no-cache", "--batch-size", "5", "--num-workers", "1"]
-    code, out = run_main(evaluate.main, argv)
-    assert code == 0
-    single = json.loads(out)
+    argv = ["--generator", str(gen), "--data", str(small_shards), "--num-samples", "12", "--seed", "3",
+            "--metrics", "fid,kid,is,pr", "--inception-weights", str(standin), "--vgg16-weights", str(vgg_standin),
+            "--batch-size", "6", "--num-workers", "1", "--cache-dir", str(tmp_path / "cache")]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     res = subprocess.run(torchrun + ["-m", "facegan.evaluate", *argv], cwd=REPO, capture_output=True, text=True,
                          timeout=300, env=env())
@@ -181,41 +254,74 @@ def test_two_rank_fid_equals_single_process(tmp_path, standin, small_shards):
     lines = [x for x in res.stdout.splitlines() if x.startswith("{")]
     assert len(lines) == 1  # rank 0 alone prints
     double = json.loads(lines[0])
-    assert (double["num_real"], double["num_generated"]) == (24, 18)
-    assert double["fid_nonstandard"] == pytest.approx(single["fid_nonstandard"], rel=1e-6, abs=1e-9)
+    assert (double["num_real"], double["num_generated"], double["real_stats_cached"]) == (24, 12, False)
+    code, out = run_main(evaluate.main, argv)
+    single = json.loads(out)
+    assert code == 0 and single["real_stats_cached"] is True
+    assert len(metrics.value_keys(single)) == 8  # fid, kid, kid_std, is, is_std, precision, recall, pr_f_score
+    for key in metrics.value_keys(single):
+        assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
 
 
 # ---------------------------------------------------------------------------------------------
 # During training.
 
 
-def test_fid_during_training(tmp_path, standin, small_shards):
+def test_metrics_during_training(tmp_path, standin, small_shards):
     run = tmp_path / "run"
-    cfg = tiny(small_shards, run, max_steps=8, fid_every=4, fid_samples=10, fid_batch_size=5,
-               inception_weights=str(standin), fid_cache=str(tmp_path / "cache"))
+    cfg = tiny(small_shards, run, max_steps=8, eval_every=4, eval_samples=10, eval_batch_size=5,
+               metrics="fid,kid,is", best_by="kid", inception_weights=str(standin),
+               eval_cache=str(tmp_path / "cache"))
     train(cfg)
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    fids = [r for r in records if "fid_nonstandard" in r]
-    assert [r["step"] for r in fids] == [4, 8] and all(r["num_generated"] == 10 for r in fids)
-    assert [r["real_stats_cached"] for r in fids] == [False, True]  # computed once, then cached
-    assert all(r["weights_sha256"] == sha(standin) and "fid" not in r for r in fids)
+    evals = [r for r in records if "kid_nonstandard" in r]
+    assert [r["step"] for r in evals] == [4, 8] and all(r["num_generated"] == 10 for r in evals)
+    assert all({"fid_nonstandard", "kid_std_nonstandard", "is_nonstandard", "is_std_nonstandard"} <= set(r)
+               for r in evals)
+    assert [r["real_stats_cached"] for r in evals] == [False, True]  # computed once, then cached
+    assert all(r["weights_sha256"] == sha(standin) and not {"fid", "kid", "is"} & set(r) for r in evals)
     state = json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())
-    assert state["fid"] == {"step": 8, "value": fids[1]["fid_nonstandard"], "standard_weights": False}
-    best = min(fids, key=lambda r: r["fid_nonstandard"])
-    assert state["best_fid"]["step"] == best["step"]
+    assert state["eval"]["step"] == 8 and state["eval"]["kid_nonstandard"] == evals[1]["kid_nonstandard"]
+    best = min(evals, key=lambda r: r["kid_nonstandard"])  # --best-by kid: lower is better
+    assert state["best"] == {"by": "kid", "key": "kid_nonstandard", "step": best["step"],
+                             "value": best["kid_nonstandard"]}
     meta = ckpt.read_network_meta(run / "generator-best.safetensors")
-    assert meta["step"] == best["step"] and meta["fid"]["fid_nonstandard"] == best["fid_nonstandard"]
-    # Measuring FID leaves training untouched: the same run without FID ends bitwise equal.
+    assert meta["step"] == best["step"] and meta["metrics"]["kid_nonstandard"] == best["kid_nonstandard"]
+    # Measuring leaves training untouched: the same run without metrics ends bitwise equal.
     plain = tmp_path / "plain"
     train(tiny(small_shards, plain, max_steps=8))
     assert sha(plain / "generator.safetensors") == sha(run / "generator.safetensors")
 
 
+def test_best_by_directions():
+    """FID and KID improve downwards; IS, precision and recall upwards."""
+    names = ["fid", "kid", "is", "pr"]
+    assert metrics.improves(names, "fid", 1.0, 2.0) and not metrics.improves(names, "fid", 2.0, 1.0)
+    assert metrics.improves(names, "kid", 0.01, 0.02) and metrics.improves(names, "fid", 5.0, None)
+    for higher in ("is", "precision", "recall"):
+        assert metrics.improves(names, higher, 2.0, 1.0) and not metrics.improves(names, higher, 1.0, 2.0)
+
+
 def test_training_refuses_bad_weights_at_start(tmp_path, small_shards):
-    cfg = tiny(small_shards, tmp_path / "run", fid_every=4, inception_weights=str(tmp_path / "missing.pth"))
+    cfg = tiny(small_shards, tmp_path / "run", eval_every=4, inception_weights=str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match=r"--inception-weights .*missing\.pth: no such file"):
         train(cfg)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_metric_flags_checked(tmp_path, small_shards, capsys):
+    """Unknown metrics and --best-by values are one-line errors; --fid-every still works, with a message."""
+    base = ["--data", str(small_shards), "--run-dir", str(tmp_path / "run")]
+    with pytest.raises(ValueError, match=r"metrics fid,bogus: unknown metric 'bogus'; choose from fid, kid, is, pr"):
+        config_from_args(base + ["--metrics", "fid,bogus"])
+    with pytest.raises(ValueError, match=r"best_by='precision': not a value of metrics='fid,kid'"):
+        config_from_args(base + ["--metrics", "fid,kid", "--best-by", "precision"])
+    cfg, _ = config_from_args(base + ["--fid-every", "100", "--fid-samples", "500"])
+    assert (cfg.eval_every, cfg.eval_samples) == (100, 500)
+    err = capsys.readouterr().err
+    assert "--fid-every is deprecated; use --eval-every" in err and "--fid-samples is deprecated" in err
+    with pytest.raises(ValueError, match="--fid-every and --eval-every both given"):
+        config_from_args(base + ["--fid-every", "100", "--eval-every", "50"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +356,7 @@ def test_evaluate_help_states_each_default_once(capsys):
         evaluate.main(["--help"])
     text = capsys.readouterr().out.split("options:")[1]
     options = ["  -" + block for block in text.split("\n  -")[1:]]  # one block per option, wrapped lines too
-    assert len(options) == 12
+    assert len(options) == 14
     for block in options:
         assert block.count("(default") <= 1, block
     weights = next(b for b in options if b.startswith("  --inception-weights"))
@@ -298,14 +404,60 @@ def test_sample_cli_errors(tmp_path, capsys):
     assert "expected a .png" in capsys.readouterr().err
 
 
-def test_report_cli(tmp_path, synthetic_shards, standin):
-    run = tmp_path / "run"
-    train(tiny(synthetic_shards, run, max_steps=8, sample_every=2))
-    with open(run / "metrics.jsonl", "a") as f:  # FID lines as a run with --fid-every writes them
-        for step, value in ((4, 3.0), (8, 2.0)):
-            f.write(json.dumps({"step": step, "kimg": step * 8 / 1000, "fid_nonstandard": value}) + "\n")
+def test_report_cli(tmp_path, synthetic_shards):
+    run = _report_run(tmp_path, synthetic_shards)
     assert report.main([str(run)]) == 0
     assert Image.open(run / "report" / "losses.png").size == (960, 540)
     gif = Image.open(run / "report" / "progress.gif")
     assert gif.n_frames == 4 and gif.size == Image.open(run / "samples" / "step-000000008.png").size
     assert report.main([str(tmp_path / "nowhere")]) == 2
+
+
+def _report_run(tmp_path: Path, synthetic_shards: Path) -> Path:
+    """A tiny run with 4 grids and two measurements, as a run with --eval-every writes them."""
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=8, sample_every=2))
+    with open(run / "metrics.jsonl", "a") as f:
+        for step, fid, kid in ((4, 3.0, 0.2), (8, 2.0, 0.3)):
+            f.write(json.dumps({"step": step, "kimg": step * 8 / 1000, "fid_nonstandard": fid,
+                                "kid_nonstandard": kid, "kid_std_nonstandard": 0.01}) + "\n")
+    return run
+
+
+def test_report_page(tmp_path, synthetic_shards):
+    """report/index.html: self-contained (every file it shows sits in report/, nothing remote),
+    with the config, the curves, each metric's best, the grids on a slider, the GIF, the final grid."""
+    run = _report_run(tmp_path, synthetic_shards)
+    assert report.main([str(run)]) == 0
+    out = run / "report"
+    page = (out / "index.html").read_text()
+    sources = re.findall(r"src='([^']+)'", page)
+    assert sources and all((out / s).is_file() for s in sources), sources
+    assert "http://" not in page and "https://" not in page  # opens offline
+    assert {"curves.png", "metrics.png", "throughput.png", "progress.gif", "grids/step-000000008.png"} <= set(sources)
+    assert sorted(p.name for p in (out / "grids").iterdir()) == [f"step-00000000{s}.png" for s in (2, 4, 6, 8)]
+    slider = json.loads(re.search(r"const grids = (\[.*?\]);", page).group(1))
+    assert [g["step"] for g in slider] == [2, 4, 6, 8] and slider[-1]["kimg"] == "0.064"
+    # Each metric's best, in its direction: FID lowest at step 8, KID lowest at step 4.
+    table = re.findall(r"<tr><td>(\w+)</td><td>([\d.]+)</td><td>(\w+)</td><td>(\d+)</td>", page)
+    assert ("fid_nonstandard", "2", "lower", "8") in table and ("kid_nonstandard", "0.2", "lower", "4") in table
+    assert "stand-in feature extractors" in page and "<code>preset</code> demo" in page
+    assert Image.open(out / "metrics.png").size[0] == 1000 and Image.open(out / "curves.png").size[0] == 1000
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
+def test_report_renders_in_chromium(tmp_path, synthetic_shards):
+    """A headless Chromium screenshot of the page: the dark header on top, figures and grids
+    below (many colours), no blank page. The screenshot is kept beside the page for a look."""
+    run = _report_run(tmp_path, synthetic_shards)
+    assert report.main([str(run)]) == 0
+    shot = run / "report" / "screenshot.png"
+    res = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          f"--screenshot={shot}", "--window-size=1280,1800", (run / "report" / "index.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int32)
+    assert pixels.shape == (1800, 1280, 3)
+    assert pixels[:40].mean() < 80  # the header band (#1d2430)
+    body = pixels[200:]
+    assert body.std() > 30 and len(np.unique(body.reshape(-1, 3), axis=0)) > 500  # figures and grids drawn

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -291,12 +293,68 @@ def test_modern_preset_takes_its_settings_from_the_shards_resolution(synthetic_s
         config_from_args(["--data", str(tmp_path / "none"), "--run-dir", "r", "--preset", "modern"])
 
 
-def test_wandb_offline_writes_a_run_and_no_secret(tmp_path, synthetic_shards):
+def read_tensorboard(folder: Path) -> list:
+    """Every Event in the TensorBoard event files under `folder` (TFRecord framing: length,
+    its CRC, the record, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event()
+            event.ParseFromString(data[at + 12:at + 12 + length])
+            events.append(event)
+            at += 12 + length + 4
+    return events
+
+
+def read_wandb(path: Path, kinds=("summary", "history")) -> tuple[dict, list[dict]]:
+    """(summary, rows of the other `kinds`) of an offline W&B run file: LevelDB-log framing
+    (32 KiB blocks of records with a 7-byte header: CRC, length, type) of wandb_internal_pb2.Record
+    messages. History rows are {key: value}; artifact rows {"type", "aliases", "files"}."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B"
+    summary, history, pending, pos, block = {}, [], b"", 7, 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            pos += block - pos % block if pos % block else 0
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk  # full, first / middle, last
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            kind_name = record.WhichOneof("record_type")
+            if kind_name == "summary":
+                summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                for i in record.summary.update})
+            elif kind_name == "history" and kind_name in kinds:
+                history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                for i in record.history.item})
+            elif kind_name == "artifact" and kind_name in kinds:
+                a = record.artifact
+                history.append({"type": a.type, "aliases": list(a.aliases),
+                                "files": [f.path for f in a.manifest.contents]})
+    return summary, history
+
+
+def test_trackers_wandb_and_tensorboard(tmp_path, synthetic_shards, standin):
+    """--tracker wandb,tensorboard in one run: W&B (offline) and TensorBoard hold the sample grids
+    pixel for pixel, every metric, and W&B's summary the best values; no secret is written."""
     secret = "facegan-test-secret-0123456789abcdef0123"
     run = tmp_path / "run"
     code = (f"from facegan.training_loop import train; from tests.test_train import tiny; "
             f"from pathlib import Path; train(tiny(Path({str(synthetic_shards)!r}), Path({str(run)!r}), "
-            f"tracker='wandb', wandb_project='facegan-test'))")
+            f"tracker='wandb,tensorboard', wandb_project='facegan-test', eval_every=4, eval_samples=8, "
+            f"metrics='fid,kid', best_by='kid', inception_weights={str(standin)!r}, wandb_artifacts=True))")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env=env(WANDB_MODE="offline", WANDB_API_KEY=secret, WANDB_SILENT="true"))
     assert res.returncode == 0, res.stderr[-2000:]
@@ -305,15 +363,45 @@ def test_wandb_offline_writes_a_run_and_no_secret(tmp_path, synthetic_shards):
     for path in run.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    assert (run / "metrics.jsonl").read_text().count("\n") == 4  # written whatever the tracker
-    # The grids W&B stored are the sample PNGs, pixel for pixel (floats in [0,1] were cast to black).
-    logged = sorted(runs[0].glob("files/media/images/*.png"))
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in records if "loss/D" in r]) == 4  # written whatever the tracker
+    evals = [r for r in records if "kid_nonstandard" in r]
+    assert [r["step"] for r in evals] == [4, 8]
+    # The grids W&B and TensorBoard stored are the sample PNGs, pixel for pixel (floats in [0,1]
+    # were cast to black once).
     samples = sorted((run / "samples").glob("step-*.png"))
-    assert len(logged) == len(samples) == 2
-    for a, b in zip(logged, samples):
-        pixels = np.asarray(Image.open(a).convert("RGB"))
-        assert np.array_equal(pixels, np.asarray(Image.open(b).convert("RGB"))), (a, b)
-        assert pixels.std() > 10  # a real grid of varied faces, not one colour
+    logged = sorted(runs[0].glob("files/media/images/*.png"))
+    events = read_tensorboard(run / "tensorboard")
+    images = [(e.step, v.image.encoded_image_string) for e in events for v in e.summary.value if v.tag == "samples"]
+    assert len(logged) == len(samples) == len(images) == 2
+    for a, (step, png), b in zip(logged, images, samples):
+        pixels = np.asarray(Image.open(b).convert("RGB"))
+        assert np.array_equal(np.asarray(Image.open(a).convert("RGB")), pixels), (a, b)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), pixels), (step, b)
+        assert f"step-{step:09d}.png" == b.name and pixels.std() > 10  # varied faces, not one colour
+    scalars = {(v.tag, e.step): v.simple_value for e in events for v in e.summary.value if v.HasField("simple_value")}
+    for r in evals:
+        assert scalars[("metrics/kid_nonstandard", r["step"])] == pytest.approx(r["kid_nonstandard"], rel=1e-6)
+        assert scalars[("metrics/fid_nonstandard", r["step"])] == pytest.approx(r["fid_nonstandard"], rel=1e-6)
+    assert ("loss/D", 2) in scalars and ("kimg", 4) in scalars
+    summary, history = read_wandb(next(runs[0].glob("run-*.wandb")))
+    logged_evals = [h for h in history if "metrics/kid_nonstandard" in h]
+    assert [(h["step"], h["metrics/kid_nonstandard"], h["kimg"]) for h in logged_evals] == [
+        (r["step"], pytest.approx(r["kid_nonstandard"]), r["kimg"]) for r in evals]
+    # --wandb-artifacts: the exported generator at each checkpoint (steps 4 and 8) as a model artifact.
+    artifacts = read_wandb(next(runs[0].glob("run-*.wandb")), kinds=("artifact",))[1]
+    expected = [("model", ["latest", f"step-{k}"]) for k in (4, 8)]
+    assert [(a["type"], sorted(a["aliases"])) for a in artifacts] == expected
+    assert all(sorted(a["files"]) == ["generator.json", "generator.safetensors"] for a in artifacts)
+    best = min(evals, key=lambda r: r["kid_nonstandard"])
+    assert summary["best/kid_nonstandard"] == pytest.approx(best["kid_nonstandard"])
+    assert summary["best/kid_nonstandard_step"] == best["step"]
+    assert summary["best/fid_nonstandard"] == pytest.approx(min(r["fid_nonstandard"] for r in evals))
+
+
+def test_unknown_tracker_is_one_line(tmp_path, synthetic_shards):
+    with pytest.raises(ValueError, match=r"tracker='wandb,mlflow': unknown 'mlflow'; expected none, or a comma list"):
+        config_from_args(_flags(synthetic_shards, tmp_path / "run", tracker="wandb,mlflow"))
 
 
 def test_wandb_without_login_is_one_line(tmp_path, synthetic_shards):
@@ -329,8 +417,9 @@ def test_wandb_without_login_is_one_line(tmp_path, synthetic_shards):
     assert "Traceback" not in res.stderr
 
 
-def _run(cmd, timeout=300, **kwargs):
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env(), **kwargs)
+def _run(cmd, timeout=300, environment=None, **kwargs):
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=environment or env(), **kwargs)
 
 
 def _flags(data, run, **kw):
@@ -406,14 +495,15 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
 def test_two_process_ddp_resumes_a_one_process_run(tmp_path, synthetic_shards, standin):
     """The modern preset (r3gan, rpgan + R1/R2, EMA, ADA) for 3 steps on one process, then a
     resume on 2 (a SLURM requeue on more GPUs): the image count, the stop point, kimg and ADA's p
-    carry over, DDP keeps the ranks' parameters identical, and FID runs with every rank measuring
-    its share."""
+    carry over, DDP keeps the ranks' parameters identical, and every metric runs with every rank
+    measuring its share."""
     run = tmp_path / "run"
     modern = {"preset": "modern", "ada-interval": 1, "ada-kimg": 0.1, "ada-target": -1.0}  # p rises every step
     train(config_from_args(_flags(synthetic_shards, run, **modern, **{"max-steps": 3}))[0])
-    fid = {"fid-every": 6, "fid-samples": 8, "fid-batch-size": 4, "inception-weights": standin,
-           "fid-cache": tmp_path / "cache"}
-    res = _run(TORCHRUN + [TRAIN_PY] + _flags(synthetic_shards, run, **modern, **fid), timeout=300)
+    evals = {"eval-every": 6, "eval-samples": 8, "eval-batch-size": 4, "metrics": "fid,kid,is",
+             "inception-weights": standin, "eval-cache": tmp_path / "cache", "tracker": "wandb,tensorboard"}
+    res = _run(TORCHRUN + [TRAIN_PY] + _flags(synthetic_shards, run, **modern, **evals), timeout=300,
+               environment=env(WANDB_MODE="offline", WANDB_SILENT="true"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "saved by 1 process(es), resumed on 2" in res.stderr and "data order" in res.stderr
     first, last = (json.loads((p / ckpt.STATE_FILE).read_text()) for p in ckpt.complete_checkpoints(run))
@@ -427,13 +517,22 @@ def test_two_process_ddp_resumes_a_one_process_run(tmp_path, synthetic_shards, s
     losses = [r for r in records if "loss/D" in r]
     assert [(r["step"], r["kimg"]) for r in losses] == [(3, 0.024), (6, 0.072)]  # rank 0 alone writes
     assert 0 < losses[0]["aug/p"] < losses[1]["aug/p"] and first["ada"]["p"] == losses[0]["aug/p"]
-    fids = [r for r in records if "fid_nonstandard" in r]
-    assert [(r["step"], r["num_real"], r["num_generated"]) for r in fids] == [(6, 103, 8)]
+    measured = [r for r in records if "fid_nonstandard" in r]
+    assert [(r["step"], r["num_real"], r["num_generated"]) for r in measured] == [(6, 103, 8)]
+    values = ("fid_nonstandard", "kid_nonstandard", "kid_std_nonstandard", "is_nonstandard", "is_std_nonstandard")
+    assert set(values) <= set(measured[0])
+    # Every metric reached W&B (offline) and TensorBoard too, from rank 0 alone.
+    _, history = read_wandb(next(run.glob("wandb/offline-run-*/run-*.wandb")))
+    logged = [h for h in history if "metrics/kid_nonstandard" in h]
+    assert len(logged) == 1 and all(logged[0][f"metrics/{k}"] == pytest.approx(measured[0][k]) for k in values)
+    scalars = {(v.tag, e.step): v.simple_value for e in read_tensorboard(run / "tensorboard")
+               for v in e.summary.value if v.HasField("simple_value")}
+    assert all(scalars[(f"metrics/{k}", 6)] == pytest.approx(measured[0][k], rel=1e-6) for k in values)
     assert res.stderr.count("generator exported") == 1
     assert sorted(p.name for p in run.iterdir()) == sorted([
         "checkpoints", "config.json", "discriminator.json", "discriminator.safetensors",
         "generator-best.json", "generator-best.safetensors", "generator.json", "generator.safetensors",
-        "metrics.jsonl", "samples"])
+        "metrics.jsonl", "samples", "tensorboard", "wandb", "wandb_run_id.txt"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -674,8 +773,8 @@ def test_it_learns(tmp_path, synthetic_shards, standin):
     assert reference["count"] == shardset.count == 40
 
     def fid(g):
-        record = metrics.score_generator(inception, g.eval(), 16, shardset, 32, batch_size=40, num_workers=0,
-                                         cache_dir=tmp_path / "cache")
+        record = metrics.score_generator(metrics.Extractors(inception), ["fid"], g.eval(), shardset, 32,
+                                         batch_size=40, num_workers=0, cache_dir=tmp_path / "cache")
         return metrics.fid_value(record)
 
     before = fid(untrained.g)

@@ -1,0 +1,260 @@
+"""Metrics as components: FID, KID, IS and precision/recall from one pass of feature extraction.
+
+A metric is one module in METRICS defining NAME, EXTRACTOR ("inception" or "vgg16"), NEEDS and
+REAL_NEEDS (what a pass over the generated and the real set must keep: see features.Needs;
+REAL_NEEDS None where it has no real side), LOWER_IS_BETTER (each value it reports -> direction)
+and `compute(fake, real) -> {value name: float}`. The maths is torch-fidelity's, on features
+facegan extracts once per set and splits across ranks (features.py).
+
+Records: every value is stored under its name (`fid`, `kid`, `is`, `precision`, ...) only when
+the extractor that made it has its standard weights; otherwise under `<name>_nonstandard`, with a
+note, so a stand-in number is never taken for a published-comparable one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from ..inception import Inception
+from ..shardset import ShardSet
+from . import fid as _fid
+from .features import (
+    FEATURE_DIM,
+    STATS_VERSION,
+    Extractors,
+    Features,
+    Moments,
+    Needs,
+    Reduce,
+    Stats,
+    _identity,
+    data_key,
+    default_cache_dir,
+    extract,
+    features_moments,
+    folder_batches,
+    folder_stats,
+    generate_uint8,
+    generated_batches,
+    generator_stats,
+    latents,
+    list_images,
+    real_features,
+    shard_batches,
+    shard_stats,
+    stats_key,
+    to_uint8,
+)
+from .fid import frechet_distance
+
+__all__ = ["FEATURE_DIM", "STATS_VERSION", "Extractors", "Features", "Moments", "Needs", "Stats", "data_key",
+           "default_cache_dir", "extract", "features_moments", "folder_batches", "folder_stats", "generate_uint8",
+           "generated_batches", "generator_stats", "latents", "list_images", "real_features", "shard_batches",
+           "shard_stats", "stats_key", "to_uint8", "frechet_distance"]
+
+# The registry: metric name (as --metrics takes it) -> module. Adding a metric is one module and one line.
+METRICS = {
+    "fid": "facegan.metrics.fid",
+    "kid": "facegan.metrics.kid",
+    "is": "facegan.metrics.isc",
+    "pr": "facegan.metrics.prc",
+}
+DEFAULT = ("fid",)
+NONSTANDARD = "_nonstandard"
+
+
+def metric_module(name: str) -> ModuleType:
+    if name not in METRICS:
+        raise ValueError(f"metric {name!r}: unknown; choose from {', '.join(METRICS)}")
+    return importlib.import_module(METRICS[name])
+
+
+def parse_metrics(text: str, flag: str = "--metrics") -> list[str]:
+    """'fid,kid' -> ['fid', 'kid'], checked: one line naming the flag and the unknown name."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"{flag}: name at least one metric ({', '.join(METRICS)})")
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"{flag} {text}: unknown metric {name!r}; choose from {', '.join(METRICS)}")
+    return list(dict.fromkeys(names))
+
+
+def directions(names: list[str]) -> dict[str, bool]:
+    """Every value the metrics report -> whether lower is better (what --best-by may name)."""
+    out: dict[str, bool] = {}
+    for name in names:
+        out.update(metric_module(name).LOWER_IS_BETTER)
+    return out
+
+
+def improves(names: list[str], by: str, value: float, best: float | None) -> bool:
+    """Whether `value` of `by` (a value of `names`' metrics) beats `best` (None: nothing yet)."""
+    if best is None:
+        return True
+    return value < best if directions(names)[by] else value > best
+
+
+def needs(names: list[str]) -> tuple[Needs, Needs | None]:
+    """What the passes over the generated and the real set must keep for all `names`."""
+    fake, real = Needs(), None
+    for name in names:
+        module = metric_module(name)
+        fake = fake | module.NEEDS
+        if module.REAL_NEEDS is not None:
+            real = module.REAL_NEEDS if real is None else real | module.REAL_NEEDS
+    return fake, real
+
+
+def uses_vgg(names: list[str]) -> bool:
+    return any(metric_module(n).EXTRACTOR == "vgg16" for n in names)
+
+
+def build_extractors(names: list[str], inception_weights: str | Path | None, vgg_weights: str | Path | None,
+                     device: str | torch.device) -> Extractors:
+    """Inception always (its weights are checked at once); VGG16 only when a metric needs it."""
+    vgg = None
+    if uses_vgg(names):
+        from ..vgg import VGG16
+
+        vgg = VGG16(vgg_weights, device)
+    return Extractors(Inception(inception_weights, device), vgg)
+
+
+def _standard(extractors: Extractors, module: ModuleType) -> bool:
+    return (extractors.vgg if module.EXTRACTOR == "vgg16" else extractors.inception).standard
+
+
+def compute(names: list[str], extractors: Extractors, fake: Features, real: Features | None) -> dict[str, float]:
+    """Every metric's values, each under its record key (with _nonstandard where it applies)."""
+    values = {}
+    for name in names:
+        module = metric_module(name)
+        suffix = "" if _standard(extractors, module) else NONSTANDARD
+        values.update({k + suffix: v for k, v in module.compute(fake, real).items()})
+    return values
+
+
+def describe_extractors(extractors: Extractors, names: list[str]) -> dict:
+    info = extractors.inception.describe()
+    if extractors.vgg is not None and uses_vgg(names):
+        info.update(extractors.vgg.describe())
+    return info
+
+
+def make_record(names: list[str], extractors: Extractors, values: dict[str, float], **counts) -> dict:
+    """One measurement: the values, the counts, the weights that produced them, and the notes
+    and warnings they need."""
+    record = {**values, **counts, **describe_extractors(extractors, names)}
+    notes = []
+    if not extractors.inception.standard and any(metric_module(n).EXTRACTOR == "inception" for n in names):
+        notes.append("not torch-fidelity's standard Inception weights: FID, KID and IS here are not "
+                     "comparable to published ones")
+    if extractors.vgg is not None and not extractors.vgg.standard and uses_vgg(names):
+        notes.append("not the standard VGG16 weights: precision and recall here are not comparable to "
+                     "published ones")
+    if notes:
+        record["note"] = "; ".join(notes)
+    warnings = []
+    if "fid" in names and (w := _fid.warning(counts)) is not None:
+        warnings.append(w)
+    num = [v for k, v in counts.items() if k.startswith("num_")]
+    kid_subset = metric_module("kid").SUBSET_SIZE
+    if "kid" in names and len(num) == 2 and min(num) < kid_subset:
+        warnings.append(f"KID subsets of {min(num)} images (torch-fidelity's default is {kid_subset}; a set is "
+                        "smaller)")
+    generated = counts.get("num_generated", counts.get("num_other"))
+    is_splits = metric_module("is").SPLITS
+    if "is" in names and generated is not None and generated < is_splits:
+        warnings.append(f"IS in {generated} splits of one image (torch-fidelity's default is {is_splits} splits)")
+    if warnings:
+        record["warning"] = "; ".join(warnings)
+    return record
+
+
+def value_key(record: dict, name: str) -> str:
+    """The key a value has in a record: `name` or `name_nonstandard`."""
+    for key in (name, name + NONSTANDARD):
+        if key in record:
+            return key
+    raise KeyError(f"the record has no {name!r} value (it has: {', '.join(sorted(record))})")
+
+
+def value_keys(record: dict) -> list[str]:
+    """The keys of `record` that hold metric values, in registry order."""
+    names = [k for name in METRICS for k in metric_module(name).LOWER_IS_BETTER]
+    return [k for name in names for k in (name, name + NONSTANDARD) if k in record]
+
+
+def value(record: dict, name: str) -> float:
+    return record[value_key(record, name)]
+
+
+# FID's keys, as older callers use them.
+def fid_key(standard_weights: bool) -> str:
+    """Where a record keeps its FID: `fid` only for torch-fidelity's standard weights."""
+    return "fid" if standard_weights else "fid" + NONSTANDARD
+
+
+def fid_value(record: dict) -> float:
+    return value(record, "fid")
+
+
+def fid_record(fid: float, inception: Inception, **counts) -> dict:
+    """One FID result with the weights that produced it (see make_record)."""
+    extractors = Extractors(inception)
+    return make_record(["fid"], extractors, {fid_key(inception.standard): fid}, **counts)
+
+
+def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module, real: ShardSet | list[Path],
+                    num: int, *, seed: int = 0, batch_size: int = 100, num_workers: int = 2, rank: int = 0,
+                    world_size: int = 1, reduce: Reduce = _identity, cache_dir: str | Path | None = None,
+                    progress: bool = False) -> dict:
+    """`names` of `num` images of G against a real set, as one record."""
+    fake_needs, real_needs = needs(names)
+    real_features_, hit = (None, None)
+    if real_needs is not None:
+        real_features_, hit = real_features(extractors, real, real_needs, batch_size=batch_size,
+                                            num_workers=num_workers, rank=rank, world_size=world_size,
+                                            reduce=reduce, cache_dir=cache_dir, progress=progress)
+    batches = generated_batches(g, num, g.z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
+    fake = extract(extractors, batches, num, fake_needs, reduce=reduce, progress=progress, desc="generated")
+    counts = {"num_real": real_features_.count if real_features_ is not None else None, "num_generated": num}
+    record = make_record(names, extractors, compute(names, extractors, fake, real_features_),
+                         **{k: v for k, v in counts.items() if v is not None})
+    if hit is not None:
+        record["real_stats_cached"] = hit
+    return record
+
+
+def _format(key: str, v: float) -> str:
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+
+
+def describe(record: dict) -> str:
+    """One line for people: the values, the counts and the weights that produced them."""
+    where = f"step {record['step']}: " if "step" in record else ""
+    shown = []
+    for name in METRICS:
+        module = metric_module(name)
+        for key in module.LOWER_IS_BETTER:
+            for k in (key, key + NONSTANDARD):
+                if k in record and isinstance(record[k], float) and not math.isnan(record[k]):
+                    shown.append(f"{key.upper() if key in ('fid', 'kid', 'is') else key} {_format(k, record[k])}")
+    counts = _fid.counts_text(record)
+    extra = [counts] if counts else []
+    if record.get("standard_weights", True):
+        extra.append("standard Inception weights")
+    else:
+        extra.append(f"NON-STANDARD Inception weights {record['weights']} (sha256 {record['weights_sha256'][:12]}; "
+                     "not comparable to published figures)")
+    if "vgg16_standard_weights" in record and not record["vgg16_standard_weights"]:
+        extra.append(f"NON-STANDARD VGG16 weights (sha256 {record['vgg16_weights_sha256'][:12]})")
+    if "warning" in record:
+        extra.append(f"warning: {record['warning']}")
+    return f"{where}{', '.join(shown)} ({'; '.join(extra)})"

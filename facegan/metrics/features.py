@@ -1,0 +1,414 @@
+"""One pass of feature extraction over a set of images, split across ranks: what every metric reads.
+
+Each rank extracts features for its share of the images. Two things come out of a pass:
+- moments (count, sum, sum of outer products of Inception's pool3 features, in float64), which
+  the caller's `reduce` sums over ranks: FID's mean and covariance, the single-process result up
+  to float64 rounding;
+- rows: the features themselves, for the metrics that need every image (KID, IS, precision and
+  recall). Every image has a global index (its latent, its file, its place in the manifest), each
+  rank writes its rows into a zero matrix at those indices and `reduce` sums the matrices, so every
+  rank holds all rows in the same order whatever the number of ranks and loader workers.
+
+Real sets (packed shards or an image folder) are the reference: their moments and rows are cached
+on disk under a key naming the data, the extractor and its weights (see `data_key`).
+
+Distributed code stays with the caller: `reduce` is a function that sums a tensor over ranks
+(`lambda t: accelerator.reduce(t, "sum")`), the identity in one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import eval_loader
+from ..inception import EXTRACTOR, FEATURE, Inception
+from ..shardset import ShardSet
+
+FEATURE_DIM = int(FEATURE)  # dimensions of the feature FID compares
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+STATS_VERSION = 1  # bump when the way statistics are computed changes
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1,1] float -> uint8 0..255, rounded as torchvision's save_image does, so a PNG written
+    by `facegan.sample --images-dir` holds exactly the pixels the metrics saw."""
+    return ((images.float() + 1) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("FACEGAN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "facegan")
+    return Path(root) / "fid-stats"
+
+
+@dataclass
+class Stats:
+    mu: np.ndarray  # float64 [2048]
+    sigma: np.ndarray  # float64 [2048, 2048]
+    count: int
+
+
+class Moments:
+    """Running count, sum and sum of outer products of feature vectors, in float64."""
+
+    def __init__(self, dim: int, device: torch.device):
+        self.dim = dim
+        self.packed = torch.zeros(1 + dim + dim * dim, dtype=torch.float64, device=device)
+
+    def add(self, features: torch.Tensor) -> None:
+        f = features.to(self.packed.device, torch.float64)
+        self.packed[0] += f.shape[0]
+        self.packed[1:1 + self.dim] += f.sum(0)
+        self.packed[1 + self.dim:].view(self.dim, self.dim).addmm_(f.T, f)
+
+    def stats(self, reduce: Reduce = _identity) -> Stats:
+        """Sum over ranks, then mean and unbiased covariance (np.cov's), on every rank."""
+        total = reduce(self.packed.clone()).cpu().numpy()
+        n, d = int(round(total[0])), self.dim
+        if n < 2:
+            raise ValueError(f"FID needs at least 2 images per side, got {n}")
+        mu = total[1:1 + d] / n
+        sigma = (total[1 + d:].reshape(d, d) - n * np.outer(mu, mu)) / (n - 1)
+        return Stats(mu, (sigma + sigma.T) / 2, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extractors and what a pass keeps.
+
+
+class Extractors:
+    """Inception (pool3 features and logits from one forward) and, where a metric needs it,
+    VGG16 (fc2 features). Calling it on uint8 images gives the kinds asked for."""
+
+    def __init__(self, inception: Inception, vgg=None):
+        self.inception, self.vgg = inception, vgg
+        self.device = inception.device
+
+    def dims(self) -> dict[str, int]:
+        dims = {"pool": FEATURE_DIM, "logits": self.inception.num_logits}
+        if self.vgg is not None:
+            dims["vgg"] = self.vgg.dim
+        return dims
+
+    def __call__(self, images: torch.Tensor, kinds: set[str]) -> dict[str, torch.Tensor]:
+        out = {}
+        if kinds & {"pool", "logits"}:
+            out["pool"], out["logits"] = self.inception.features(images)
+        if "vgg" in kinds:
+            if self.vgg is None:
+                raise ValueError("a metric needs VGG16 features, but no VGG16 was given")
+            out["vgg"] = self.vgg(images)
+        return out
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a pass over one image set keeps: pool3 moments, and the kinds kept as whole rows."""
+
+    moments: bool = False
+    rows: frozenset[str] = field(default_factory=frozenset)
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(self.moments or other.moments, self.rows | other.rows)
+
+    def kinds(self) -> set[str]:
+        return set(self.rows) | ({"pool"} if self.moments else set())
+
+
+@dataclass
+class Features:
+    """One image set's features, the same on every rank."""
+
+    count: int
+    stats: Stats | None = None
+    rows: dict[str, torch.Tensor] = field(default_factory=dict)  # kind -> float32 [count, dim], CPU
+
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (uint8 [B,3,H,W], global indices [B])
+
+
+def extract(extractors: Extractors, batches: Batches, total: int, needs: Needs, *, reduce: Reduce = _identity,
+            progress: bool = False, desc: str = "features") -> Features:
+    """One pass over this rank's batches of a set of `total` images; every rank gets the whole."""
+    device = extractors.device
+    moments = Moments(FEATURE_DIM, device) if needs.moments else None
+    dims = extractors.dims()
+    rows = {kind: torch.zeros(total, dims[kind], device=device) for kind in sorted(needs.rows)}
+    seen = 0
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False,
+              mininterval=0.5 if sys.stderr.isatty() else 30) as bar:  # closed on errors too
+        for images, index in batches:
+            features = extractors(images, needs.kinds())
+            if moments is not None:
+                moments.add(features["pool"])
+            for kind, matrix in rows.items():
+                matrix[index.to(device)] = features[kind].to(matrix.dtype)
+            seen += images.shape[0]
+            bar.update(images.shape[0])
+    count = int(reduce(torch.tensor([float(seen)], dtype=torch.float64, device=device)).item())
+    if count != total:
+        raise RuntimeError(f"{desc}: read {count} images, expected {total}")
+    # Summing zero-filled matrices over ranks is exact: every row is written by one rank only.
+    return Features(count, moments.stats(reduce) if moments is not None else None,
+                    {kind: reduce(matrix).cpu() for kind, matrix in rows.items()})
+
+
+def features_moments(inception: Inception, batches: Iterable[torch.Tensor], total: int | None = None,
+                     progress: bool = False, desc: str = "features") -> Moments:
+    """Moments of the Inception features of uint8 [B,3,H,W] batches."""
+    moments = Moments(FEATURE_DIM, inception.device)
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False,
+              mininterval=0.5 if sys.stderr.isatty() else 30) as bar:
+        for images in batches:
+            moments.add(inception(images))
+            bar.update(images.shape[0])
+    return moments
+
+
+def _rank_range(n: int, rank: int, world: int) -> range:
+    return range(n * rank // world, n * (rank + 1) // world)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image sets: generated, a folder, packed shards. Each gives this rank's (images, indices).
+
+
+def latents(num: int, z_dim: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+    """The same N latents whatever the world size: drawn on the CPU from their own generator.
+    With `truncation`, components beyond +-truncation are redrawn (the truncation trick)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(num, z_dim, generator=gen)
+    if truncation is not None:
+        if truncation <= 0:
+            raise ValueError(f"truncation={truncation}: must be positive")
+        while (outside := z.abs() > truncation).any():
+            z[outside] = torch.randn(int(outside.sum()), generator=gen)
+    return z
+
+
+@torch.no_grad()
+def generate_uint8(g: torch.nn.Module, z: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """G(z) in batches as uint8 images, G in eval mode: BatchNorm uses its running statistics,
+    so an image does not depend on its batch-mates, the batch size or the number of ranks."""
+    was_training = g.training
+    g.eval()
+    device = next(g.parameters()).device
+    try:
+        for start in range(0, len(z), batch_size):
+            yield to_uint8(g(z[start:start + batch_size].to(device)))
+    finally:
+        g.train(was_training)
+
+
+def generated_batches(g: torch.nn.Module, num: int, z_dim: int, *, seed: int = 0, batch_size: int = 100,
+                      rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Rank r makes images [num*r/W, num*(r+1)/W) of the `num` latents drawn from `seed`."""
+    share = _rank_range(num, rank, world_size)
+    z = latents(num, z_dim, seed)[share.start:share.stop]
+    start = share.start
+    for images in generate_uint8(g, z, batch_size):
+        yield images, torch.arange(start, start + images.shape[0])
+        start += images.shape[0]
+
+
+def list_images(folder: str | Path, flag: str = "--images") -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{flag} {folder}: no such folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{flag} {folder}: no images (.png, .jpg, .jpeg, .bmp, .webp) in it")
+    return files
+
+
+def _folder_batches(files: list[Path], batch_size: int) -> Iterator[torch.Tensor]:
+    from PIL import Image
+
+    batch: list[torch.Tensor] = []
+    for path in files:
+        try:  # as torch-fidelity reads a folder: PIL, convert("RGB")
+            with Image.open(path) as img:
+                array = np.array(img.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(f"{path}: cannot decode image ({err})") from None
+        image = torch.from_numpy(array).permute(2, 0, 1)
+        if batch and (image.shape != batch[0].shape or len(batch) == batch_size):
+            yield torch.stack(batch)  # consecutive images of one size go together
+            batch = []
+        batch.append(image)
+    if batch:
+        yield torch.stack(batch)
+
+
+def folder_batches(files: list[Path], *, batch_size: int = 100, rank: int = 0,
+                   world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Rank r reads files [N*r/W, N*(r+1)/W) of the sorted list, as RGB uint8 at their own size."""
+    share = _rank_range(len(files), rank, world_size)
+    start = share.start
+    for images in _folder_batches(files[share.start:share.stop], batch_size):
+        yield images, torch.arange(start, start + images.shape[0])
+        start += images.shape[0]
+
+
+def shard_batches(shardset: ShardSet, *, batch_size: int = 100, num_workers: int = 2, rank: int = 0,
+                  world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every sample once across ranks and workers, with its index in manifest order."""
+    for batch in eval_loader(shardset, batch_size, num_workers=num_workers, rank=rank, world_size=world_size,
+                             uint8=True):
+        yield batch["image"], batch["index"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Real sets: cached moments and rows.
+
+
+def data_key(data: ShardSet | list[Path]) -> dict:
+    """What names a real set's content. Shards: the manifest's content hash (it covers every
+    shard's checksum), resolution and count. A folder: its path and every file's relative name,
+    size and modification time (reading every file to hash it would cost as much as a pass)."""
+    if isinstance(data, ShardSet):
+        return {"content_sha256": data.content_hash, "size": data.size, "count": data.count}
+    root = Path(os.path.commonpath([str(p.parent) for p in data])).resolve()
+    listing = hashlib.sha256()
+    for path in data:
+        stat = path.stat()
+        listing.update(f"{path.resolve().relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return {"folder": str(root), "files_sha256": listing.hexdigest(), "count": len(data)}
+
+
+def _key(data: dict, extractor: str, weights_sha256: str) -> str:
+    parts = {**data, "extractor": extractor, "weights_sha256": weights_sha256, "version": STATS_VERSION}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def stats_key(shardset: ShardSet, inception: Inception) -> str:
+    """Everything that defines a shard set's reference statistics: the data, the extractor and its
+    weights."""
+    return _key(data_key(shardset), f"{EXTRACTOR}-{FEATURE}", inception.sha256)
+
+
+def _cache_files(cache: Path, data: dict, extractors: Extractors, needs: Needs) -> dict[str, Path]:
+    """Where each part of a real set's features is cached. The moments keep the name they had
+    when FID was the only metric, so statistics cached then are still found."""
+    files = {}
+    if needs.moments:
+        files["moments"] = cache / f"real-{_key(data, f'{EXTRACTOR}-{FEATURE}', extractors.inception.sha256)[:32]}.npz"
+    for kind in sorted(needs.rows):
+        weights = extractors.vgg.sha256 if kind == "vgg" else extractors.inception.sha256
+        files[kind] = cache / f"real-{_key(data, f'{kind}-rows', weights)[:32]}.npy"
+    return files
+
+
+def _load_stats(path: Path) -> Stats | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return Stats(f["mu"], f["sigma"], int(f["count"]))
+    except (OSError, KeyError, ValueError):
+        return None  # absent or unreadable: recompute (and overwrite)
+
+
+def _load_rows(path: Path, count: int) -> torch.Tensor | None:
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return torch.from_numpy(rows) if rows.ndim == 2 and rows.shape[0] == count else None
+
+
+def _save_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save_stats(path: Path, stats: Stats, meta: dict) -> None:
+    _save_atomic(path, lambda tmp: np.savez(tmp, mu=stats.mu, sigma=stats.sigma, count=stats.count,
+                                            meta=json.dumps(meta)))
+
+
+def _load_cached(files: dict[str, Path], count: int) -> Features | None:
+    stats = _load_stats(files["moments"]) if "moments" in files else None
+    rows = {kind: _load_rows(path, count) for kind, path in files.items() if kind != "moments"}
+    if ("moments" in files and stats is None) or any(r is None for r in rows.values()):
+        return None
+    return Features(count, stats, rows)
+
+
+def real_features(extractors: Extractors, data: ShardSet | list[Path], needs: Needs, *, batch_size: int = 100,
+                  num_workers: int = 2, rank: int = 0, world_size: int = 1, reduce: Reduce = _identity,
+                  cache_dir: str | Path | None = None, progress: bool = False) -> tuple[Features, bool]:
+    """A real set's features (shards, or a sorted list of image files), each image read exactly
+    once across ranks. Returns (features, cache_hit). `cache_dir=None` uses the default; pass ""
+    to turn caching off."""
+    count = data.count if isinstance(data, ShardSet) else len(data)
+    key = data_key(data)
+    files = _cache_files(Path(cache_dir or default_cache_dir()), key, extractors, needs) if cache_dir != "" else {}
+    cached = _load_cached(files, count) if files else None
+    # Every rank must take the same branch (a rank that computes while another does not would
+    # wait forever in reduce): use the cache only when every rank found it.
+    hits = reduce(torch.tensor([float(cached is not None), 1.0], dtype=torch.float64, device=extractors.device))
+    if hits[0] == hits[1]:
+        return cached, True
+    if isinstance(data, ShardSet):
+        batches = shard_batches(data, batch_size=batch_size, num_workers=num_workers, rank=rank,
+                                world_size=world_size)
+        desc = f"real {data.root.name}"
+    else:
+        batches = folder_batches(data, batch_size=batch_size, rank=rank, world_size=world_size)
+        desc = f"images {Path(key['folder']).name}"
+    features = extract(extractors, batches, count, needs, reduce=reduce, progress=progress, desc=desc)
+    if files and rank == 0:
+        meta = {"data": key, **extractors.inception.describe()}
+        for kind, path in files.items():
+            if kind == "moments":
+                _save_stats(path, features.stats, meta)
+            else:
+                _save_atomic(path, lambda tmp, kind=kind: np.save(tmp, features.rows[kind].numpy()))
+    return features, False
+
+
+# ---------------------------------------------------------------------------------------------
+# FID-only shortcuts (bench scripts and older callers).
+
+
+def shard_stats(inception: Inception, shardset: ShardSet, *, batch_size: int = 100, num_workers: int = 2,
+                rank: int = 0, world_size: int = 1, reduce: Reduce = _identity,
+                cache_dir: str | Path | None = None, progress: bool = False) -> tuple[Stats, bool]:
+    """Pool3 statistics of every sample of a shard set, cached. Returns (stats, cache_hit)."""
+    features, hit = real_features(Extractors(inception), shardset, Needs(moments=True), batch_size=batch_size,
+                                  num_workers=num_workers, rank=rank, world_size=world_size, reduce=reduce,
+                                  cache_dir=cache_dir, progress=progress)
+    return features.stats, hit
+
+
+def generator_stats(inception: Inception, g: torch.nn.Module, num: int, z_dim: int, *, seed: int = 0,
+                    batch_size: int = 100, rank: int = 0, world_size: int = 1, reduce: Reduce = _identity,
+                    progress: bool = False) -> Stats:
+    """Pool3 statistics of `num` generated images; rank r makes images [num*r/W, num*(r+1)/W)."""
+    batches = generated_batches(g, num, z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
+    return extract(Extractors(inception), batches, num, Needs(moments=True), reduce=reduce, progress=progress,
+                   desc="generated").stats
+
+
+def folder_stats(inception: Inception, folder: str | Path, *, batch_size: int = 100, rank: int = 0,
+                 world_size: int = 1, reduce: Reduce = _identity, progress: bool = False) -> Stats:
+    """Pool3 statistics of every image in a folder (recursive), uncached."""
+    files = list_images(folder)
+    batches = folder_batches(files, batch_size=batch_size, rank=rank, world_size=world_size)
+    return extract(Extractors(inception), batches, len(files), Needs(moments=True), reduce=reduce,
+                   progress=progress, desc=f"images {Path(folder).name}").stats
