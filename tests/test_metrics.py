@@ -404,8 +404,8 @@ def test_sample_cli_errors(tmp_path, capsys):
     assert "expected a .png" in capsys.readouterr().err
 
 
-def test_report_cli(tmp_path, synthetic_shards):
-    run = _report_run(tmp_path, synthetic_shards)
+def test_report_cli(tmp_path, report_run):
+    run = report_run
     assert report.main([str(run)]) == 0
     assert Image.open(run / "report" / "losses.png").size == (960, 540)
     gif = Image.open(run / "report" / "progress.gif")
@@ -413,9 +413,11 @@ def test_report_cli(tmp_path, synthetic_shards):
     assert report.main([str(tmp_path / "nowhere")]) == 2
 
 
-def _report_run(tmp_path: Path, synthetic_shards: Path) -> Path:
-    """A tiny run with 4 grids and two measurements, as a run with --eval-every writes them."""
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory, synthetic_shards) -> Path:
+    """A tiny run with 4 grids and two measurements, as a run with --eval-every writes them
+    (shared: each test writes the same report/ from it)."""
+    run = tmp_path_factory.mktemp("report") / "run"
     train(tiny(synthetic_shards, run, max_steps=8, sample_every=2))
     with open(run / "metrics.jsonl", "a") as f:
         for step, fid, kid in ((4, 3.0, 0.2), (8, 2.0, 0.3)):
@@ -424,10 +426,10 @@ def _report_run(tmp_path: Path, synthetic_shards: Path) -> Path:
     return run
 
 
-def test_report_page(tmp_path, synthetic_shards):
+def test_report_page(report_run):
     """report/index.html: self-contained (every file it shows sits in report/, nothing remote),
     with the config, the curves, each metric's best, the grids on a slider, the GIF, the final grid."""
-    run = _report_run(tmp_path, synthetic_shards)
+    run = report_run
     assert report.main([str(run)]) == 0
     out = run / "report"
     page = (out / "index.html").read_text()
@@ -446,10 +448,10 @@ def test_report_page(tmp_path, synthetic_shards):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
-def test_report_renders_in_chromium(tmp_path, synthetic_shards):
+def test_report_renders_in_chromium(report_run):
     """A headless Chromium screenshot of the page: the dark header on top, figures and grids
     below (many colours), no blank page. The screenshot is kept beside the page for a look."""
-    run = _report_run(tmp_path, synthetic_shards)
+    run = report_run
     assert report.main([str(run)]) == 0
     shot = run / "report" / "screenshot.png"
     res = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
