@@ -756,7 +756,7 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
 
 
 def test_it_learns(tmp_path, synthetic_shards, standin):
-    """A tiny GAN on the 103 synthetic faces: after 150 steps (seconds) its stand-in FID against 40
+    """A tiny GAN on the 103 synthetic faces: after 150 steps (seconds) its stand-in FID against 24
     faces of the same distribution is well below the same G's at step 0 (an untrained G gives one
     grey smudge for every z). Few images keep Inception's CPU time short; the gap is wide."""
     from facegan import metrics
@@ -765,18 +765,18 @@ def test_it_learns(tmp_path, synthetic_shards, standin):
     from facegan.shardset import load_shardset
     from facegan.sources.synthetic import SyntheticSource
 
-    reference = pack(SyntheticSource(40, seed=0, size=32), tmp_path / "ref", size=32, shard_size=40, progress=False)
+    reference = pack(SyntheticSource(24, seed=0, size=32), tmp_path / "ref", size=32, shard_size=24, progress=False)
     cfg = tiny(synthetic_shards, tmp_path / "run", max_steps=150, batch_size=32, ngf=16, ndf=16, ckpt_every=150,
                log_every=50, sample_every=150, num_workers=1, deterministic=False)
     untrained, _ = nets(cfg)
     inception, shardset = Inception(standin), load_shardset(tmp_path / "ref")
-    assert reference["count"] == shardset.count == 40
+    assert reference["count"] == shardset.count == 24
 
     def fid(g):
-        record = metrics.score_generator(metrics.Extractors(inception), ["fid"], g.eval(), shardset, 32,
-                                         batch_size=40, num_workers=0, cache_dir=tmp_path / "cache")
+        record = metrics.score_generator(metrics.Extractors(inception), ["fid"], g.eval(), shardset, 24,
+                                         batch_size=24, num_workers=0, cache_dir=tmp_path / "cache")
         return metrics.fid_value(record)
 
     before = fid(untrained.g)
     after = fid(ckpt.load_generator(train(cfg))[0])
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.5 * before, (before, after)  # 39.1 -> 5.3 when written
