@@ -313,7 +313,8 @@ def read_tensorboard(folder: Path) -> list:
 def read_wandb(path: Path, kinds=("summary", "history")) -> tuple[dict, list[dict]]:
     """(summary, rows of the other `kinds`) of an offline W&B run file: LevelDB-log framing
     (32 KiB blocks of records with a 7-byte header: CRC, length, type) of wandb_internal_pb2.Record
-    messages. History rows are {key: value}; artifact rows {"type", "aliases", "files"}."""
+    messages. History rows are {key: value}; metric rows {"name", "step_metric"}; artifact rows
+    {"type", "aliases", "files"}."""
     from wandb.proto import wandb_internal_pb2
 
     data = Path(path).read_bytes()
@@ -339,6 +340,9 @@ def read_wandb(path: Path, kinds=("summary", "history")) -> tuple[dict, list[dic
             elif kind_name == "history" and kind_name in kinds:
                 history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
                                 for i in record.history.item})
+            elif kind_name == "metric" and kind_name in kinds:
+                history.append({"name": record.metric.name or record.metric.glob_name,
+                                "step_metric": record.metric.step_metric})
             elif kind_name == "artifact" and kind_name in kinds:
                 a = record.artifact
                 history.append({"type": a.type, "aliases": list(a.aliases),
@@ -388,6 +392,9 @@ def test_trackers_wandb_and_tensorboard(tmp_path, synthetic_shards, standin):
     logged_evals = [h for h in history if "metrics/kid_nonstandard" in h]
     assert [(h["step"], h["metrics/kid_nonstandard"], h["kimg"]) for h in logged_evals] == [
         (r["step"], pytest.approx(r["kid_nonstandard"]), r["kimg"]) for r in evals]
+    # kimg is every chart's x-axis (define_metric("*", step_metric="kimg")).
+    defined = read_wandb(next(runs[0].glob("run-*.wandb")), kinds=("metric",))[1]
+    assert {"name": "*", "step_metric": "kimg"} in defined, defined
     # --wandb-artifacts: the exported generator at each checkpoint (steps 4 and 8) as a model artifact.
     artifacts = read_wandb(next(runs[0].glob("run-*.wandb")), kinds=("artifact",))[1]
     expected = [("model", ["latest", f"step-{k}"]) for k in (4, 8)]
