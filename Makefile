@@ -9,10 +9,9 @@ DEMO_RUN ?= runs/demo
 
 .PHONY: install demo test lint bench clean
 
-# --no-compile: Python compiles what is imported on first use, not all of torch at install (~30 s less).
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]' -c constraints.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -c constraints.txt
 	@touch $(STAMP)
 
 install: $(STAMP)

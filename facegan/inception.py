@@ -143,6 +143,11 @@ def make_standin_weights(path: str | Path, seed: int = 0) -> Path:
         for layer in module.modules():
             if isinstance(layer, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+    return save_weights(module, path)
+
+
+def save_weights(module: torch.nn.Module, path: str | Path) -> Path:
+    """The module's state dict at `path`, written whole or not at all (a .partial, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch_fidelity import feature_extractor_vgg16 as tf_vgg
 
-from .inception import read_weights, weights_sha256
+from .inception import read_weights, save_weights, weights_sha256
 
 FEATURE = "fc2_relu"  # torch-fidelity's layer for precision and recall
 STANDARD_FILE = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1
@@ -100,8 +100,6 @@ def make_standin_weights(path: str | Path, seed: int = 0) -> Path:
     """A randomly initialised torchvision VGG16 (Kaiming on every conv and linear layer), for tests
     and offline benchmarks. Its precision and recall are NOT comparable to published ones, and
     facegan reports them as non-standard."""
-    import os
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = torchvision.models.vgg16()
@@ -109,9 +107,4 @@ def make_standin_weights(path: str | Path, seed: int = 0) -> Path:
             if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
                 torch.nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
                 torch.nn.init.zeros_(layer.bias)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(module.state_dict(), tmp)
-    os.replace(tmp, path)
-    return path
+    return save_weights(module, path)
