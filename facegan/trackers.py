@@ -81,16 +81,17 @@ def log_grid(acc: Accelerator, names: list[str], pixels, step: int) -> None:
         acc.get_tracker("tensorboard").log_images({"samples": [array]}, step=step, dataformats="HWC")
 
 
-def update_summary(acc: Accelerator, names: list[str], values: dict[str, float], lower_is_better: dict[str, bool],
+def update_summary(acc: Accelerator, names: list[str], values: dict[str, float], metric_names: list[str],
                    step: int) -> None:
     """W&B's run summary keeps each value's best so far as `best/<value>` (and its step)."""
     if "wandb" not in names or not acc.is_main_process:
         return
+    from . import metrics  # not at import: config.py imports this module, and metrics loads torch-fidelity
+
     run = acc.get_tracker("wandb", unwrap=True)
     for key, value in values.items():
-        lower = lower_is_better[key.removesuffix("_nonstandard")]
-        best = run.summary.get(f"best/{key}")
-        if best is None or (value < best if lower else value > best):
+        base = key.removesuffix(metrics.NONSTANDARD)
+        if metrics.improves(metric_names, base, value, run.summary.get(f"best/{key}")):
             run.summary[f"best/{key}"] = value
             run.summary[f"best/{key}_step"] = step
 

@@ -142,7 +142,7 @@ class Upkeep:
         self.metric_names = metrics.parse_metrics(cfg.metrics, "--metrics")
         self.extractors = metrics.build_extractors(self.metric_names, cfg.inception_weights or None,
                                                    cfg.vgg16_weights or None, acc.device) if cfg.eval_every else None
-        self.best_by = cfg.best_by or next(iter(metrics.metric_module(self.metric_names[0]).LOWER_IS_BETTER))
+        self.best_by = cfg.best_by or metrics.metric_module(self.metric_names[0]).HEADLINE
         self.fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
         self.stop = StopSignal(self.run_dir, announce=acc.is_main_process)
         self.progress = Progress(acc, state["step"], self.planned_steps())
@@ -252,7 +252,8 @@ class Upkeep:
         step = state["step"]
         key = metrics.value_key(record, self.best_by)
         value = record[key]
-        state["eval"] = {"step": step, **{k: record[k] for k in metrics.value_keys(record)}}
+        values = {k: record[k] for k in metrics.value_keys(record)}
+        state["eval"] = {"step": step, **values}
         best = state.get("best")
         if best is None or best["key"] != key or metrics.improves(self.metric_names, self.best_by, value,
                                                                   best["value"]):
@@ -264,8 +265,7 @@ class Upkeep:
         self.append_metrics(entry)
         if acc.is_main_process:
             print(f"facegan: {metrics.describe(entry)}", file=sys.stderr, flush=True)
-        values = {k: record[k] for k in metrics.value_keys(record)}
-        trackers.update_summary(acc, self.trackers, values, metrics.directions(self.metric_names), step)
+        trackers.update_summary(acc, self.trackers, values, self.metric_names, step)
         logged = {f"metrics/{k}": v for k, v in values.items()}
         weights = f"{record['weights']} (sha256 {record['weights_sha256'][:12]})"
         acc.log({**logged, "metrics/num_generated": record["num_generated"], "metrics/inception_weights": weights,

@@ -2,9 +2,10 @@
 
 A metric is one module in METRICS defining NAME, EXTRACTOR ("inception" or "vgg16"), NEEDS and
 REAL_NEEDS (what a pass over the generated and the real set must keep: see features.Needs;
-REAL_NEEDS None where it has no real side), LOWER_IS_BETTER (each value it reports -> direction)
-and `compute(fake, real) -> {value name: float}`. The maths is torch-fidelity's, on features
-facegan extracts once per set and splits across ranks (features.py).
+REAL_NEEDS None where it has no real side), LOWER_IS_BETTER (each value it reports -> direction),
+`compute(fake, real) -> {value name: float}`, and HEADLINE (the value --best-by follows by
+default). The maths is torch-fidelity's, on features facegan extracts once per set and splits
+across ranks (features.py).
 
 Records: every value is stored under its name (`fid`, `kid`, `is`, `precision`, ...) only when
 the extractor that made it has its standard weights; otherwise under `<name>_nonstandard`, with a

@@ -11,7 +11,7 @@ NAME = "fid"
 EXTRACTOR = "inception"
 NEEDS = Needs(moments=True)  # of the generated set
 REAL_NEEDS = Needs(moments=True)
-HEADLINE = "fid"  # lower is better
+HEADLINE = "fid"
 LOWER_IS_BETTER = {"fid": True}
 
 
