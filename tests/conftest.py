@@ -137,6 +137,21 @@ def synthetic_shards(tmp_path_factory) -> Path:
     return out
 
 
+def pack_small(out: Path, seed: int, num: int = 24) -> Path:
+    """`num` synthetic 32 px faces in shards of 7."""
+    from facegan.pack import pack
+    from facegan.sources.synthetic import SyntheticSource
+
+    pack(SyntheticSource(num, seed=seed, size=32), out, size=32, shard_size=7, progress=False, overwrite=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_shards(tmp_path_factory) -> Path:
+    """24 synthetic faces at 32 px in 4 shards (7, 7, 7, 3)."""
+    return pack_small(tmp_path_factory.mktemp("fid") / "small", seed=1)
+
+
 @pytest.fixture(scope="session")
 def standin(tmp_path_factory) -> Path:
     """A random (Kaiming-initialised) InceptionV3 in torch-fidelity's layout: the real FID code

@@ -28,11 +28,10 @@ from facegan import evaluate, metrics, networks, report, sample
 from facegan.config import config_from_args
 from facegan.data import eval_loader
 from facegan.inception import Inception
-from facegan.pack import pack
 from facegan.shardset import load_shardset
-from facegan.sources.synthetic import SyntheticSource, render_face
+from facegan.sources.synthetic import render_face
 from facegan.training_loop import train
-from tests.conftest import REPO
+from tests.conftest import REPO, pack_small
 from tests.test_train import env, sha, tiny
 
 CELEBA_SAMPLE = REPO.parent / "shared" / "data" / "celeba-sample"
@@ -41,17 +40,6 @@ CELEBA_SAMPLE = REPO.parent / "shared" / "data" / "celeba-sample"
 @pytest.fixture(scope="session")
 def inception(standin) -> Inception:
     return Inception(standin)
-
-
-def _pack_small(out: Path, seed: int, num: int = 24) -> Path:
-    pack(SyntheticSource(num, seed=seed, size=32), out, size=32, shard_size=7, progress=False, overwrite=True)
-    return out
-
-
-@pytest.fixture(scope="session")
-def small_shards(tmp_path_factory) -> Path:
-    """24 synthetic faces at 32 px in 4 shards (7, 7, 7, 3)."""
-    return _pack_small(tmp_path_factory.mktemp("fid") / "small", seed=1)
 
 
 def shard_images(path: Path) -> torch.Tensor:
@@ -91,14 +79,14 @@ def test_standin_tells_faces_from_noise(inception):
     """With Kaiming init the stand-in separates sets: FID(x, x) ~ 0, FID(faces, other faces) is
     small, FID(faces, noise) far larger. With PyTorch's default init all three would be ~0."""
     if (CELEBA_SAMPLE / "img_align_celeba").is_dir():  # real faces when the sample is here
-        files = sorted((CELEBA_SAMPLE / "img_align_celeba").glob("*.jpg"))[:32]
+        files = sorted((CELEBA_SAMPLE / "img_align_celeba").glob("*.jpg"))[:24]
         faces = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB").resize((32, 32))))
                              .permute(2, 0, 1) for f in files])
     else:
         faces = torch.stack([torch.from_numpy(np.array(render_face(3, i, 32))).permute(2, 0, 1)
-                             for i in range(32)])
-    noise = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    a, b, n = stats_of(inception, faces[:16]), stats_of(inception, faces[16:]), stats_of(inception, noise)
+                             for i in range(24)])
+    noise = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a, b, n = stats_of(inception, faces[:12]), stats_of(inception, faces[12:]), stats_of(inception, noise)
     same, other_faces, to_noise = (metrics.frechet_distance(a, a), metrics.frechet_distance(a, b),
                                    metrics.frechet_distance(a, n))
     assert abs(same) < 1e-3
@@ -128,7 +116,7 @@ def test_moments_match_numpy_cov():
 
 def _metric_sets(tmp_path: Path, small_shards: Path) -> tuple[Path, Path]:
     """20 faces as a 'generated' PNG folder and the 24 of small_shards as a reference folder."""
-    generated = write_pngs(shard_images(_pack_small(tmp_path / "other", seed=7, num=20)), tmp_path / "generated")
+    generated = write_pngs(shard_images(pack_small(tmp_path / "other", seed=7, num=20)), tmp_path / "generated")
     return generated, write_pngs(shard_images(small_shards), tmp_path / "reference")
 
 
@@ -165,9 +153,9 @@ def test_fid_kid_is_equal_torch_fidelity(tmp_path, standin, small_shards):
 
 def test_precision_recall_equal_torch_fidelity(tmp_path, standin, vgg_standin, small_shards):
     """evaluate --metrics pr with a plain image folder as the reference (VGG16 at 224 px is slow
-    here: 12 images a side)."""
-    generated = write_pngs(shard_images(_pack_small(tmp_path / "other", seed=7, num=12)), tmp_path / "generated")
-    reference = write_pngs(shard_images(small_shards)[:12], tmp_path / "reference")
+    here: 8 images a side)."""
+    generated = write_pngs(shard_images(pack_small(tmp_path / "other", seed=7, num=8)), tmp_path / "generated")
+    reference = write_pngs(shard_images(small_shards)[:8], tmp_path / "reference")
     theirs = torch_fidelity.calculate_metrics(
         input1=str(generated), input2=str(reference), prc=True, feature_extractor="vgg16", cuda=False,
         cache=False, verbose=False, feature_extractor_weights_path=str(vgg_standin), batch_size=16)
@@ -181,7 +169,7 @@ def test_precision_recall_equal_torch_fidelity(tmp_path, standin, vgg_standin, s
     assert ours["vgg16_weights_sha256"] == sha(vgg_standin) and ours["vgg16_standard_weights"] is False
     assert "precision and recall here are not comparable" in ours["note"]
     # Noise lies outside the faces' manifold: its precision is lower (the stand-in separates them).
-    noise = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     argv[1] = str(write_pngs(noise, tmp_path / "noise"))
     code, out = run_main(evaluate.main, argv)
     noisy = json.loads(out)
@@ -217,12 +205,12 @@ def test_shard_indices_are_manifest_order_for_any_split(small_shards):
 
 
 def test_cache_hit_then_miss_when_shards_change(tmp_path, inception):
-    shards, cache = _pack_small(tmp_path / "shards", seed=1, num=12), tmp_path / "cache"
+    shards, cache = pack_small(tmp_path / "shards", seed=1, num=12), tmp_path / "cache"
     first, hit1 = metrics.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
     second, hit2 = metrics.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
     assert (hit1, hit2) == (False, True) and len(list(cache.glob("real-*.npz"))) == 1
     assert np.array_equal(first.sigma, second.sigma) and second.count == 12
-    _pack_small(shards, seed=2, num=12)  # same folder, same count, other pixels
+    pack_small(shards, seed=2, num=12)  # same folder, same count, other pixels
     third, hit3 = metrics.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
     assert hit3 is False and not np.array_equal(first.mu, third.mu)
     assert len(list(cache.glob("real-*.npz"))) == 2
@@ -237,11 +225,12 @@ def test_cache_hit_then_miss_when_shards_change(tmp_path, inception):
 
 
 @pytest.mark.slow
-def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin, small_shards):
+def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin):
     """fid, kid, is and pr of a generator on 2 processes (torchrun; each rank extracts its share of
-    both sides and caches the reference's features) and on 1 (reading that cache): the same."""
-    gen = tiny_generator(tmp_path / "g.safetensors")
-    argv = ["--generator", str(gen), "--data", str(small_shards), "--num-samples", "12", "--seed", "3",
+    both sides and caches the reference's features) and on 1 (reading that cache): the same.
+    11 real images in shards of 7 (ranks get unequal shares), 8 generated (VGG16 is slow here)."""
+    gen, reference = tiny_generator(tmp_path / "g.safetensors"), pack_small(tmp_path / "ref", seed=4, num=11)
+    argv = ["--generator", str(gen), "--data", str(reference), "--num-samples", "8", "--seed", "3",
             "--metrics", "fid,kid,is,pr", "--inception-weights", str(standin), "--vgg16-weights", str(vgg_standin),
             "--batch-size", "6", "--num-workers", "1", "--cache-dir", str(tmp_path / "cache")]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -251,7 +240,7 @@ def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin, sm
     lines = [x for x in res.stdout.splitlines() if x.startswith("{")]
     assert len(lines) == 1  # rank 0 alone prints
     double = json.loads(lines[0])
-    assert (double["num_real"], double["num_generated"], double["real_stats_cached"]) == (24, 12, False)
+    assert (double["num_real"], double["num_generated"], double["real_stats_cached"]) == (11, 8, False)
     code, out = run_main(evaluate.main, argv)
     single = json.loads(out)
     assert code == 0 and single["real_stats_cached"] is True
