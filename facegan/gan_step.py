@@ -69,8 +69,9 @@ class GANStep:
         return cfg.batch_size * cfg.accumulate * cfg.d_steps * self.acc.num_processes
 
     def set_learning_rates(self, nimg: int, total_nimg: int) -> None:
+        cfg = self.cfg
         for opt, base, kind, warmup_kimg in self.schedules.values():
-            lr = base * lr_factor(kind, nimg, total_nimg, warmup_kimg * 1000)
+            lr = base * lr_factor(kind, nimg, total_nimg, warmup_kimg * 1000, cfg.lr_decay_kimg * 1000, cfg.lr_final)
             for group in opt.param_groups:
                 group["lr"] = lr
 

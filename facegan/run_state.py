@@ -122,7 +122,7 @@ def load_run(path: Path, acc: Accelerator, models: Models, cfg: TrainConfig, res
         for group in opt.param_groups:
             group["betas"] = (cfg.beta1, cfg.beta2)
     for name in ("lr_g", "lr_d", "beta1", "beta2", "lr_schedule", "lr_schedule_g", "lr_schedule_d",
-                 "warmup_kimg", "warmup_kimg_g", "warmup_kimg_d"):
+                 "lr_decay_kimg", "lr_final", "warmup_kimg", "warmup_kimg_g", "warmup_kimg_d"):
         if saved["config"].get(name) != getattr(cfg, name):
             notes.append(f"{name} changed from {saved['config'].get(name)} to {getattr(cfg, name)}; applied")
     state = {k: saved[k] for k in COUNTERS if k in saved}
