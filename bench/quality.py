@@ -57,7 +57,12 @@ RECIPES = {
     # modern with the paper's 2 residual blocks per stage (the 32 px preset has 1): slower per image
     "modern-2blocks": ["--preset", "modern", "--g-blocks", "2", "--d-blocks", "2"],
 }
+EXTRA: dict[str, list[str]] = {}  # --recipe-flags: more flags for one recipe (a planned length, say)
 OBSERVATIONS = "## Observations"
+
+
+def flags(recipe: str) -> list[str]:
+    return [*RECIPES[recipe], *EXTRA.get(recipe, [])]
 MEANS = ("kimg", "step", "img/s", "fid_val", "fid_test")  # averaged over seeds
 
 
@@ -70,7 +75,7 @@ def pack(sample: Path, split: str, size: int, out: Path) -> Path:
 
 
 def train_start(recipe: str, data: Path, run: Path, minutes: float, extra: list[str]) -> None:
-    cmd = [sys.executable, "facegan/train.py", *RECIPES[recipe], "--data", str(data), "--run-dir", str(run),
+    cmd = [sys.executable, "facegan/train.py", *flags(recipe), "--data", str(data), "--run-dir", str(run),
            "--max-minutes", f"{minutes:g}", "--resume", "auto", "--ckpt-every", "1000000",
            "--sample-every", "1000000", "--log-every", "50", *extra]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -112,7 +117,7 @@ def train_and_score(args, recipe: str, seed: int, train: Path, run: Path, incept
 
 def run_key(args, recipe: str, seed: int, weights: str) -> dict:
     """What a recipe-and-seed's results depend on: reused only when all of it matches."""
-    return {"recipe": recipe, "seed": seed, "flags": RECIPES[recipe], "size": args.size, "minutes": args.minutes,
+    return {"recipe": recipe, "seed": seed, "flags": flags(recipe), "size": args.size, "minutes": args.minutes,
             "marks": args.marks, "samples": args.samples, "train_flags": args.train_flags, "weights": weights}
 
 
@@ -162,7 +167,7 @@ def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: d
         "(start-up not counted); FID after each start.",
         f"- FID: {args.samples} generated images (EMA-G where the recipe has EMA) against each split. "
         f"**{weights_note}**", "",
-        "Recipes (`facegan/train.py` flags): " + "; ".join(f"{k}: `{' '.join(v)}`" for k, v in RECIPES.items()
+        "Recipes (`facegan/train.py` flags): " + "; ".join(f"{k}: `{' '.join(flags(k))}`" for k in RECIPES
                                                           if k in recipes) + ".", "",
         f"Seeds: {args.seeds} (`--seed`); every figure below is their mean, each seed's FID val/test in the "
         "last column.", "",
@@ -203,12 +208,19 @@ def main() -> None:
     p.add_argument("--inception-weights", default="", help="standard weights (default: a stand-in)")
     p.add_argument("--out", default=str(ROOT / "bench" / "QUALITY.md"))
     p.add_argument("--train-flags", default="", help="extra flags for every recipe, e.g. '--cpu'")
+    p.add_argument("--recipe-flags", action="append", default=[], metavar="RECIPE=FLAGS",
+                   help="extra flags for one recipe, e.g. 'modern=--max-kimg 430 --lr-schedule cosine' (repeatable)")
     p.add_argument("--seeds", default="0", help="comma list of training seeds (--seed); the tables give their mean")
     p.add_argument("--fresh", action="store_true", help="retrain runs whose results are in <workdir>/results.jsonl")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from <workdir>/results.jsonl (a study cut short)")
     args = p.parse_args()
     recipes = args.recipes.split(",")
+    for item in args.recipe_flags:
+        name, sep, extra = item.partition("=")
+        if not sep or name not in RECIPES:
+            p.error(f"--recipe-flags {item!r}: expected RECIPE=FLAGS with RECIPE one of {', '.join(RECIPES)}")
+        EXTRA[name] = EXTRA.get(name, []) + extra.split()
     for name in recipes:
         if name not in RECIPES:
             p.error(f"--recipes: unknown {name!r}; expected some of {', '.join(RECIPES)}")

@@ -55,11 +55,11 @@ class TrainConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    lr_schedule: str = "constant"  # constant, linear, cosine (to 0 at the end of training) or decay, for G and D
+    lr_schedule: str = "constant"  # constant, linear or cosine (to --lr-final at the end of training), for G and D
     lr_schedule_g: str = ""  # G's schedule when it differs from --lr-schedule
     lr_schedule_d: str = ""  # D's schedule when it differs from --lr-schedule
-    lr_decay_kimg: float = 0.0  # decay schedule: cosine from the base lr to base x --lr-final by this kimg, then held
-    lr_final: float = 0.2  # decay schedule: the lr multiplier it ends at
+    lr_decay_kimg: float = 0.0  # linear/cosine: decay over the last this many kimg only (0: from the warm-up's end)
+    lr_final: float = 0.0  # linear/cosine: the multiplier of the base lr they end at
     warmup_kimg: float = 0.0  # linear lr warm-up over this many thousand images, for G and D
     warmup_kimg_g: float = -1.0  # G's warm-up when it differs from --warmup-kimg (negative: the same)
     warmup_kimg_d: float = -1.0  # D's warm-up when it differs from --warmup-kimg (negative: the same)
@@ -127,14 +127,10 @@ class TrainConfig:
         if not (self.max_steps or self.max_kimg):
             for net in ("g", "d"):
                 kind = self.schedule(net)[0]
-                if kind in ("linear", "cosine"):
+                if kind != "constant":
                     name = f"lr_schedule_{net}" if getattr(self, f"lr_schedule_{net}") else "lr_schedule"
                     raise ValueError(f"{name}={kind} decays over the training length: set --max-kimg or "
                                      "--max-steps (--max-minutes alone has no length in images)")
-        kinds = {self.schedule(net)[0] for net in ("g", "d")}
-        if "decay" in kinds and self.lr_decay_kimg <= max(self.schedule(net)[1] for net in ("g", "d")):
-            raise ValueError(f"lr_decay_kimg={self.lr_decay_kimg:g}: the decay schedule needs it above the "
-                             "warm-up's kimg (it is where the decay ends)")
         if not 0 <= self.lr_final <= 1:
             raise ValueError(f"lr_final={self.lr_final:g}: must be in [0, 1] (a multiplier of the base lr)")
         if not -1 <= self.ada_target <= 1:
@@ -207,8 +203,7 @@ DEMO = dataclasses.replace(DCGAN, preset="demo", z_dim=64, ngf=32, ndf=32, batch
 MODERN = dataclasses.replace(DCGAN, preset="modern", arch="r3gan", loss="rpgan", z_dim=64, beta1=0.0,
                              beta2=0.99, lr_g=2e-4, lr_d=2e-4, ema=True, ada=True, hflip=True)
 MODERN_BY_RESOLUTION = {
-    32: dict(ngf=16, ndf=16, batch_size=64, lr_g=1e-3, lr_d=1e-3, lr_schedule="decay", lr_decay_kimg=200.0,
-             lr_final=0.2, r1_gamma=0.05, r2_gamma=0.05, reg_every=16,
+    32: dict(ngf=16, ndf=16, batch_size=64, lr_g=1e-3, lr_d=1e-3, r1_gamma=0.05, r2_gamma=0.05, reg_every=16,
              ema_kimg=10.0, ada_kimg=20.0, arch_options={"g_blocks": 1, "d_blocks": 1}),
     64: dict(ngf=64, ndf=64, batch_size=128, r1_gamma=0.5, r2_gamma=0.5, reg_every=4, ema_kimg=20.0,
              ada_kimg=100.0),

@@ -232,23 +232,32 @@ def test_unknown_names_are_one_line_errors():
     assert str(e.value) == "loss 'foo': unknown; expected one of bce, nonsat, hinge, lsgan, wgan-gp, rpgan"
     with pytest.raises(ValueError) as e:
         lr_factor("step", 0, 100, 0)
-    assert str(e.value) == "lr schedule 'step': unknown; expected one of constant, linear, cosine, decay"
+    assert str(e.value) == "lr schedule 'step': unknown; expected one of constant, linear, cosine"
 
 
-# lr_factor(kind, nimg) with total 1000 images and a warm-up of 100 (decay: to 0.2 at 600 images).
+# lr_factor(kind, nimg) with total 1000 images and a warm-up of 100.
 CURVES = {
     "constant": {0: 0.01, 50: 0.5, 100: 1.0, 550: 1.0, 1000: 1.0, 2000: 1.0},
     "linear": {0: 0.01, 50: 0.5, 100: 1.0, 325: 0.75, 550: 0.5, 1000: 0.0, 2000: 0.0},
     "cosine": {0: 0.01, 50: 0.5, 100: 1.0, 325: 0.5 + math.sqrt(2) / 4, 550: 0.5, 1000: 0.0, 2000: 0.0},
-    "decay": {0: 0.01, 50: 0.5, 100: 1.0, 350: 0.6, 600: 0.2, 1000: 0.2, 2000: 0.2},
 }
 
 
 @pytest.mark.parametrize("kind", SCHEDULES)
 def test_schedule_curves(kind):
     for nimg, expected in CURVES[kind].items():
-        assert lr_factor(kind, nimg, 1000, 100, 600, 0.2) == pytest.approx(expected, abs=1e-12), nimg
-    assert isinstance(lr_factor(kind, 10, 1000, 100, 600, 0.2), float)
+        assert lr_factor(kind, nimg, 1000, 100) == pytest.approx(expected, abs=1e-12), nimg
+    assert isinstance(lr_factor(kind, 10, 1000, 100), float)
+
+
+def test_anneal_over_the_last_kimg_to_a_floor():
+    """--lr-decay-kimg 400 --lr-final 0.2 over 1000 images: 1 until 600, a cosine to 0.2 at 1000."""
+    curve = {0: 0.01, 100: 1.0, 600: 1.0, 800: 0.6, 1000: 0.2, 2000: 0.2}
+    for nimg, expected in curve.items():
+        assert lr_factor("cosine", nimg, 1000, 100, 400, 0.2) == pytest.approx(expected, abs=1e-12), nimg
+    assert lr_factor("linear", 700, 1000, 0, 400, 0.2) == pytest.approx(0.2 + 0.8 * 0.75)
+    assert lr_factor("cosine", 500, 1000, 0, 0, 0.2) == pytest.approx(0.6)  # 0: over the whole run
+    assert lr_factor("constant", 500, 1000, 0, 400, 0.2) == 1.0
 
 
 def test_schedule_without_warmup():
