@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -158,7 +159,7 @@ def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: d
     final = {r["recipe"]: r for r in rows if r["mark"] == args.marks}
     lines = [
         "# Quality study: recipes at equal wall-clock on real CelebA faces", "",
-        f"Written by `python bench/quality.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}; "
+        f"Written by `python bench/quality.py {shlex.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}; "
         f"{torch.__version__}, {torch.get_num_threads()} CPU threads"
         f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}.", "",
         f"- Data: the CelebA sample's official splits at {args.size} px: train {rows[0]['train']} images "
