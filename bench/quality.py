@@ -60,11 +60,12 @@ RECIPES = {
 }
 EXTRA: dict[str, list[str]] = {}  # --recipe-flags: more flags for one recipe (a planned length, say)
 OBSERVATIONS = "## Observations"
+MEANS = ("kimg", "step", "img/s", "fid_val", "fid_test")  # averaged over seeds
 
 
 def flags(recipe: str) -> list[str]:
+    """The recipe's train.py flags, with those --recipe-flags gave it."""
     return [*RECIPES[recipe], *EXTRA.get(recipe, [])]
-MEANS = ("kimg", "step", "img/s", "fid_val", "fid_test")  # averaged over seeds
 
 
 def pack(sample: Path, split: str, size: int, out: Path) -> Path:

@@ -131,6 +131,9 @@ class TrainConfig:
                     name = f"lr_schedule_{net}" if getattr(self, f"lr_schedule_{net}") else "lr_schedule"
                     raise ValueError(f"{name}={kind} decays over the training length: set --max-kimg or "
                                      "--max-steps (--max-minutes alone has no length in images)")
+        if (self.lr_decay_kimg or self.lr_final) and all(self.schedule(n)[0] == "constant" for n in ("g", "d")):
+            raise ValueError(f"lr_decay_kimg={self.lr_decay_kimg:g}, lr_final={self.lr_final:g}: they shape a "
+                             "linear or cosine --lr-schedule; the schedule is constant")
         if not 0 <= self.lr_final <= 1:
             raise ValueError(f"lr_final={self.lr_final:g}: must be in [0, 1] (a multiplier of the base lr)")
         if not -1 <= self.ada_target <= 1:

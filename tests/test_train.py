@@ -648,7 +648,9 @@ def test_max_minutes_stops_cleanly_and_a_resume_goes_on(tmp_path, synthetic_shar
     with pytest.raises(ValueError, match="lr_schedule=cosine decays over the training length: set --max-kimg"):
         dataclasses.replace(cfg, lr_schedule="cosine").validate()
     with pytest.raises(ValueError, match=r"^lr_final=1.5: must be in \[0, 1\]"):
-        dataclasses.replace(cfg, lr_final=1.5).validate()
+        dataclasses.replace(cfg, lr_schedule="cosine", max_kimg=1.0, lr_final=1.5).validate()
+    with pytest.raises(ValueError, match=r"^lr_decay_kimg=100, lr_final=0: they shape a linear or cosine"):
+        dataclasses.replace(cfg, lr_decay_kimg=100.0).validate()
 
 
 def test_full_disk_during_export_is_one_line_and_resumable(tmp_path, synthetic_shards, capsys, monkeypatch):
