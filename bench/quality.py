@@ -42,6 +42,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reporting import write_keeping_observations  # noqa: E402  (bench/, the script's folder)
+
 from facegan import checkpoint as ckpt  # noqa: E402
 from facegan import metrics  # noqa: E402
 from facegan.inception import Inception, make_standin_weights  # noqa: E402
@@ -59,7 +61,6 @@ RECIPES = {
     "modern-2blocks": ["--preset", "modern", "--g-blocks", "2", "--d-blocks", "2"],
 }
 EXTRA: dict[str, list[str]] = {}  # --recipe-flags: more flags for one recipe (a planned length, say)
-OBSERVATIONS = "## Observations"
 MEANS = ("kimg", "step", "img/s", "fid_val", "fid_test")  # averaged over seeds
 
 
@@ -153,9 +154,6 @@ def mean_over_seeds(rows: list[dict]) -> list[dict]:
 
 def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: dict[str, str],
                  floor: float) -> None:
-    kept = ""
-    if path.exists() and OBSERVATIONS in path.read_text():
-        kept = path.read_text().split(OBSERVATIONS, 1)[1]
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
     final = {r["recipe"]: r for r in rows if r["mark"] == args.marks}
     lines = [
@@ -195,7 +193,7 @@ def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: d
                      f"{r['fid_test']:.2f} | {r['per_seed']} |")
     lines += ["", "## Final grids (fixed latents)", ""]
     lines += [f"**{name}**\n\n![{name}]({file})\n" for name, file in grids.items()]
-    path.write_text("\n".join(lines) + "\n\n" + OBSERVATIONS + (kept or "\n\n(what the grids show)\n"))
+    write_keeping_observations(path, lines)
 
 
 def main() -> None:

@@ -153,7 +153,7 @@ def load_tensors(module: torch.nn.Module, path: Path) -> None:
     module.load_state_dict(load_file(str(path)))
 
 
-def _write_network(module: torch.nn.Module, path: Path, kind: str, info: dict) -> None:
+def write_network(module: torch.nn.Module, path: Path, kind: str, info: dict) -> None:
     """`path` (.safetensors) and `path`.json, each written to a temporary name then renamed."""
     if not hasattr(module, "spec"):
         raise ValueError(f"{path}: cannot export a {type(module).__name__} without .spec "
@@ -171,11 +171,11 @@ def _write_network(module: torch.nn.Module, path: Path, kind: str, info: dict) -
 
 
 def export_generator(g: torch.nn.Module, path: str | Path, **info) -> None:
-    _write_network(g, Path(path), "generator", info)
+    write_network(g, Path(path), "generator", info)
 
 
 def export_discriminator(d: torch.nn.Module, path: str | Path, **info) -> None:
-    _write_network(d, Path(path), "discriminator", info)
+    write_network(d, Path(path), "discriminator", info)
 
 
 def _legacy_spec(kind: str, config: dict) -> dict:
@@ -213,7 +213,7 @@ def read_network_meta(path: str | Path) -> dict:
     return meta
 
 
-def _load_into(module: torch.nn.Module, path: Path, kind: str) -> None:
+def load_into(module: torch.nn.Module, path: Path, kind: str) -> None:
     try:
         load_tensors(module, path)
     except RuntimeError as e:  # load_state_dict lists every mismatch over many lines
@@ -231,7 +231,7 @@ def load_network(path: str | Path, kind: str) -> tuple[torch.nn.Module, dict]:
         module = networks.build(kind, meta["spec"])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    _load_into(module, Path(path), kind)
+    load_into(module, Path(path), kind)
     return module, meta
 
 
@@ -254,4 +254,4 @@ def warm_start(module: torch.nn.Module, path: str | Path, kind: str) -> None:
     """Load an exported network into `module` (before any channels_last or compile); the specs
     must match."""
     check_warm_start(module, path, kind)
-    _load_into(module, Path(path), kind)
+    load_into(module, Path(path), kind)

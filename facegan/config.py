@@ -10,6 +10,7 @@ import typing
 from dataclasses import dataclass
 
 from facegan import networks, trackers
+from facegan.conditioning import parse_condition
 from facegan.losses import LOSSES, build_loss
 from facegan.schedules import SCHEDULES
 from facegan.shardset import load_shardset
@@ -28,6 +29,7 @@ class TrainConfig:
     seed: int = 0  # base seed; each rank draws from seed * world + rank
     num_workers: int = 2  # DataLoader workers per process
     hflip: bool = True  # mirror half the faces
+    condition: str = ""  # comma list of attributes from the shards' json to condition G and D on (projection D)
     shuffle_buffer: int = 2000  # samples held per worker for shuffling
     # Networks (facegan/networks/: --arch picks one; its own options are listed below --help's main flags)
     arch: str = "dcgan"  # registered architecture (facegan.networks.ARCHS)
@@ -96,6 +98,7 @@ class TrainConfig:
     best_by: str = ""  # value generator-best follows: fid, kid, is, precision, recall (default: the first metric's)
     inception_weights: str = ""  # torch-fidelity InceptionV3 weights file (default: standard, downloaded)
     vgg16_weights: str = ""  # torchvision VGG16 weights file for pr (default: standard, downloaded)
+    attr_classifier: str = ""  # attribute classifier for --metrics attr (python -m facegan.attributes train)
     eval_cache: str = ""  # folder for cached real-data features (default: ~/.cache/facegan/fid-stats)
     warm_start_g: str = ""  # exported generator (.safetensors) to start G from
     warm_start_d: str = ""  # exported discriminator (.safetensors) to start D from
@@ -150,6 +153,11 @@ class TrainConfig:
         if self.best_by and self.best_by not in metrics_registry.directions(names):
             raise ValueError(f"best_by={self.best_by!r}: not a value of metrics={self.metrics!r} (they give: "
                              f"{', '.join(metrics_registry.directions(names))})")
+        if "attr" in names and not self.condition:
+            raise ValueError("metrics=attr scores a conditional generator: add --condition NAME,...")
+        if "attr" in names and self.eval_every and not self.attr_classifier:
+            raise ValueError("metrics=attr needs --attr-classifier FILE (python -m facegan.attributes train SHARDS "
+                             "--out FILE)")
         second_order = [name for name, on in (("r1_gamma > 0", self.r1_gamma > 0), ("r2_gamma > 0", self.r2_gamma > 0),
                                              ("loss=wgan-gp", self.loss == "wgan-gp")) if on]
         if self.compile != "off" and second_order:
@@ -159,14 +167,19 @@ class TrainConfig:
             if aug not in AUGMENTS:
                 raise ValueError(f"diffaugment={self.diffaugment!r}: unknown {aug!r}; "
                                  f"expected a comma list of {', '.join(AUGMENTS)}")
+        self.condition_names()  # a malformed --condition fails here, the shards are checked at the start
         d_spec = self.network_specs(networks.RESOLUTIONS[0])[1]  # an unknown arch option fails here
         if build_loss(self.loss).needs_no_batchnorm and networks.has_batchnorm(networks.build("discriminator", d_spec)):
             raise ValueError(f"loss={self.loss} cannot train a D with BatchNorm (its per-sample gradient penalty "
                              "needs per-sample outputs); turn it off (dcgan: --d-batchnorm false) or pick another loss")
 
-    def network_specs(self, resolution: int) -> tuple[dict, dict]:
-        """G's and D's {arch, kwargs} at `resolution`."""
-        return networks.make_specs(self.arch, resolution, self.z_dim, self.ngf, self.ndf, self.arch_options)
+    def network_specs(self, resolution: int, condition: dict[str, float] | None = None) -> tuple[dict, dict]:
+        """G's and D's {arch, kwargs} at `resolution`, conditional on `condition` ({attribute:
+        training frequency}) where given."""
+        return networks.make_specs(self.arch, resolution, self.z_dim, self.ngf, self.ndf, self.arch_options, condition)
+
+    def condition_names(self) -> list[str]:
+        return parse_condition(self.condition)
 
     def schedule(self, net: str) -> tuple[str, float]:
         """(lr schedule, warm-up kimg) of net 'g' or 'd'."""

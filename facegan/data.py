@@ -16,7 +16,6 @@ import multiprocessing.util  # noqa: F401  (registers its exit hook now: ours, r
 import random
 import signal
 import struct
-import sys
 import warnings
 import weakref
 import zlib
@@ -28,8 +27,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
-from tqdm import tqdm
 
+from facegan import conditioning
+from facegan.progress import progress_bar
 from facegan.shardset import (
     Shard,
     ShardSet,
@@ -144,12 +144,15 @@ def _stack(images: tuple[torch.Tensor, ...]) -> torch.Tensor:
 
 
 def collate(samples: list[tuple], with_meta: bool) -> dict:
-    """Samples (image, key, json[, index]) -> a batch; "index" (each sample's place in the
-    manifest) where the stream gives one."""
-    images, keys, metas, *index = zip(*samples)
+    """Samples (image, key, json, attributes or None[, index]) -> a batch; "attrs" ([B,K] float
+    0/1, the conditioned attributes) where the stream reads them, "index" (each sample's place in
+    the manifest) where the stream gives one."""
+    images, keys, metas, attrs, *index = zip(*samples)
     # Stacking [H,W,3] images and permuting gives [B,3,H,W] in channels_last memory order: one
     # contiguous copy, and the layout convolutions on GPU prefer (bench/RESULTS.md, data.py).
     batch = {"image": _stack(images).permute(0, 3, 1, 2), "key": list(keys)}
+    if attrs[0] is not None:
+        batch["attrs"] = torch.tensor(attrs, dtype=torch.float32)
     if index:
         batch["index"] = torch.tensor(index[0], dtype=torch.long)
     if with_meta:
@@ -182,12 +185,19 @@ class _Failure:
 
 class _ShardStream(IterableDataset):
     def __init__(self, shardset: ShardSet, batch_size: int, rank: int, world_size: int,
-                 with_meta: bool, group: int = 1):
+                 with_meta: bool, group: int = 1, attributes: list[str] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.shardset, self.batch_size = shardset, batch_size
         self.rank, self.world_size = rank, world_size
-        self.with_meta, self.group = with_meta, group
+        self.with_meta, self.group, self.attributes = with_meta, group, attributes or None
+
+    def _attrs(self, sample: dict) -> list[float] | None:
+        """The conditioned attributes of a sample, from its json (None when not conditioning)."""
+        if self.attributes is None:
+            return None
+        meta = json.loads(bytes(sample["json"])) if "json" in sample else None
+        return conditioning.vector(meta, self.attributes, f"{sample.get('__url__')}: sample {sample['__key__']}")
 
     def _slot(self) -> tuple[int, int, int]:
         """(worker id, this worker's global index, number of readers across all ranks)."""
@@ -217,8 +227,8 @@ class TrainStream(_ShardStream):
     """Endless, shuffled; a pure function of (seed, segment, rank, worker, world, workers)."""
 
     def __init__(self, shardset, batch_size, rank, world_size, with_meta=False, seed=0,
-                 segment=0, hflip=True, shuffle_buffer=2000, group=1):
-        super().__init__(shardset, batch_size, rank, world_size, with_meta, group)
+                 segment=0, hflip=True, shuffle_buffer=2000, group=1, attributes=None):
+        super().__init__(shardset, batch_size, rank, world_size, with_meta, group, attributes)
         self.seed, self.segment, self.hflip, self.shuffle_buffer = seed, segment, hflip, shuffle_buffer
 
     def _shards(self, reader: int, readers: int) -> Iterator[Shard]:
@@ -241,7 +251,7 @@ class TrainStream(_ShardStream):
             image = decode(sample)
             if self.hflip and rng.random() < 0.5:
                 image = image.flip(1)  # [H,W,3]: mirror the width
-            return image, sample["__key__"], sample.get("json")
+            return image, sample["__key__"], sample.get("json"), self._attrs(sample)
 
         yield from self._finish(map(prepare, samples), partial=False)
 
@@ -266,7 +276,7 @@ class EvalStream(_ShardStream):
 
     def _batches(self):
         _, reader, readers = self._slot()
-        samples = ((decode(s), s["__key__"], s.get("json"), i) for i, s in self._range(reader, readers))
+        samples = ((decode(s), s["__key__"], s.get("json"), self._attrs(s), i) for i, s in self._range(reader, readers))
         yield from self._finish(samples, partial=True)
 
 
@@ -356,34 +366,37 @@ def train_loader(data: str | Path | ShardSet, batch_size: int, *, seed: int = 0,
                  hflip: bool = True, num_workers: int = 2, rank: int | None = None,
                  world_size: int | None = None, shuffle_buffer: int = 2000,
                  with_meta: bool = False, uint8: bool = False, expect_size: int | None = None,
-                 pin_memory: bool = False, batches_per_message: int | None = None) -> ShardLoader:
+                 pin_memory: bool = False, batches_per_message: int | None = None,
+                 attributes: list[str] | None = None) -> ShardLoader:
     """Endless shuffled batches of `batch_size` per rank. A new `segment` restarts the stream
     deterministically: the training loop starts one at every checkpoint, for exact resume.
-    Loader workers send `batches_per_message` batches at a time (default BATCHES_PER_MESSAGE)."""
+    Loader workers send `batches_per_message` batches at a time (default BATCHES_PER_MESSAGE).
+    With `attributes`, batches have "attrs" too: those attributes of each image, [B,K] 0/1."""
     per_message = BATCHES_PER_MESSAGE if batches_per_message is None else batches_per_message
     if per_message < 1:
         raise ValueError(f"batches_per_message must be at least 1, got {per_message}")
     rank, world_size = dist_info(rank, world_size)
     stream = TrainStream(_open(data, expect_size), batch_size, rank, world_size, with_meta, seed,
                          segment, hflip, shuffle_buffer,
-                         group=per_message if num_workers > 0 else 1)  # no workers: no messages
+                         group=per_message if num_workers > 0 else 1,  # no workers: no messages
+                         attributes=attributes)
     return ShardLoader(stream, num_workers, uint8, pin_memory)
 
 
 def eval_loader(data: str | Path | ShardSet, batch_size: int, *, num_workers: int = 2,
                 rank: int | None = None, world_size: int | None = None, with_meta: bool = False,
-                uint8: bool = False, expect_size: int | None = None) -> ShardLoader:
+                uint8: bool = False, expect_size: int | None = None,
+                attributes: list[str] | None = None) -> ShardLoader:
     """One pass over every sample, split across ranks and workers: none missed, none repeated."""
     rank, world_size = dist_info(rank, world_size)
-    stream = EvalStream(_open(data, expect_size), batch_size, rank, world_size, with_meta)
+    stream = EvalStream(_open(data, expect_size), batch_size, rank, world_size, with_meta, attributes=attributes)
     return ShardLoader(stream, num_workers, uint8)
 
 
 def verify_samples(shardset: ShardSet, progress: bool = False) -> int:
     """Re-hash every shard and decode every sample; return the number of samples."""
     verify_checksums(shardset)
-    bar = tqdm(total=shardset.count, desc="verifying", unit="img", disable=not progress,
-               mininterval=0.2 if sys.stderr.isatty() else 10)
+    bar = progress_bar(shardset.count, "verifying", enabled=progress)
     n = 0
     for shard in shardset.shards:
         for sample in iter_shard(shard):

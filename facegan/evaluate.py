@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vgg16-weights", metavar="PATH",
                    help="torchvision VGG16 weights file for pr (default: torchvision's standard "
                         "IMAGENET1K_V1 weights, downloaded once)")
+    p.add_argument("--attr-classifier", metavar="FILE",
+                   help="attribute classifier for --metrics attr (python -m facegan.attributes train)")
     p.add_argument("--batch-size", type=int, default=100, help="images per feature batch per process")
     p.add_argument("--num-workers", type=int, default=2, help="shard reading workers per process")
     p.add_argument("--cache-dir", default=None,
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    if "attr" in names and not args.generator:
+        print(f"{prog}: error: --metrics attr scores a conditional --generator (what it was asked against what "
+              "it made)", file=sys.stderr)
+        return 2
     from accelerate import Accelerator
 
     from .checkpoint import load_generator
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
               "reduce": lambda t: acc.reduce(t, "sum"), "progress": acc.is_main_process}
     cache_dir = "" if args.no_cache else args.cache_dir
     try:
-        extractors = metrics.build_extractors(names, args.inception_weights, args.vgg16_weights, acc.device)
+        extractors = metrics.build_extractors(names, args.inception_weights, args.vgg16_weights, acc.device,
+                                              args.attr_classifier)
         real = open_set(args.data[0])
         if args.generator:
             g, _ = load_generator(args.generator)

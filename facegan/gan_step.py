@@ -10,6 +10,7 @@ modify a tensor that a pending backward still needs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
@@ -79,14 +80,17 @@ class GANStep:
         """What the optimizers use now (logged as lr/G and lr/D)."""
         return {"lr/G": self.m.opt_g.param_groups[0]["lr"], "lr/D": self.m.opt_d.param_groups[0]["lr"]}
 
-    def __call__(self, batches: Iterator[torch.Tensor], state: dict) -> None:
-        """`batches` yields real images [B,3,H,W] in [-1,1]; `state` holds step, nimg, total_nimg."""
+    def __call__(self, batches: Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]], state: dict) -> None:
+        """`batches` yields real images [B,3,H,W] in [-1,1], or (images, attributes [B,K] 0/1) for
+        a conditional run; `state` holds step, nimg, total_nimg. A conditional run's fakes take
+        the attributes of the real batch beside them, so G learns the data's joint distribution
+        of attributes and D compares real and fake images under the same attributes."""
         cfg, m = self.cfg, self.m
         if cfg.compile == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
         self.set_learning_rates(state["nimg"], state["total_nimg"])
         for k in range(cfg.d_steps):
-            reals = [next(batches) for _ in range(cfg.accumulate)]
+            reals, attrs = _split([next(batches) for _ in range(cfg.accumulate)])
             # One draw for all micro-batches: the same z as one batch of B x accumulate.
             zs = torch.randn(sum(len(r) for r in reals), self.z_dim, device=reals[0].device).split(
                 [len(r) for r in reals])
@@ -95,19 +99,20 @@ class GANStep:
             # micro-batch at a time, so only one micro-batch's activations are held.
             keep = cfg.accumulate == 1 and k == cfg.d_steps - 1
             with torch.set_grad_enabled(keep), self._no_sync(m.g):
-                fakes = [m.g(z) for z in zs]  # [B,3,H,W] in [-1,1]
+                fakes = [self._g(z, a) for z, a in zip(zs, attrs)]  # [B,3,H,W] in [-1,1]
             d_step = state["step"] * cfg.d_steps + k  # counts D steps, for lazy regularisation
             d_logs = self._phase(m.d, m.opt_d, [
-                (lambda real=real, fake=fake, d_step=d_step: self.loss.d_passes(self._d, real, fake.detach(), d_step))
-                for real, fake in zip(reals, fakes)])
+                (lambda real=real, fake=fake, a=a, d_step=d_step: self.loss.d_passes(
+                    self._d_given(a), real, fake.detach(), d_step))
+                for real, fake, a in zip(reals, fakes, attrs)])
             self.stats.add(d_logs)
             if self.ada is not None:
                 self.ada.observe(d_logs["sign/real"])
         m.d.requires_grad_(False)  # D is frozen during the G step: no D gradients, nothing to sync
         g_logs = self._phase(m.g, m.opt_g, [
-            (lambda real=real, z=z, fake=fake: self.loss.g_passes(self._d, real, fake if keep else m.g(z),
-                                                                  state["step"]))
-            for real, z, fake in zip(reals, zs, fakes)])
+            (lambda real=real, z=z, fake=fake, a=a: self.loss.g_passes(
+                self._d_given(a), real, fake if keep else self._g(z, a), state["step"]))
+            for real, z, fake, a in zip(reals, zs, fakes, attrs)])
         m.d.requires_grad_(True)
         self.stats.add(g_logs)
         state["step"] += 1
@@ -121,12 +126,20 @@ class GANStep:
         bad = ~torch.isfinite(losses).all() & (self.first_bad < 0)
         self.first_bad = torch.where(bad, torch.full_like(self.first_bad, state["step"]), self.first_bad)
 
-    def _d(self, images: torch.Tensor) -> torch.Tensor:
-        """D's logits [B] on augmented images (DiffAugment's policy, or ADA at its current p)."""
+    def _g(self, z: torch.Tensor, attrs: torch.Tensor | None) -> torch.Tensor:
+        return self.m.g(z) if attrs is None else self.m.g(z, attrs)
+
+    def _d(self, images: torch.Tensor, attrs: torch.Tensor | None = None) -> torch.Tensor:
+        """D's logits [B] on augmented images (DiffAugment's policy, or ADA at its current p),
+        under `attrs` for a conditional D (the attributes stay: no augmentation changes them)."""
         images = diffaugment(images, self.cfg.diffaugment)
         if self.ada is not None:
             images = augment(images, self.ada.p)
-        return self.m.d(images)
+        return self.m.d(images) if attrs is None else self.m.d(images, attrs)
+
+    def _d_given(self, attrs: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D as the losses call it, images -> logits, with the micro-batch's attributes bound."""
+        return self._d if attrs is None else functools.partial(self._d, attrs=attrs)
 
     def aug_logs(self) -> dict[str, float]:
         """aug/p and aug/rt (the last r_t that moved p) when ADA is on."""
@@ -171,3 +184,10 @@ class GANStep:
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
+
+
+def _split(items: list) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Micro-batches of images, or of (images, attributes) -> (images, attributes or None)."""
+    if items and isinstance(items[0], tuple):
+        return [i[0] for i in items], [i[1] for i in items]
+    return items, [None] * len(items)

@@ -32,10 +32,12 @@ class Models:
         return self.acc.unwrap_model(self.g), self.acc.unwrap_model(self.d)
 
 
-def build_models(cfg: TrainConfig, acc: Accelerator, resolution: int) -> Models:
-    """G and D from their specs (warm-started when asked), Adam for each, EMA-G, torch.compile."""
+def build_models(cfg: TrainConfig, acc: Accelerator, resolution: int,
+                 condition: dict[str, float] | None = None) -> Models:
+    """G and D from their specs (warm-started when asked), Adam for each, EMA-G, torch.compile.
+    `condition` ({attribute: training frequency}) makes them conditional."""
     set_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    g_spec, d_spec = cfg.network_specs(resolution)
+    g_spec, d_spec = cfg.network_specs(resolution, condition)
     g, d = networks.build("generator", g_spec), networks.build("discriminator", d_spec)
     if cfg.warm_start_g:
         ckpt.warm_start(g, cfg.warm_start_g, "generator")

@@ -18,10 +18,10 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from tqdm import tqdm
-
 from facegan import __version__
+from facegan.conditioning import AttributeCounts
 from facegan.imaging import FORMATS, crop_resize, encode, sample_layout
+from facegan.progress import progress_bar
 from facegan.shard_writer import PARTIAL, ShardWriter
 from facegan.shardset import (
     FORMAT_VERSION,
@@ -121,8 +121,8 @@ def pack(source, out, *, size=64, crop=None, fmt="npy", shard_size=1000, workers
     prepare_out(out, overwrite)
     writer = ShardWriter(out, split, shard_size)
     skipped = list(listing.skipped)
-    bar = tqdm(total=len(listing.items), desc=f"packing {out}", unit="img", disable=not progress,
-               mininterval=0.2 if sys.stderr.isatty() else 10)  # a log file gets a line per 10 s
+    attributes = AttributeCounts()
+    bar = progress_bar(len(listing.items), f"packing {out}", enabled=progress)
     try:
         for item, data, reason in _results(listing.items, workers, (source, crop, size, fmt)):
             bar.update()
@@ -132,6 +132,7 @@ def pack(source, out, *, size=64, crop=None, fmt="npy", shard_size=1000, workers
                 skipped.append({"file": item.name, "reason": reason})
                 continue
             writer.write(item.key, fmt, data, item.meta)
+            attributes.add(item.meta)
         shards = writer.close()
         count = sum(s["count"] for s in shards)
         if count == 0:
@@ -141,7 +142,7 @@ def pack(source, out, *, size=64, crop=None, fmt="npy", shard_size=1000, workers
             "facegan_version": __version__, "format_version": FORMAT_VERSION,
             "source": source.description, "split": split, "size": size, "crop": crop,
             "format": fmt, "sample": sample_layout(fmt, size), "count": count, "shards": shards,
-            "skipped": skipped, "ignored": _ignored(listing.ignored),
+            "skipped": skipped, "ignored": _ignored(listing.ignored), "attributes": attributes.summary(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         manifest["content_sha256"] = content_hash(manifest)

@@ -118,9 +118,8 @@ def metric_records(records: list[dict]) -> dict[str, list[tuple[float, int, floa
         for key in metrics.value_keys(r):
             if "_std" not in key:  # a spread over subsets or splits, not a value to follow
                 found.setdefault(key, []).append((r["kimg"], r["step"], r[key]))
-    order = [k for name in metrics.METRICS for base in metrics.metric_module(name).LOWER_IS_BETTER
-             for k in (base, base + metrics.NONSTANDARD)]
-    return {k: found[k] for k in order if k in found}
+    order = [base for name in metrics.METRICS for base in metrics.metric_module(name).LOWER_IS_BETTER]
+    return dict(sorted(found.items(), key=lambda kv: (order.index(metrics.base_value(kv[0])), kv[0])))
 
 
 def best_values(series: dict[str, list[tuple[float, int, float]]]) -> dict[str, dict]:
@@ -129,7 +128,7 @@ def best_values(series: dict[str, list[tuple[float, int, float]]]) -> dict[str, 
     lower = metrics.directions(list(metrics.METRICS))
     best = {}
     for key, points in series.items():
-        down = lower[key.removesuffix(metrics.NONSTANDARD)]
+        down = lower[metrics.base_value(key)]
         kimg, step, value = (min if down else max)(points, key=lambda p: p[2])
         best[key] = {"value": value, "step": step, "kimg": kimg, "better": "lower" if down else "higher"}
     return best

@@ -93,6 +93,9 @@ def _architecture_change(saved: dict, models: Models, cfg: TrainConfig) -> str |
         for key in sorted(set(old["kwargs"]) | set(new["kwargs"])):
             if old["kwargs"].get(key) != new["kwargs"].get(key):
                 return f"{kind} {key}={old['kwargs'].get(key)}, not {key}={new['kwargs'].get(key)}"
+        was, now = (",".join(spec.get("condition", {}).get("attributes", [])) or "none" for spec in (old, new))
+        if was != now:
+            return f"{kind} condition={was}, not condition={now}"
     if saved["config"]["ema"] != cfg.ema:
         return f"ema={saved['config']['ema']}, not ema={cfg.ema}"
     return None

@@ -3,6 +3,11 @@
     python -m facegan.sample --generator RUN/generator.safetensors --out grid.png [--num 64] [--seed S]
     python -m facegan.sample --generator G --out walk.gif --interpolate [--num 8] [--steps 16]
     python -m facegan.sample --generator G --images-dir DIR --num 10000   # for other FID tools
+    python -m facegan.sample --generator G --out smiling.png --attributes Smiling=1,Eyeglasses=0
+    python -m facegan.sample --generator G --out sweep.png --sweep Smiling,Eyeglasses [--num 8]
+
+A conditional generator's attributes not named in --attributes are drawn at random, each with
+its frequency in the training shards (independently of the others).
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
-from tqdm.auto import tqdm
 
+from . import conditioning, networks
 from .checkpoint import load_generator
 from .config import OneLineErrors
 from .metrics import generate_uint8, latents
+from .progress import progress_bar
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -52,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", action="store_true",
                    help="a latent walk: one row per walk (.png) or one frame per step (.gif)")
     p.add_argument("--steps", type=int, default=16, help="points along each walk")
+    p.add_argument("--attributes", default="", metavar="NAME=0|1,...",
+                   help="a conditional generator's attributes to fix; the others follow their training frequencies")
+    p.add_argument("--sweep", default="", metavar="NAME,...",
+                   help="a sweep grid (--out .png): one row per latent (--num rows, default 8), two columns per "
+                        "attribute named, off then on, with z and the other attributes held")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even where a GPU is present")
     return p
@@ -60,13 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "facegan.sample"
-    default_num = 10000 if args.images_dir else 8 if args.interpolate else 64
+    default_num = 10000 if args.images_dir else 8 if args.interpolate or args.sweep else 64
     num = args.num if args.num is not None else default_num
     if num < 1 or args.steps < 2 or args.batch_size < 1:
         print(f"{prog}: error: --num and --batch-size must be at least 1, --steps at least 2", file=sys.stderr)
         return 2
-    if args.interpolate and args.images_dir:
-        print(f"{prog}: error: --interpolate writes to --out, not --images-dir", file=sys.stderr)
+    if (args.interpolate or args.sweep) and args.images_dir:
+        print(f"{prog}: error: --interpolate and --sweep write to --out, not --images-dir", file=sys.stderr)
+        return 2
+    if args.interpolate and args.sweep:
+        print(f"{prog}: error: --interpolate or --sweep, not both", file=sys.stderr)
         return 2
     if args.out and Path(args.out).suffix.lower() not in ((".png", ".gif") if args.interpolate else (".png",)):
         print(f"{prog}: error: --out {args.out}: expected a .png" + (" or .gif" if args.interpolate else ""),
@@ -76,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         g, _ = load_generator(args.generator)
         z_dim = g.z_dim
         z = latents(num * (2 if args.interpolate else 1), z_dim, args.seed, args.truncation)
+        names = networks.attributes(g)
+        if (args.attributes or args.sweep) and not names:
+            raise ValueError(f"{args.generator} is not conditioned on attributes (trained without --condition)")
+        fixed = conditioning.parse_settings(args.attributes, names)
+        swept = list(conditioning.parse_settings(  # indices of the swept attributes, in the order named
+            ",".join(f"{n}=1" for n in conditioning.parse_condition(args.sweep)), names, "--sweep"))
+        attrs = conditioning.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed) \
+            if names else None
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -85,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.images_dir:
         out = Path(args.images_dir)
         out.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=num, unit="img", desc="sampling")
+        bar = progress_bar(num, "sampling")
         index = 0
-        for batch in generate_uint8(g, z, args.batch_size):
+        for batch in generate_uint8(g, z, args.batch_size, attrs):
             for image in batch.permute(0, 2, 3, 1).cpu().numpy():
                 Image.fromarray(image).save(out / f"{index:06d}.png")
                 index += 1
@@ -98,14 +120,23 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if swept:  # one row per latent: each swept attribute off, then on
+        columns = 2 * len(swept)
+        grid_attrs = conditioning.sweep_attributes(attrs, swept)
+        images = torch.cat(list(generate_uint8(g, z.repeat_interleave(columns, 0), args.batch_size, grid_attrs)))
+        grid_image(images.cpu(), nrow=columns).save(out)
+        labels = ", ".join(f"{names[k]}=0, {names[k]}=1" for k in swept)
+        print(f"{prog}: a sweep of {num} latents in {out}; columns: {labels}", file=sys.stderr)
+        return 0
     if not args.interpolate:
-        images = torch.cat(list(generate_uint8(g, z, args.batch_size))).cpu()
+        images = torch.cat(list(generate_uint8(g, z, args.batch_size, attrs))).cpu()
         grid_image(images, nrow=math.ceil(math.sqrt(num))).save(out)
         print(f"{prog}: {num} samples in {out}", file=sys.stderr)
         return 0
 
     walk = slerp(z[:num], z[num:], torch.linspace(0, 1, args.steps))  # [num, steps, Z]
-    images = torch.cat(list(generate_uint8(g, walk.reshape(-1, z_dim), args.batch_size))).cpu()
+    walk_attrs = None if attrs is None else attrs.repeat_interleave(args.steps, 0)  # held along each walk
+    images = torch.cat(list(generate_uint8(g, walk.reshape(-1, z_dim), args.batch_size, walk_attrs))).cpu()
     images = images.view(num, args.steps, *images.shape[1:])
     if out.suffix.lower() == ".png":  # one row per walk
         grid_image(images.flatten(0, 1), nrow=args.steps).save(out)

@@ -18,7 +18,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 
 from facegan import checkpoint as ckpt
-from facegan import trackers
+from facegan import conditioning, trackers
 from facegan.config import TrainConfig
 from facegan.data import to_float, train_loader
 from facegan.gan_step import GANStep
@@ -47,7 +47,8 @@ class RealBatches:
         self.stream = iter(train_loader(
             self.shardset, cfg.batch_size, seed=cfg.seed, segment=segment, hflip=cfg.hflip,
             num_workers=cfg.num_workers, rank=acc.process_index, world_size=acc.num_processes,
-            shuffle_buffer=cfg.shuffle_buffer, uint8=True, pin_memory=acc.device.type == "cuda"))
+            shuffle_buffer=cfg.shuffle_buffer, uint8=True, pin_memory=acc.device.type == "cuda",
+            attributes=cfg.condition_names() or None))
 
     def close(self) -> None:
         self.stream = None  # shuts its workers down
@@ -55,8 +56,11 @@ class RealBatches:
     def __iter__(self):
         return self
 
-    def __next__(self) -> torch.Tensor:
-        return to_float(next(self.stream)["image"].to(self.acc.device, non_blocking=True))
+    def __next__(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images; (images, attributes [B,K] 0/1) when the run is conditional."""
+        batch = next(self.stream)
+        images = to_float(batch["image"].to(self.acc.device, non_blocking=True))
+        return (images, batch["attrs"].to(self.acc.device, non_blocking=True)) if "attrs" in batch else images
 
 
 def _resume_point(acc: Accelerator, cfg: TrainConfig) -> tuple[Path | None, list[str]]:
@@ -104,7 +108,8 @@ def train(cfg: TrainConfig) -> Path:
     try:
         # Data, networks, loss, state.
         shardset = load_shardset(cfg.data)
-        models = build_models(cfg, acc, shardset.size)
+        condition = conditioning.check_names(cfg.condition_names(), shardset) if cfg.condition else None
+        models = build_models(cfg, acc, shardset.size, condition)
         loss = build_loss(cfg.loss, real_label=cfg.real_label, r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
                           reg_every=cfg.reg_every, gp_lambda=cfg.gp_lambda)
         gan_step = GANStep(cfg, acc, models, loss)

@@ -17,7 +17,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from facegan import checkpoint as ckpt
-from facegan import metrics, trackers
+from facegan import conditioning, metrics, networks, trackers
 from facegan.config import TrainConfig
 from facegan.gan_step import GANStep
 from facegan.models import Models
@@ -86,17 +86,25 @@ def trim_metrics(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in kept))
 
 
+def grid_columns(num: int) -> int:
+    """Images per row of a sample grid of `num` (square where `num` is a square)."""
+    return int(math.sqrt(num))
+
+
 @torch.no_grad()
-def write_samples(g: torch.nn.Module, z: torch.Tensor, path: Path) -> torch.Tensor | None:
-    """A PNG grid of G(z) for the fixed latents, G in eval mode (BatchNorm running statistics);
-    returns its uint8 [H,W,3] pixels, or None, writing nothing, when G's output is not finite."""
+def write_samples(g: torch.nn.Module, z: torch.Tensor, path: Path,
+                  attrs: torch.Tensor | None = None) -> torch.Tensor | None:
+    """A PNG grid of G(z) (G(z, attrs) for a conditional G) for the fixed latents, G in eval mode
+    (BatchNorm running statistics); returns its uint8 [H,W,3] pixels, or None, writing nothing,
+    when G's output is not finite."""
     was_training = g.training
     g.eval()
-    images = g(z.to(next(g.parameters()).device)).float().cpu()  # [N,3,H,W] in [-1,1]
+    device = next(g.parameters()).device
+    images = g(*[x.to(device) for x in (z, attrs) if x is not None]).float().cpu()  # [N,3,H,W] in [-1,1]
     g.train(was_training)
     if not torch.isfinite(images).all():
         return None
-    grid = make_grid(images, nrow=int(math.sqrt(len(images))), normalize=True, value_range=(-1, 1))
+    grid = make_grid(images, nrow=grid_columns(len(images)), normalize=True, value_range=(-1, 1))
     # Rounded as torchvision's save_image does. Trackers get these uint8 pixels, not floats in
     # [0,1], which wandb casts straight to uint8 (every grid black).
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
@@ -141,9 +149,13 @@ class Upkeep:
         self.trackers = trackers.parse_trackers(cfg.tracker)
         self.metric_names = metrics.parse_metrics(cfg.metrics, "--metrics")
         self.extractors = metrics.build_extractors(self.metric_names, cfg.inception_weights or None,
-                                                   cfg.vgg16_weights or None, acc.device) if cfg.eval_every else None
+                                                   cfg.vgg16_weights or None, acc.device,
+                                                   cfg.attr_classifier or None) if cfg.eval_every else None
         self.best_by = cfg.best_by or metrics.metric_module(self.metric_names[0]).HEADLINE
         self.fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
+        names = networks.attributes(models.sampler)  # a conditional run's grid rows show attribute settings
+        self.fixed_attrs = conditioning.grid_settings(len(names), cfg.num_samples, grid_columns(cfg.num_samples)) \
+            if names else None
         self.stop = StopSignal(self.run_dir, announce=acc.is_main_process)
         self.progress = Progress(acc, state["step"], self.planned_steps())
         self.tick_time, self.tick_nimg = time.perf_counter(), state["nimg"]
@@ -232,7 +244,7 @@ class Upkeep:
         step = self.state["step"]
         path = self.run_dir / "samples" / f"step-{step:09d}.png"
         with ckpt.writing(path):
-            pixels = write_samples(self.m.sampler, self.fixed_z, path)
+            pixels = write_samples(self.m.sampler, self.fixed_z, path, self.fixed_attrs)
         if pixels is not None:
             trackers.log_grid(self.acc, self.trackers, pixels.numpy(), step)
 
@@ -267,9 +279,9 @@ class Upkeep:
             print(f"facegan: {metrics.describe(entry)}", file=sys.stderr, flush=True)
         trackers.update_summary(acc, self.trackers, values, self.metric_names, step)
         logged = {f"metrics/{k}": v for k, v in values.items()}
-        weights = f"{record['weights']} (sha256 {record['weights_sha256'][:12]})"
-        acc.log({**logged, "metrics/num_generated": record["num_generated"], "metrics/inception_weights": weights,
-                 "kimg": self.kimg()}, step=step)
+        if "weights" in record:  # the Inception's, where a metric used it (attr alone does not)
+            logged["metrics/inception_weights"] = f"{record['weights']} (sha256 {record['weights_sha256'][:12]})"
+        acc.log({**logged, "metrics/num_generated": record["num_generated"], "kimg": self.kimg()}, step=step)
 
     def checkpoint(self, reopen: bool = True) -> None:
         """Save the resumable state and export G and D; a new data segment starts after it."""

@@ -501,12 +501,14 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
 
 @pytest.mark.slow
 def test_two_process_ddp_resumes_a_one_process_run(tmp_path, small_shards, standin, vgg_standin):
-    """The modern preset (r3gan, rpgan + R1/R2, EMA, ADA) for 3 steps on one process, then a
-    resume on 2 (a SLURM requeue on more GPUs): the image count, the stop point, kimg and ADA's p
-    carry over, DDP keeps the ranks' parameters identical, and every metric runs with every rank
-    measuring its share and logging to metrics.jsonl, W&B and TensorBoard."""
+    """The modern preset (r3gan, rpgan + R1/R2, EMA, ADA), conditioned on two attributes, for 3
+    steps on one process, then a resume on 2 (a SLURM requeue on more GPUs): the image count, the
+    stop point, kimg and ADA's p carry over, DDP keeps the ranks' parameters identical, and every
+    metric runs with every rank measuring its share and logging to metrics.jsonl, W&B and
+    TensorBoard."""
     run = tmp_path / "run"
-    modern = {"preset": "modern", "ada-interval": 1, "ada-kimg": 0.1, "ada-target": -1.0}  # p rises every step
+    modern = {"preset": "modern", "ada-interval": 1, "ada-kimg": 0.1, "ada-target": -1.0,  # p rises every step
+              "condition": "Smiling,Eyeglasses"}  # a conditional G and projection D under DDP too
     train(config_from_args(_flags(small_shards, run, **modern, **{"max-steps": 3}))[0])
     evals = {"eval-every": 6, "eval-samples": 8, "eval-batch-size": 4, "metrics": "fid,kid,is,pr",
              "inception-weights": standin, "vgg16-weights": vgg_standin, "eval-cache": tmp_path / "cache",

@@ -21,6 +21,7 @@ from types import ModuleType
 
 import torch
 
+from .. import networks
 from ..inception import Inception
 from ..shardset import ShardSet
 from . import fid as _fid
@@ -43,6 +44,7 @@ from .features import (
     generate_uint8,
     generated_batches,
     generator_stats,
+    latent_attributes,
     latents,
     list_images,
     real_features,
@@ -55,8 +57,8 @@ from .fid import frechet_distance
 
 __all__ = ["FEATURE_DIM", "STATS_VERSION", "Extractors", "Features", "Moments", "Needs", "Stats", "data_key",
            "default_cache_dir", "extract", "features_moments", "folder_batches", "folder_stats", "generate_uint8",
-           "generated_batches", "generator_stats", "latents", "list_images", "real_features", "shard_batches",
-           "shard_stats", "stats_key", "to_uint8", "frechet_distance"]
+           "generated_batches", "generator_stats", "latent_attributes", "latents", "list_images", "real_features",
+           "shard_batches", "shard_stats", "stats_key", "to_uint8", "frechet_distance"]
 
 # The registry: metric name (as --metrics takes it) -> module. Adding a metric is one module and one line.
 METRICS = {
@@ -64,6 +66,7 @@ METRICS = {
     "kid": "facegan.metrics.kid",
     "is": "facegan.metrics.isc",
     "pr": "facegan.metrics.prc",
+    "attr": "facegan.metrics.attr",
 }
 DEFAULT = ("fid",)
 NONSTANDARD = "_nonstandard"
@@ -94,11 +97,17 @@ def directions(names: list[str]) -> dict[str, bool]:
     return out
 
 
+def base_value(key: str) -> str:
+    """The value a record key holds: 'fid_nonstandard' -> 'fid', 'attr/Smiling' -> 'attr'."""
+    return key.removesuffix(NONSTANDARD).split("/", 1)[0]
+
+
 def improves(names: list[str], by: str, value: float, best: float | None) -> bool:
-    """Whether `value` of `by` (a value of `names`' metrics) beats `best` (None: nothing yet)."""
+    """Whether `value` of `by` (a value of `names`' metrics, or one of its parts) beats `best`
+    (None: nothing yet)."""
     if best is None:
         return True
-    return value < best if directions(names)[by] else value > best
+    return value < best if directions(names)[base_value(by)] else value > best
 
 
 def needs(names: list[str]) -> tuple[Needs, Needs | None]:
@@ -116,18 +125,34 @@ def uses_vgg(names: list[str]) -> bool:
     return any(metric_module(n).EXTRACTOR == "vgg16" for n in names)
 
 
+def uses_inception(names: list[str]) -> bool:
+    return any(metric_module(n).EXTRACTOR == "inception" for n in names)
+
+
 def build_extractors(names: list[str], inception_weights: str | Path | None, vgg_weights: str | Path | None,
-                     device: str | torch.device) -> Extractors:
-    """Inception always (its weights are checked at once); VGG16 only when a metric needs it."""
-    vgg = None
+                     device: str | torch.device, attr_classifier: str | Path | None = None) -> Extractors:
+    """Each network a metric needs, and only those (attr alone needs neither Inception nor VGG16);
+    weights are checked at once."""
+    inception = vgg = attr = None
+    if uses_inception(names):
+        inception = Inception(inception_weights, device)
     if uses_vgg(names):
         from ..vgg import VGG16
 
         vgg = VGG16(vgg_weights, device)
-    return Extractors(Inception(inception_weights, device), vgg)
+    if "attr" in names:
+        if not attr_classifier:
+            raise ValueError("--metrics attr needs --attr-classifier FILE (made by python -m facegan.attributes "
+                             "train SHARDS --out FILE)")
+        from ..attributes import load_classifier
+
+        attr = load_classifier(attr_classifier, device)
+    return Extractors(inception, vgg, attr, device)
 
 
 def _standard(extractors: Extractors, module: ModuleType) -> bool:
+    if module.EXTRACTOR == "attributes":  # the user's own classifier: there is no standard one
+        return True
     return (extractors.vgg if module.EXTRACTOR == "vgg16" else extractors.inception).standard
 
 
@@ -142,7 +167,7 @@ def compute(names: list[str], extractors: Extractors, fake: Features, real: Feat
 
 
 def describe_extractors(extractors: Extractors, names: list[str]) -> dict:
-    info = extractors.inception.describe()
+    info = extractors.inception.describe() if extractors.inception is not None else {}
     if extractors.vgg is not None and uses_vgg(names):
         info.update(extractors.vgg.describe())
     return info
@@ -153,7 +178,7 @@ def make_record(names: list[str], extractors: Extractors, values: dict[str, floa
     and warnings they need."""
     record = {**values, **counts, **describe_extractors(extractors, names)}
     notes = []
-    if not extractors.inception.standard and any(metric_module(n).EXTRACTOR == "inception" for n in names):
+    if extractors.inception is not None and not extractors.inception.standard and uses_inception(names):
         notes.append("not torch-fidelity's standard Inception weights: FID, KID and IS here are not "
                      "comparable to published ones")
     if extractors.vgg is not None and not extractors.vgg.standard and uses_vgg(names):
@@ -162,6 +187,13 @@ def make_record(names: list[str], extractors: Extractors, values: dict[str, floa
     if notes:
         record["note"] = "; ".join(notes)
     warnings = []
+    if "attr" in names and extractors.attr_meta is not None:
+        from ..attributes import WEAK, weak
+
+        record["attr_classifier_accuracy"] = extractors.attr_meta["accuracy"]
+        if weak_ones := weak(extractors.attr_meta):
+            warnings.append(f"the attribute classifier reads {', '.join(weak_ones)} with under {WEAK:.0%} held-out "
+                            "accuracy: those attr scores are unreliable")
     if "fid" in names and (w := _fid.warning(counts)) is not None:
         warnings.append(w)
     num = [v for k, v in counts.items() if k.startswith("num_")]
@@ -189,7 +221,11 @@ def value_key(record: dict, name: str) -> str:
 def value_keys(record: dict) -> list[str]:
     """The keys of `record` that hold metric values, in registry order."""
     names = [k for name in METRICS for k in metric_module(name).LOWER_IS_BETTER]
-    return [k for name in names for k in (name, name + NONSTANDARD) if k in record]
+    keys = []
+    for name in names:  # a value, then its parts (attr/Smiling, ...) where a metric reports them
+        keys += [k for k in (name, name + NONSTANDARD) if k in record]
+        keys += sorted(k for k in record if k.startswith(name + "/"))
+    return keys
 
 
 def value(record: dict, name: str) -> float:
@@ -223,8 +259,13 @@ def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module
         real_features_, hit = real_features(extractors, real, real_needs, batch_size=batch_size,
                                             num_workers=num_workers, rank=rank, world_size=world_size,
                                             reduce=reduce, cache_dir=cache_dir, progress=progress)
+    if "attr" in names:
+        if not networks.attributes(g):
+            raise ValueError("--metrics attr scores a conditional generator (trained with --condition)")
+        extractors.select_attributes(networks.attributes(g))
     batches = generated_batches(g, num, g.z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
     fake = extract(extractors, batches, num, fake_needs, reduce=reduce, progress=progress, desc="generated")
+    fake.attrs, fake.attr_names = latent_attributes(g, num, seed), networks.attributes(g)
     counts = {"num_real": real_features_.count if real_features_ is not None else None, "num_generated": num}
     record = make_record(names, extractors, compute(names, extractors, fake, real_features_),
                          **{k: v for k, v in counts.items() if v is not None})

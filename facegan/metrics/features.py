@@ -21,17 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from .. import conditioning, networks
 from ..data import eval_loader
 from ..inception import EXTRACTOR, FEATURE, Inception
+from ..progress import progress_bar
 from ..shardset import ShardSet
 
 FEATURE_DIM = int(FEATURE)  # dimensions of the feature FID compares
@@ -94,24 +94,43 @@ class Extractors:
     """Inception (pool3 features and logits from one forward) and, where a metric needs it,
     VGG16 (fc2 features). Calling it on uint8 images gives the kinds asked for."""
 
-    def __init__(self, inception: Inception, vgg=None):
-        self.inception, self.vgg = inception, vgg
-        self.device = inception.device
+    def __init__(self, inception: Inception | None, vgg=None, attr=None, device: str | torch.device | None = None):
+        self.inception, self.vgg = inception, vgg  # no Inception where only attr is measured
+        self.attr, self.attr_meta = attr if attr is not None else (None, None)  # (classifier, its metadata)
+        self.attr_columns: list[int] = []  # the classifier's outputs for the generator's attributes, in its order
+        self.device = inception.device if inception is not None else torch.device(device or "cpu")
 
     def dims(self) -> dict[str, int]:
-        dims = {"pool": FEATURE_DIM, "logits": self.inception.num_logits}
+        dims = {"pool": FEATURE_DIM, "logits": self.inception.num_logits} if self.inception is not None else {}
         if self.vgg is not None:
             dims["vgg"] = self.vgg.dim
+        if self.attr is not None:
+            dims["attr"] = len(self.attr_columns)
         return dims
+
+    def select_attributes(self, names: list[str]) -> None:
+        """Read the classifier's outputs for `names` (a conditional generator's attributes)."""
+        known = self.attr.attributes
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(f"the attribute classifier was not trained on {', '.join(missing)}; it knows "
+                             f"{', '.join(known)}")
+        self.attr_columns = [known.index(n) for n in names]
 
     def __call__(self, images: torch.Tensor, kinds: set[str]) -> dict[str, torch.Tensor]:
         out = {}
         if kinds & {"pool", "logits"}:
+            if self.inception is None:
+                raise ValueError("a metric needs Inception features, but no Inception was given")
             out["pool"], out["logits"] = self.inception.features(images)
         if "vgg" in kinds:
             if self.vgg is None:
                 raise ValueError("a metric needs VGG16 features, but no VGG16 was given")
             out["vgg"] = self.vgg(images)
+        if "attr" in kinds:
+            if self.attr is None:
+                raise ValueError("a metric needs the attribute classifier, but none was given")
+            out["attr"] = (self.attr(images)[:, self.attr_columns] > 0).float()  # 0/1 as asked
         return out
 
 
@@ -136,6 +155,8 @@ class Features:
     count: int
     stats: Stats | None = None
     rows: dict[str, torch.Tensor] = field(default_factory=dict)  # kind -> float32 [count, dim], CPU
+    attrs: torch.Tensor | None = None  # generated: the attributes asked of a conditional G, [count, K]
+    attr_names: list[str] = field(default_factory=list)
 
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (uint8 [B,3,H,W], global indices [B])
@@ -149,8 +170,7 @@ def extract(extractors: Extractors, batches: Batches, total: int, needs: Needs, 
     dims = extractors.dims()
     rows = {kind: torch.zeros(total, dims[kind], device=device) for kind in sorted(needs.rows)}
     seen = 0
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False,
-              mininterval=0.5 if sys.stderr.isatty() else 30) as bar:  # closed on errors too
+    with progress_bar(total, desc, enabled=progress, leave=False) as bar:  # closed on errors too
         for images, index in batches:
             features = extractors(images, needs.kinds())
             if moments is not None:
@@ -171,8 +191,7 @@ def features_moments(inception: Inception, batches: Iterable[torch.Tensor], tota
                      progress: bool = False, desc: str = "features") -> Moments:
     """Moments of the Inception features of uint8 [B,3,H,W] batches."""
     moments = Moments(FEATURE_DIM, inception.device)
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False,
-              mininterval=0.5 if sys.stderr.isatty() else 30) as bar:
+    with progress_bar(total, desc, enabled=progress, leave=False) as bar:
         for images in batches:
             moments.add(inception(images))
             bar.update(images.shape[0])
@@ -201,17 +220,28 @@ def latents(num: int, z_dim: int, seed: int, truncation: float | None = None) ->
 
 
 @torch.no_grad()
-def generate_uint8(g: torch.nn.Module, z: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    """G(z) in batches as uint8 images, G in eval mode: BatchNorm uses its running statistics,
-    so an image does not depend on its batch-mates, the batch size or the number of ranks."""
+def generate_uint8(g: torch.nn.Module, z: torch.Tensor, batch_size: int,
+                   attrs: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """G(z) (G(z, attrs) for a conditional G) in batches as uint8 images, G in eval mode:
+    BatchNorm uses its running statistics, so an image does not depend on its batch-mates, the
+    batch size or the number of ranks."""
     was_training = g.training
     g.eval()
     device = next(g.parameters()).device
     try:
         for start in range(0, len(z), batch_size):
-            yield to_uint8(g(z[start:start + batch_size].to(device)))
+            inputs = [x[start:start + batch_size].to(device) for x in (z, attrs) if x is not None]
+            yield to_uint8(g(*inputs))
     finally:
         g.train(was_training)
+
+
+def latent_attributes(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor | None:
+    """[num, K] attributes drawn from a conditional G's training frequencies (seeded apart from
+    the latents), or None for an unconditional G."""
+    if not networks.attributes(g):
+        return None
+    return conditioning.draw(g.frequencies, num, torch.Generator().manual_seed(seed + 1))
 
 
 def generated_batches(g: torch.nn.Module, num: int, z_dim: int, *, seed: int = 0, batch_size: int = 100,
@@ -219,8 +249,9 @@ def generated_batches(g: torch.nn.Module, num: int, z_dim: int, *, seed: int = 0
     """Rank r makes images [num*r/W, num*(r+1)/W) of the `num` latents drawn from `seed`."""
     share = _rank_range(num, rank, world_size)
     z = latents(num, z_dim, seed)[share.start:share.stop]
+    attrs = latent_attributes(g, num, seed)
     start = share.start
-    for images in generate_uint8(g, z, batch_size):
+    for images in generate_uint8(g, z, batch_size, None if attrs is None else attrs[share.start:share.stop]):
         yield images, torch.arange(start, start + images.shape[0])
         start += images.shape[0]
 
@@ -373,7 +404,7 @@ def real_features(extractors: Extractors, data: ShardSet | list[Path], needs: Ne
         desc = f"images {Path(key['folder']).name}"
     features = extract(extractors, batches, count, needs, reduce=reduce, progress=progress, desc=desc)
     if files and rank == 0:
-        meta = {"data": key, **extractors.inception.describe()}
+        meta = {"data": key, **(extractors.inception.describe() if extractors.inception is not None else {})}
         for kind, path in files.items():
             if kind == "moments":
                 _save_stats(path, features.stats, meta)

@@ -6,7 +6,11 @@ An arch is one module in ARCHS defining `Options` (a frozen dataclass of g_* and
 trailing comment each: the --help text), `Generator(resolution, z_dim, width, **g_options)` and
 `Discriminator(resolution, width, **d_options)`. A generator has int attributes `z_dim` and
 `resolution` and maps z [B,z_dim] -> images [B,3,R,R] in [-1,1]; a discriminator has `resolution`
-and maps images -> logits [B]. Pure modules: no devices, precision, distribution or files.
+and maps images -> logits [B], as head(features(x)) with `feature_dim` features (what a
+projection discriminator needs). Pure modules: no devices, precision, distribution or files.
+
+A spec with "condition": {"attributes": [names], "frequencies": [...]} builds the conditional
+pair of `conditional.py`: G(z, attrs) and the projection D(x, attrs).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from types import ModuleType
 
 import torch
 from torch import nn
+
+from . import conditional
 
 # The registry: arch name -> module path. Adding an architecture is one module and one line here.
 ARCHS = {
@@ -95,9 +101,11 @@ def option_fields() -> dict[str, tuple[type, object, str, list[str]]]:
     return fields
 
 
-def make_specs(arch: str, resolution: int, z_dim: int, ngf: int, ndf: int, options: dict) -> tuple[dict, dict]:
+def make_specs(arch: str, resolution: int, z_dim: int, ngf: int, ndf: int, options: dict,
+               condition: dict[str, float] | None = None) -> tuple[dict, dict]:
     """(g_spec, d_spec) of `arch`. `options` names fields of the arch's Options (the others keep
-    their defaults); g_* ones go to the generator's kwargs and d_* ones to the discriminator's."""
+    their defaults); g_* ones go to the generator's kwargs and d_* ones to the discriminator's.
+    `condition` ({attribute: training frequency}, in order) makes them conditional."""
     cls = arch_options(arch)
     names = [f.name for f in dataclasses.fields(cls)]
     for name in options:
@@ -108,7 +116,25 @@ def make_specs(arch: str, resolution: int, z_dim: int, ngf: int, ndf: int, optio
     g_opts, d_opts = ({k[2:]: v for k, v in chosen.items() if k.startswith(PREFIXES[kind])} for kind in KINDS)
     g_spec = {"arch": arch, "kwargs": {"resolution": resolution, "z_dim": z_dim, "width": ngf, **g_opts}}
     d_spec = {"arch": arch, "kwargs": {"resolution": resolution, "width": ndf, **d_opts}}
+    if condition:
+        g_spec["condition"] = {"attributes": list(condition), "frequencies": list(condition.values())}
+        d_spec["condition"] = {"attributes": list(condition)}
     return g_spec, d_spec
+
+
+def _condition(kind: str, spec: dict) -> tuple[list[str], list[float]] | None:
+    """(attributes, frequencies) of a conditional spec, checked; None for an unconditional one."""
+    if "condition" not in spec:
+        return None
+    cond = spec["condition"]
+    names = cond.get("attributes") if isinstance(cond, dict) else None
+    freqs = cond.get("frequencies", [0.5] * len(names or [])) if isinstance(cond, dict) else None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+            and isinstance(freqs, list) and len(freqs) == len(names)
+            and all(isinstance(f, (int, float)) and 0 <= f <= 1 for f in freqs)):
+        raise ValueError(f"{kind} spec condition {cond!r}: expected {{'attributes': [names], "
+                         "'frequencies': [one in [0, 1] per name]}")
+    return names, [float(f) for f in freqs]
 
 
 def _bind(cls: type, kind: str, arch: str, kwargs: dict) -> inspect.BoundArguments:
@@ -141,9 +167,21 @@ def build(kind: str, spec: dict) -> nn.Module:
     if resolution not in RESOLUTIONS:
         raise ValueError(f"{kind} of arch {arch}: resolution {resolution} is not supported; "
                          f"choose one of {RESOLUTIONS}")
-    module = cls(**kwargs)
+    condition = _condition(kind, spec)
+    if condition is None:
+        module = cls(**kwargs)
+    elif kind == "generator":  # the arch's G takes the attributes as K more inputs
+        base = cls(**{**kwargs, "z_dim": _bind(cls, kind, arch, kwargs).arguments["z_dim"] + len(condition[0])})
+        module = conditional.ConditionalGenerator(base, *condition)
+    else:
+        module = conditional.ProjectionDiscriminator(cls(**kwargs), condition[0])
     module.spec = copy.deepcopy(spec)
     return module
+
+
+def attributes(net: nn.Module) -> list[str]:
+    """The attributes a network is conditioned on, in order ([] for an unconditional one)."""
+    return list(getattr(net, "attributes", []))
 
 
 def has_batchnorm(module: nn.Module) -> bool:

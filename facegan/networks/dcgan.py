@@ -82,6 +82,7 @@ class Discriminator(nn.Module):
         self.resolution, self.width = resolution, width
         n = _levels(resolution)
         widths = [width * 2**i for i in range(n)]  # e.g. 64,128,256,512 at 64 px
+        self.feature_dim = widths[-1] * 16  # the flattened 4x4 map the last conv reads
         last = nn.Conv2d(widths[-1], 1, 4, 1, 0)  # [B,1,1,1]
         self.net = nn.Sequential(
             down(3, widths[0], batchnorm=False, sn=spectral_norm),  # no BN on the input layer
@@ -92,6 +93,14 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, feature_dim]: what the last conv reads, flattened (a projection D's phi(x))."""
+        return self.net[:-1](x).flatten(1)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [B] from `features`: forward(x) == head(features(x))."""
+        return self.net[-1](features.view(features.shape[0], -1, 4, 4)).flatten()
 
 
 def init_weights(module: nn.Module) -> None:

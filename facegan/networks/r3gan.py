@@ -202,9 +202,17 @@ class Discriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.basis = _he(nn.Conv2d(widths[-1], widths[-1], 4, groups=widths[-1], bias=False))  # 4x4 -> 1x1
         self.linear = _he(nn.Linear(widths[-1], 1, bias=False))
+        self.feature_dim = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, feature_dim]: the depthwise 4x4 conv's output, what the last linear map reads."""
         h = self.body(x)  # [B,C,4,4]
         # The depthwise 4x4 conv on a 4x4 map, as a weighted sum: PyTorch computes a depthwise
         # conv's second derivative (R1) channel by channel.
-        return self.linear((h * self.basis.weight.squeeze(1)).sum((2, 3))).flatten()
+        return (h * self.basis.weight.squeeze(1)).sum((2, 3))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features).flatten()

@@ -99,7 +99,14 @@ class Discriminator(nn.Module):
                                       for i in range(len(widths) - 1)])
         linear = _init(nn.Linear(widths[-2], 1), 1.0)
         self.linear = parametrizations.spectral_norm(linear) if spectral_norm else linear
+        self.feature_dim = widths[-2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # [B,C] at 4x4
-        return self.linear(h).flatten()
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, feature_dim]: the summed 4x4 activations the last linear map reads (phi(x))."""
+        return F.relu(self.blocks(x)).sum(dim=(2, 3))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features).flatten()

@@ -158,6 +158,22 @@ def _sample_eyes(rng: np.random.Generator, head: Factors) -> Factors:
     }
 
 
+SMILING_SHARE = 0.45  # faces drawn smiling (smile >= SMILE_MIN); the others are neutral or frowning
+SMILE_MIN, NEUTRAL_MAX = 0.55, 0.2  # a gap between the two, so that Smiling is never a close call
+
+
+def _smile(u: float) -> float:
+    """Mouth curvature from one uniform draw u: [SMILE_MIN, 1] for the first SMILING_SHARE of u,
+    [-0.25, NEUTRAL_MAX] for the rest (one draw, as the single uniform it replaced)."""
+    if u < SMILING_SHARE:
+        return SMILE_MIN + (1.0 - SMILE_MIN) * u / SMILING_SHARE
+    return -0.25 + (NEUTRAL_MAX + 0.25) * (u - SMILING_SHARE) / (1 - SMILING_SHARE)
+
+
+def _smiling(f: Factors) -> bool:
+    return f["smile"] >= SMILE_MIN
+
+
 def _sample_mouth(rng: np.random.Generator, head: Factors, eye_y: float) -> Factors:
     nose_y = eye_y + head["face_h"] * _uniform(rng, 0.36, 0.44)
     lip = _mix(head["skin_rgb"], (196, 68, 82), _uniform(rng, 0.3, 0.55))
@@ -166,7 +182,7 @@ def _sample_mouth(rng: np.random.Generator, head: Factors, eye_y: float) -> Fact
         "nose_w": _uniform(rng, 0.045, 0.08),
         "mouth_y": nose_y + head["face_h"] * _uniform(rng, 0.15, 0.2),
         "mouth_w": _uniform(rng, 0.13, 0.2),
-        "smile": _uniform(rng, -0.25, 1.0),
+        "smile": _smile(float(rng.random())),
         "mouth_open": bool(rng.random() < 0.35),
         "open": _uniform(rng, 0.05, 0.12),
         "lip_rgb": _shade(lip, 0.9),
@@ -202,8 +218,33 @@ def face_factors(seed: int, index: int) -> Factors:
     return f
 
 
+# CelebA's names for what the renderer draws (list_attr_celeba.txt), as booleans.
+ATTRIBUTES = ("Eyeglasses", "Smiling", "Mouth_Slightly_Open", "Black_Hair", "Blond_Hair", "Brown_Hair",
+              "Gray_Hair", "Bald", "Bangs", "Mustache", "No_Beard")
+
+
+def face_attributes(f: Factors) -> dict[str, bool]:
+    """The face's CelebA-named attributes. Hair colours count where hair is drawn (red hair has no
+    CelebA name); sunglasses are Eyeglasses, as in CelebA's labels."""
+    hair = f["hair_top"] != "none" or f["hair_back"] != "none"
+    return {
+        "Eyeglasses": f["glasses"] != "none",
+        "Smiling": _smiling(f),
+        "Mouth_Slightly_Open": f["mouth_open"],
+        "Black_Hair": hair and f["hair"] == "black",
+        "Blond_Hair": hair and f["hair"] == "blond",
+        "Brown_Hair": hair and f["hair"] in ("brown", "dark-brown"),
+        "Gray_Hair": hair and f["hair"] == "grey",
+        "Bald": not hair,
+        "Bangs": f["hair_top"] == "bangs",
+        "Mustache": f["facial_hair"] == "moustache",
+        "No_Beard": f["facial_hair"] not in ("beard", "stubble"),
+    }
+
+
 def face_meta(f: Factors) -> dict:
-    """The json-serialisable summary of a face's factors recorded in a listing."""
+    """The json-serialisable summary of a face's factors recorded in a listing, with its
+    CelebA-named attributes under "attributes" (as the CelebA sources record theirs)."""
     return {
         "skin": round(f["skin"], 3),
         "hair": f["hair"],
@@ -216,6 +257,7 @@ def face_meta(f: Factors) -> dict:
         "facial_hair": f["facial_hair"],
         "roll": round(f["roll"], 2),
         "yaw": round(f["yaw"], 3),
+        "attributes": face_attributes(f),
     }
 
 
@@ -384,9 +426,16 @@ def _draw_nose(pen: _Pen, f: Factors) -> None:
     pen.line(_ellipse(x, y - 0.02, w, 0.03, 0.15 * math.pi, 0.85 * math.pi, 9), shadow, 0.026)
 
 
+GRIN_WIDTH = 1.5  # a smile is this much wider than the face's neutral mouth
+GRIN_LIFT, NEUTRAL_LIFT = 0.15, 0.05  # how far the corners rise per unit of smile
+GRIN_TEETH = 0.11  # depth of the crescent of teeth in a closed smile, in face units
+
+
 def _lip_line(f: Factors, u: np.ndarray) -> np.ndarray:
-    """y of the parting of the lips at u in [-1, 1] across the mouth; smiles lift the corners."""
-    return f["mouth_y"] + f["smile"] * 0.05 * (0.5 - u**2)
+    """y of the parting of the lips at u in [-1, 1] across the mouth; smiles lift the corners, far
+    enough to read at 32 px (a corner rises ~1.5 px)."""
+    lift = GRIN_LIFT if _smiling(f) else NEUTRAL_LIFT
+    return f["mouth_y"] + f["smile"] * lift * (0.5 - u**2)
 
 
 def _band(x: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
@@ -395,14 +444,23 @@ def _band(x: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 
 
 def _draw_mouth(pen: _Pen, f: Factors) -> None:
+    """A smile is wide, with raised corners and teeth showing: open, a dark mouth under a row of
+    teeth; closed, a crescent of teeth between the lips. A neutral mouth never shows teeth."""
     u = np.linspace(-1, 1, 13)
-    x = YAW_SHIFT * f["yaw"] * 1.2 + f["mouth_w"] * u
+    x = YAW_SHIFT * f["yaw"] * 1.2 + f["mouth_w"] * (GRIN_WIDTH if _smiling(f) else 1.0) * u
     y, bulge = _lip_line(f, u), 1 - u**2
     if f["mouth_open"]:
         upper, lower = y - f["open"] * 0.25 * bulge, y + f["open"] * bulge
         pen.poly(_band(x, upper, lower), (92, 28, 34))
-        pen.poly(_band(x, upper, upper + f["open"] * 0.35 * bulge), WHITE)  # upper teeth
+        if _smiling(f):  # teeth show in a smile only: at 32 px they are what tells one apart
+            pen.poly(_band(x, upper, upper + f["open"] * 0.5 * bulge), WHITE)
         pen.line(np.stack([x, upper], 1), f["lip_rgb"], 0.02)
+        pen.line(np.stack([x, lower], 1), f["lip_rgb"], 0.03)
+        return
+    if _smiling(f):
+        lower = y + GRIN_TEETH * bulge
+        pen.poly(_band(x, y, lower), WHITE)
+        pen.line(np.stack([x, y], 1), f["lip_rgb"], 0.02)
         pen.line(np.stack([x, lower], 1), f["lip_rgb"], 0.03)
         return
     pen.poly(_band(x, y, y + 0.035 * bulge), f["lip_rgb"])  # the lower lip
@@ -435,6 +493,9 @@ def _draw_brow(pen: _Pen, f: Factors, side: int) -> None:
     pen.line(np.stack([x, y], 1), colour, f["brow_thick"])
 
 
+FRAME = 0.045  # width of a glasses frame, in face units: under a pixel at 32 px, but it shows
+
+
 def _draw_glasses(pen: _Pen, f: Factors) -> None:
     if f["glasses"] == "none":
         return
@@ -444,9 +505,9 @@ def _draw_glasses(pen: _Pen, f: Factors) -> None:
         rim = _ellipse(x, f["eye_y"], rx, ry, n=24)
         if f["glasses"] == "sun":
             pen.poly(rim, (20, 20, 24, 225))
-        pen.line(np.concatenate([rim, rim[:1]]), colour, 0.02)
+        pen.line(np.concatenate([rim, rim[:1]]), colour, FRAME)
     bridge = np.array([[centres[0] + rx, f["eye_y"] - 0.02], [centres[1] - rx, f["eye_y"] - 0.02]])
-    pen.line(bridge, colour, 0.02)
+    pen.line(bridge, colour, FRAME)
 
 
 def render_face(seed: int, index: int, size: int = 64) -> Image.Image:
