@@ -90,7 +90,7 @@ def update_summary(acc: Accelerator, names: list[str], values: dict[str, float],
 
     run = acc.get_tracker("wandb", unwrap=True)
     for key, value in values.items():
-        if metrics.improves(metric_names, key.removesuffix(metrics.NONSTANDARD), value, run.summary.get(f"best/{key}")):
+        if metrics.improves(metric_names, key, value, run.summary.get(f"best/{key}")):  # fid_nonstandard: as fid
             run.summary[f"best/{key}"] = value
             run.summary[f"best/{key}_step"] = step
 

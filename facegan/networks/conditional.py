@@ -43,8 +43,9 @@ class ConditionalGenerator(nn.Module):
 
     def to_channels_last(self) -> ConditionalGenerator:
         """The arch's own NHWC conversion where it has one (DCGAN keeps its first layer's layout)."""
-        own = getattr(self.net, "to_channels_last", None)
-        self.net = own() if callable(own) else self.net.to(memory_format=torch.channels_last)
+        from . import to_channels_last  # the registry's rule; imported here, as it imports this module
+
+        self.net = to_channels_last(self.net)
         return self
 
 
