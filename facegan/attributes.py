@@ -156,16 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     p = OneLineErrors(prog="python -m facegan.attributes", description=__doc__.split("\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a classifier on real shards and report its held-out accuracy")
+    t = sub.add_parser("train", help="train a classifier on real shards and report its held-out accuracy",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     t.add_argument("shards", help="packed shards whose json has attributes")
     t.add_argument("--out", required=True, help="the classifier (.safetensors; a .json beside it)")
     t.add_argument("--attributes", default="", help="comma list (default: every attribute the shards have)")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--width", type=int, default=32)
+    t.add_argument("--epochs", type=int, default=5, help="passes over the training images")
+    t.add_argument("--batch-size", type=int, default=128, help="images per Adam step")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    t.add_argument("--width", type=int, default=32, help="first conv layer channels (doubled per 2x down, up to 8x)")
     t.add_argument("--max-images", type=int, default=50000, help="read at most this many samples (memory)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the initial weights, the order and the flips")
     args = p.parse_args(argv)
     prog = "facegan.attributes"
     if min(args.epochs, args.batch_size, args.width, args.max_images) < 1:
