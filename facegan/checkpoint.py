@@ -8,11 +8,15 @@ import contextlib
 import errno
 import json
 import os
+import random
 import re
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from accelerate.utils import load as accelerate_load
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -76,14 +80,15 @@ def file_records(folder: Path) -> dict[str, dict]:
 
 
 def verify_checkpoint(path: Path) -> str | None:
-    """None if every file the state file records is there with its size and sha256, else one
-    line naming the first bad file (a disk that filled up, a truncated copy, a flipped byte)."""
+    """None if every file the state file records is there with its size and sha256, and loads,
+    else one line naming the first bad file (a disk that filled up, a truncated copy, a flipped
+    byte, or bytes that were replaced together with their record)."""
     try:
         files = read_state(path).get("files")
     except ValueError as e:
         return str(e)
-    if files is None:
-        return None  # written before facegan recorded file hashes: nothing to check against
+    if files is None:  # every facegan that wrote specs wrote file records too
+        return f"{path / STATE_FILE}: records no files (incomplete or edited); their sizes and hashes cannot be checked"
     for name, want in files.items():
         file = path / name
         if not file.is_file():
@@ -93,7 +98,47 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{file}: {size} bytes, but {want['bytes']} were saved (truncated or changed)"
         if sha256_file(file) != want["sha256"]:
             return f"{file}: sha256 differs from the one saved (corrupted or changed)"
+    for name in files:
+        problem = _unloadable(path / name)
+        if problem:
+            return f"{path / name}: cannot be loaded ({problem})"
     return None
+
+
+RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+
+
+def _unloadable(file: Path) -> str | None:
+    """Why `file` would not load the way Accelerate's load_state loads it, or None. Accelerate
+    catches a failure of the RNG files and only logs it at INFO (the run would go on, inexactly):
+    those are loaded here and applied to a copy of the RNG states, then the states are put back."""
+    try:
+        if file.suffix == ".safetensors":
+            load_file(str(file))
+        elif file.suffix in (".bin", ".pt", ".pkl"):
+            loaded = accelerate_load(file, map_location="cpu")  # weights_only=True, as load_state does
+            if file.name.startswith("random_states_"):
+                _try_rng_states(loaded)
+    except Exception as e:  # unpickling, safetensors and RNG errors have many types
+        text = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return None
+
+
+def _try_rng_states(states) -> None:
+    """Apply `states` as Accelerate would, then restore the process's own; raise what fails."""
+    missing = [k for k in RNG_KEYS if not isinstance(states, dict) or k not in states]
+    if missing:
+        raise ValueError(f"no {missing[0]!r}")
+    own = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        random.setstate(states["random_state"])
+        np.random.set_state(states["numpy_random_seed"])
+        torch.set_rng_state(states["torch_manual_seed"])
+    finally:
+        random.setstate(own[0])
+        np.random.set_state(own[1])
+        torch.set_rng_state(own[2])
 
 
 def resolve_resume(run_dir: str | Path, resume: str) -> tuple[Path | None, list[str]]:
@@ -127,16 +172,43 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def step_of(path: Path) -> int:
+    return int(STEP_DIR.match(path.name).group(1))
+
+
 def commit_checkpoint(tmp: Path, final: Path, state: dict, keep: int) -> None:
     """Main process: record every file's size and sha256 in the state file, written last; rename
-    the folder into place; prune old ones."""
+    the folder into place; keep it and the keep - 1 newest of the older ones."""
     write_json_atomic(tmp / STATE_FILE, {**state, "files": file_records(tmp)})
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
-    for old in complete_checkpoints(final.parent.parent)[:-keep]:
+    older = [p for p in complete_checkpoints(final.parent.parent) if step_of(p) < step_of(final)]
+    for old in older[:max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(old)
+
+
+def set_aside_newer(run_dir: str | Path, step: int) -> str | None:
+    """Main process, at a start from `step` (0 for a fresh one): move the checkpoint folders of
+    later steps (another timeline, or damaged ones a resume skipped) into
+    checkpoints/abandoned-TIME/, where --resume auto never looks; nothing is deleted. Returns
+    the line that says so, or None."""
+    root = Path(run_dir) / CHECKPOINTS
+    newer = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name) and step_of(p) > step) \
+        if root.is_dir() else []
+    if not newer:
+        return None
+    aside = root / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
+    while aside.exists():  # two starts within a second
+        aside = aside.with_name(aside.name + "+")
+    aside.mkdir()
+    for path in newer:
+        os.replace(path, aside / path.name)
+    _fsync_dir(root)
+    names = ", ".join(p.name for p in newer)
+    return (f"this start continues from step {step}: the later checkpoint(s) {names} were moved to {aside} "
+            "(kept, never resumed by --resume auto; delete them when no longer needed)")
 
 
 def cpu_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -79,6 +79,8 @@ class TrainConfig:
     fused_adam: bool = True  # torch's fused Adam kernels (one kernel per optimizer step)
     deterministic: bool = False  # cuDNN deterministic algorithms: bitwise-exact resume on GPU (a little slower)
     compile: str = "off"  # torch.compile mode for G and D: off, default, reduce-overhead (CUDA graphs), max-autotune
+    divergence_guard: bool = True  # stop (exit 1, nothing saved after the last healthy step) when losses go implausible
+    divergence_steps: int = 100  # consecutive steps of implausible losses before the divergence guard stops the run
     # Checkpoints, logging, tracking
     ckpt_every: int = 1000  # steps between resumable checkpoints (and generator exports)
     keep: int = 3  # checkpoints kept; older ones are deleted
@@ -114,7 +116,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
         for name in ("z_dim", "ngf", "ndf", "batch_size", "accumulate", "d_steps", "ckpt_every", "keep",
-                     "log_every", "sample_every", "num_samples", "reg_every", "eval_batch_size", "ada_interval"):
+                     "divergence_steps", "log_every", "sample_every", "num_samples", "reg_every", "eval_batch_size",
+                     "ada_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         for name in ("lr_g", "lr_d", "ema_kimg", "ada_kimg"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import atexit
 import functools
+import itertools
 import json
 import multiprocessing.util  # noqa: F401  (registers its exit hook now: ours, registered later, runs first)
 import random
@@ -199,11 +200,14 @@ class _ShardStream(IterableDataset):
         meta = json.loads(bytes(sample["json"])) if "json" in sample else None
         return conditioning.vector(meta, self.attributes, f"{sample.get('__url__')}: sample {sample['__key__']}")
 
-    def _slot(self) -> tuple[int, int, int]:
-        """(worker id, this worker's global index, number of readers across all ranks)."""
+    def _workers(self) -> tuple[int, int]:
+        """(this loader worker's id, loader workers of this rank); (0, 1) without workers."""
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        return worker, self.rank * workers + worker, self.world_size * workers
+        return (info.id, info.num_workers) if info else (0, 1)
+
+    def _slot(self, worker: int, workers: int) -> tuple[int, int]:
+        """(this worker's global index, number of readers across all ranks)."""
+        return self.rank * workers + worker, self.world_size * workers
 
     def _finish(self, samples, partial: bool):
         """`group` consecutive batches per item: one item is one message from a loader worker to
@@ -224,12 +228,31 @@ class _ShardStream(IterableDataset):
 
 
 class TrainStream(_ShardStream):
-    """Endless, shuffled; a pure function of (seed, segment, rank, worker, world, workers)."""
+    """Endless, shuffled; a pure function of (seed, segment, rank, worker, world, workers).
+
+    `skip` resumes it mid-segment: the stream goes on as if this rank had already taken `skip`
+    batches. A DataLoader takes messages from its workers in turn, starting at worker 0, so
+    message m of the segment comes from worker m % W. A resumed iterator must take message
+    skip // group first: its worker 0 plays the part of worker (skip // group) % W, and so on
+    round. Each worker draws its shuffle and flips past the messages it already sent, reading
+    their samples without decoding them; the loader drops the batches of a message taken in part
+    (ShardLoader, skip % group)."""
 
     def __init__(self, shardset, batch_size, rank, world_size, with_meta=False, seed=0,
-                 segment=0, hflip=True, shuffle_buffer=2000, group=1, attributes=None):
+                 segment=0, hflip=True, shuffle_buffer=2000, group=1, attributes=None, skip=0):
         super().__init__(shardset, batch_size, rank, world_size, with_meta, group, attributes)
+        if skip < 0:
+            raise ValueError(f"skip must not be negative, got {skip}")
         self.seed, self.segment, self.hflip, self.shuffle_buffer = seed, segment, hflip, shuffle_buffer
+        self.skip = skip
+
+    def _role(self) -> tuple[int, int, int]:
+        """(the worker this one stands for, workers, samples that worker already sent)."""
+        worker, workers = self._workers()
+        taken = self.skip // self.group  # messages taken whole
+        role = (worker + taken) % workers
+        sent = taken // workers + (role < taken % workers)
+        return role, workers, sent * self.group * self.batch_size
 
     def _shards(self, reader: int, readers: int) -> Iterator[Shard]:
         """Each epoch, one permutation shared by all readers; each takes its own slice of it."""
@@ -241,11 +264,15 @@ class TrainStream(_ShardStream):
                 yield shards[i]
 
     def _batches(self):
-        worker, reader, readers = self._slot()
+        worker, workers, sent = self._role()
+        reader, readers = self._slot(worker, workers)
         rng = random.Random(_seed(self.seed, self.segment, self.rank, worker, 1))
         samples = (s for shard in self._shards(reader, readers) for s in iter_shard(shard))
         buffer = self.shuffle_buffer
         samples = wds.filters._shuffle(samples, bufsize=buffer, initial=buffer // 2, rng=rng)
+        for _ in itertools.islice(samples, sent):  # the same draws as prepare() below, no decoding
+            if self.hflip:
+                rng.random()
 
         def prepare(sample):
             image = decode(sample)
@@ -275,7 +302,7 @@ class EvalStream(_ShardStream):
             offset += shard.count
 
     def _batches(self):
-        _, reader, readers = self._slot()
+        reader, readers = self._slot(*self._workers())
         samples = ((decode(s), s["__key__"], s.get("json"), self._attrs(s), i) for i, s in self._range(reader, readers))
         yield from self._finish(samples, partial=True)
 
@@ -342,13 +369,15 @@ class ShardLoader(DataLoader):
         # Workers hand over uint8: 4x less to copy between processes than float (bench/RESULTS.md,
         # data.py); float conversion happens here, or on the GPU when uint8 is asked.
         size = self.dataset.batch_size
+        drop = getattr(self.dataset, "skip", 0) % self.dataset.group  # of a message taken in part
         batches = super().__iter__()
         _WORKERS.update(getattr(batches, "_workers", []))
         try:
             for group in batches:
                 if isinstance(group, _Failure):
                     raise ShardSetError(group.message)
-                for start in range(0, len(group["key"]), size):
+                first, drop = drop * size, 0
+                for start in range(first, len(group["key"]), size):
                     batch = {name: value[start:start + size] for name, value in group.items()}
                     if not self.uint8:
                         batch["image"] = to_float(batch["image"])
@@ -363,13 +392,14 @@ def _open(data, expect_size) -> ShardSet:
 
 
 def train_loader(data: str | Path | ShardSet, batch_size: int, *, seed: int = 0, segment: int = 0,
-                 hflip: bool = True, num_workers: int = 2, rank: int | None = None,
+                 skip: int = 0, hflip: bool = True, num_workers: int = 2, rank: int | None = None,
                  world_size: int | None = None, shuffle_buffer: int = 2000,
                  with_meta: bool = False, uint8: bool = False, expect_size: int | None = None,
                  pin_memory: bool = False, batches_per_message: int | None = None,
                  attributes: list[str] | None = None) -> ShardLoader:
-    """Endless shuffled batches of `batch_size` per rank. A new `segment` restarts the stream
-    deterministically: the training loop starts one at every checkpoint, for exact resume.
+    """Endless shuffled batches of `batch_size` per rank, a pure function of (seed, `segment`, rank,
+    world size, workers); `skip` starts it after that many batches of its segment (what a
+    resumed run took already; the training loop starts a new segment at a fixed cadence).
     Loader workers send `batches_per_message` batches at a time (default BATCHES_PER_MESSAGE).
     With `attributes`, batches have "attrs" too: those attributes of each image, [B,K] 0/1."""
     per_message = BATCHES_PER_MESSAGE if batches_per_message is None else batches_per_message
@@ -379,7 +409,7 @@ def train_loader(data: str | Path | ShardSet, batch_size: int, *, seed: int = 0,
     stream = TrainStream(_open(data, expect_size), batch_size, rank, world_size, with_meta, seed,
                          segment, hflip, shuffle_buffer,
                          group=per_message if num_workers > 0 else 1,  # no workers: no messages
-                         attributes=attributes)
+                         attributes=attributes, skip=skip)
     return ShardLoader(stream, num_workers, uint8, pin_memory)
 
 

@@ -22,6 +22,7 @@ from facegan.ada import AdaController, augment
 from facegan.augment import diffaugment
 from facegan.config import TrainConfig
 from facegan.ema import ema_beta
+from facegan.health import Health
 from facegan.losses import GANLoss, Pass
 from facegan.models import Models
 from facegan.schedules import lr_factor
@@ -58,7 +59,7 @@ class GANStep:
     def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, loss: GANLoss):
         self.cfg, self.acc, self.m, self.loss = cfg, acc, models, loss
         self.stats = Stats(acc.device)
-        self.first_bad = torch.full((), -1, device=acc.device, dtype=torch.long)  # first non-finite step
+        self.health = Health(acc.device, loss.plausible_loss if cfg.divergence_guard else 0.0, cfg.divergence_steps)
         self.z_dim = acc.unwrap_model(models.g).z_dim
         self.schedules = {"g": (models.opt_g, cfg.lr_g, *cfg.schedule("g")),
                           "d": (models.opt_d, cfg.lr_d, *cfg.schedule("d"))}
@@ -122,9 +123,7 @@ class GANStep:
         if m.ema is not None:
             beta = ema_beta(self.step_nimg(), state["nimg"], cfg.ema_kimg, cfg.ema_rampup)
             m.ema.update(self.acc.unwrap_model(m.g), beta)
-        losses = torch.stack([d_logs["loss/D"], g_logs["loss/G"]])
-        bad = ~torch.isfinite(losses).all() & (self.first_bad < 0)
-        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, state["step"]), self.first_bad)
+        self.health.observe(state["step"], {**d_logs, **g_logs})
 
     def _g(self, z: torch.Tensor, attrs: torch.Tensor | None) -> torch.Tensor:
         return self.m.g(z) if attrs is None else self.m.g(z, attrs)

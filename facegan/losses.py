@@ -53,6 +53,9 @@ class GANLoss:
     name: str = ""
     critic: bool = False  # True: D's output is an unbounded score, logged raw; False: D(x) logs sigmoid probs
     needs_no_batchnorm: bool = False  # True: a per-sample gradient penalty that BatchNorm in D makes wrong
+    # |loss/D| and |loss/G| no healthy run reaches (facegan.health's divergence guard): D's raw
+    # scores are tens at most in hinge and lsgan runs, so a loss of 1,000 is far outside.
+    plausible_loss: float = 1e3
 
     def __init__(self, *, r1_gamma: float = 0.0, r2_gamma: float = 0.0, reg_every: int = 1):
         if reg_every < 1 or r1_gamma < 0 or r2_gamma < 0:
@@ -133,6 +136,8 @@ class BCE(GANLoss):
     """BCE-with-logits with one-sided label smoothing (real target `real_label`); G non-saturating."""
 
     name = "bce"
+    # softplus of a logit: 100 means D's logits are 100 on the wrong side, its outputs pinned at 0 or 1
+    plausible_loss = 100.0
 
     def __init__(self, *, real_label: float = 0.9, **kw):
         super().__init__(**kw)
@@ -152,6 +157,8 @@ class NonSaturating(GANLoss):
     """Goodfellow et al.'s non-saturating loss in softplus form (StyleGAN2's)."""
 
     name = "nonsat"
+    # softplus of a logit: 100 means D's logits are 100 on the wrong side, its outputs pinned at 0 or 1
+    plausible_loss = 100.0
 
     def d_real(self, logits):
         return F.softplus(-logits).mean()
@@ -200,6 +207,7 @@ class WGANGP(GANLoss):
 
     name = "wgan-gp"
     critic = True
+    plausible_loss = 1e4  # a critic's scores are unbounded; the drift term keeps them in the hundreds
     needs_no_batchnorm = True  # BatchNorm mixes samples, so the per-sample gradient norm is wrong
 
     def __init__(self, *, gp_lambda: float = 10.0, drift: float = 1e-3, **kw):
@@ -241,6 +249,7 @@ class RpGAN(GANLoss):
 
     name = "rpgan"
     critic = True
+    plausible_loss = 100.0  # softplus of a difference of logits: beyond 100, D's pairs are pinned
 
     def d_passes(self, d, real, fake, step):
         r1, r2 = self.regularise(step)

@@ -17,7 +17,7 @@ from facegan.config import TrainConfig
 from facegan.metrics import fid_key as metrics_fid_key
 from facegan.models import Models
 
-COUNTERS = ("step", "nimg", "segment", "total_nimg", "length", "eval", "best", "ada")
+COUNTERS = ("step", "nimg", "segment", "segment_batches", "total_nimg", "length", "eval", "best", "ada")
 UNBOUNDED = 2**62  # total_nimg of a run that only --max-minutes ends
 
 
@@ -32,7 +32,7 @@ def fingerprint(*modules: torch.nn.Module) -> str:
 
 
 def new_state(cfg: TrainConfig, step_nimg: int) -> dict:
-    return {"step": 0, "nimg": 0, "segment": 0, "total_nimg": total_nimg(cfg, 0, 0, step_nimg),
+    return {"step": 0, "nimg": 0, "segment": 0, "segment_batches": 0, "total_nimg": total_nimg(cfg, 0, 0, step_nimg),
             "length": length(cfg)}
 
 
@@ -115,9 +115,13 @@ def load_run(path: Path, acc: Accelerator, models: Models, cfg: TrainConfig, res
     change = _architecture_change(saved, models, cfg)
     if change:
         raise ValueError(f"{path} was trained with {change}; use another --run-dir or --resume none")
-    acc.load_state(str(path))
-    if models.ema is not None:
-        ckpt.load_tensors(models.ema, path / ckpt.EMA_FILE)
+    try:  # resolve_resume loaded every file once already: this is for what only a load can tell
+        acc.load_state(str(path))
+        if models.ema is not None:
+            ckpt.load_tensors(models.ema, path / ckpt.EMA_FILE)
+    except Exception as e:  # pickle, safetensors and shape errors: many types, many lines
+        text = str(e).strip().splitlines()
+        raise ValueError(f"{path}: cannot be loaded ({type(e).__name__}: {text[0] if text else ''})") from None
     notes = []
     # Optimizer state brings back the saved betas: the config's win (the schedules set the lr at
     # every step), so a resume with --lr-g / --lr-d / --beta1 / --beta2 applies them.

@@ -27,11 +27,15 @@ def main(argv=None) -> int:
 
         print(json.dumps(cfg.to_dict(), indent=1))
         return 0
-    from facegan.training_loop import NonFiniteLoss, train
+    from facegan.training_loop import Diverged, NonFiniteLoss, train
 
     try:
         train(cfg)
-    except (NonFiniteLoss, ShardSetError, ValueError) as e:
+    except KeyboardInterrupt:  # a second Ctrl-C (the first asks for a save), or one during start-up
+        print("facegan/train.py: aborted by Ctrl-C without saving; --resume auto continues from the newest "
+              "checkpoint", file=sys.stderr)
+        return 130
+    except (NonFiniteLoss, Diverged, ShardSetError, ValueError) as e:
         print(f"facegan/train.py: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a full disk, a read-only or vanished run folder: the file and the reason

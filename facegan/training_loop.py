@@ -22,33 +22,49 @@ from facegan import conditioning, trackers
 from facegan.config import TrainConfig
 from facegan.data import to_float, train_loader
 from facegan.gan_step import GANStep
+from facegan.health import Diverged, NonFiniteLoss
 from facegan.losses import build_loss
 from facegan.models import build_models
+from facegan.run_lock import RunLock
 from facegan.run_state import UNBOUNDED, load_run, new_state
 from facegan.runtime import make_accelerator, process_warnings, resolve_precision
 from facegan.shardset import ShardSet, load_shardset, shared_shards_warning
-from facegan.upkeep import STOP_FILE, NonFiniteLoss, Upkeep, trim_metrics
+from facegan.upkeep import STOP_FILE, Upkeep, trim_metrics
 
-__all__ = ["train", "NonFiniteLoss", "STOP_FILE"]
+__all__ = ["train", "NonFiniteLoss", "Diverged", "STOP_FILE"]
+
+
+# Images per rank in one stream segment. Segments start at this fixed cadence, whatever the
+# checkpoints, so a run's data order does not depend on when it was saved or stopped; a resume
+# reads past what its segment already delivered (shard bytes, without decoding).
+SEGMENT_IMAGES = 100_000
 
 
 class RealBatches:
-    """Real images for the step, float [B,3,H,W] in [-1,1] on the device. A new, deterministic
-    stream segment starts at every checkpoint, in a resumed run and in an unbroken one alike: that
-    is what makes resume exact. The loader is not prepared by Accelerate (it would dispatch every
-    batch from rank 0); it splits ranks itself. Batches come uint8 in pinned memory and become
-    float on the device (bench/RESULTS.md: a thread doing this ahead of the step was slower)."""
+    """Real images for the step, float [B,3,H,W] in [-1,1] on the device. The stream is cut into
+    segments of SEGMENT_IMAGES per rank; `position()` (segment, batches taken from it) is saved in
+    every checkpoint, and `open()` of a saved position continues the stream exactly. The loader is
+    not prepared by Accelerate (it would dispatch every batch from rank 0); it splits ranks itself.
+    Batches come uint8 in pinned memory and become float on the device (bench/RESULTS.md: a thread
+    doing this ahead of the step was slower)."""
 
     def __init__(self, cfg: TrainConfig, acc: Accelerator, shardset: ShardSet):
         self.cfg, self.acc, self.shardset, self.stream = cfg, acc, shardset, None
+        self.segment, self.taken = 0, 0
+        self.segment_batches = max(1, SEGMENT_IMAGES // cfg.batch_size)
 
-    def open(self, segment: int) -> None:
+    def open(self, segment: int, taken: int = 0) -> None:
         cfg, acc = self.cfg, self.acc
+        self.segment, self.taken = segment, taken
         self.stream = iter(train_loader(
-            self.shardset, cfg.batch_size, seed=cfg.seed, segment=segment, hflip=cfg.hflip,
+            self.shardset, cfg.batch_size, seed=cfg.seed, segment=segment, skip=taken, hflip=cfg.hflip,
             num_workers=cfg.num_workers, rank=acc.process_index, world_size=acc.num_processes,
             shuffle_buffer=cfg.shuffle_buffer, uint8=True, pin_memory=acc.device.type == "cuda",
             attributes=cfg.condition_names() or None))
+
+    def position(self) -> dict[str, int]:
+        """Where the stream is: what a checkpoint saves and open() takes back."""
+        return {"segment": self.segment, "segment_batches": self.taken}
 
     def close(self) -> None:
         self.stream = None  # shuts its workers down
@@ -58,18 +74,33 @@ class RealBatches:
 
     def __next__(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Images; (images, attributes [B,K] 0/1) when the run is conditional."""
+        if self.taken == self.segment_batches:
+            self.close()
+            self.open(self.segment + 1)
         batch = next(self.stream)
+        self.taken += 1
         images = to_float(batch["image"].to(self.acc.device, non_blocking=True))
         return (images, batch["attrs"].to(self.acc.device, non_blocking=True)) if "attrs" in batch else images
 
 
-def _resume_point(acc: Accelerator, cfg: TrainConfig) -> tuple[Path | None, list[str]]:
-    """The main process picks the newest intact checkpoint (hashing its files once) for every rank."""
-    path, notes = ckpt.resolve_resume(cfg.run_dir, cfg.resume) if acc.is_main_process else (None, [])
+def _claim_run(acc: Accelerator, cfg: TrainConfig, lock: RunLock) -> tuple[Path | None, list[str]]:
+    """The main process locks the run folder and picks the checkpoint to resume from (the newest
+    intact one, hashing and loading its files once), for every rank; an error there (the folder
+    is busy, a damaged --resume PATH) stops every rank with the same line."""
+    path, notes, error = None, [], None
+    if acc.is_main_process:
+        try:
+            notes = [lock.acquire()]
+            path, more = ckpt.resolve_resume(cfg.run_dir, cfg.resume)
+            notes += more
+        except ValueError as e:
+            error = str(e)
     if acc.num_processes > 1:
-        box = [path]
+        box = [path, error]
         broadcast_object_list(box)
-        path = box[0]
+        path, error = box
+    if error:
+        raise ValueError(error)
     return path, notes
 
 
@@ -82,6 +113,7 @@ def _announce(acc: Accelerator, cfg: TrainConfig, state: dict, shardset: ShardSe
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     trim_metrics(run_dir / "metrics.jsonl", state["step"])
+    notes = notes + [ckpt.set_aside_newer(run_dir, state["step"])]  # another timeline is never resumed
     (run_dir / STOP_FILE).unlink(missing_ok=True)  # the request that ended the last start
     readers = world * max(cfg.num_workers, 1)  # 0 workers: the process reads itself
     notes = notes + [shared_shards_warning(len(shardset.shards), readers, shardset.count)]
@@ -105,6 +137,7 @@ def train(cfg: TrainConfig) -> Path:
     acc = make_accelerator(cpu=cfg.cpu, mixed_precision=precision, deterministic=cfg.deterministic,
                            tracker=cfg.tracker, project_dir=cfg.run_dir)
     tracking = False  # a tracker whose init failed cannot be finished
+    lock = RunLock(cfg.run_dir)
     try:
         # Data, networks, loss, state.
         shardset = load_shardset(cfg.data)
@@ -113,7 +146,7 @@ def train(cfg: TrainConfig) -> Path:
         loss = build_loss(cfg.loss, real_label=cfg.real_label, r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
                           reg_every=cfg.reg_every, gp_lambda=cfg.gp_lambda)
         gan_step = GANStep(cfg, acc, models, loss)
-        resume_from, notes = _resume_point(acc, cfg)
+        resume_from, notes = _claim_run(acc, cfg, lock)
         if resume_from is not None:
             state, more = load_run(resume_from, acc, models, cfg, shardset.size, gan_step.step_nimg())
             notes += more  # (load_run restored every rank's RNG states too)
@@ -131,7 +164,7 @@ def train(cfg: TrainConfig) -> Path:
         acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it
 
         # Train.
-        data.open(state["segment"])
+        data.open(state["segment"], state.get("segment_batches", 0))  # (older checkpoints: a new segment)
         try:
             while state["nimg"] < state["total_nimg"]:
                 gan_step(data, state)
@@ -143,6 +176,7 @@ def train(cfg: TrainConfig) -> Path:
             data.close()
             upkeep.close()
     finally:
+        lock.release()
         if tracking:
             acc.end_training()
         # Accelerate keeps its state per process: reset it so another train() in this process

@@ -20,15 +20,12 @@ from facegan import checkpoint as ckpt
 from facegan import conditioning, metrics, networks, trackers
 from facegan.config import TrainConfig
 from facegan.gan_step import GANStep
+from facegan.health import Diverged, NonFiniteLoss
 from facegan.models import Models
 from facegan.run_state import UNBOUNDED, save_run
 
 SIGNAL_CHECK_EVERY = 10  # steps between the all-rank checks for SIGTERM / SIGUSR1 / SIGINT / STOP
 STOP_FILE = "STOP"  # `touch RUN_DIR/STOP`: save and exit at the next check, like SIGUSR1
-
-
-class NonFiniteLoss(FloatingPointError):
-    pass
 
 
 class StopSignal:
@@ -142,7 +139,7 @@ class Upkeep:
 
     def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, step: GANStep, state: dict,
                  data, resolution: int, resumed: bool):
-        """`data`: the loop's RealBatches, closed before a checkpoint and reopened after it."""
+        """`data`: the loop's RealBatches, whose position each checkpoint saves."""
         self.cfg, self.acc, self.m, self.gan_step, self.state, self.data = cfg, acc, models, step, state, data
         self.run_dir, self.resolution = Path(cfg.run_dir), resolution
         # Load the extractors' weights now: a wrong path fails in seconds, not at the first measurement.
@@ -160,6 +157,8 @@ class Upkeep:
         self.progress = Progress(acc, state["step"], self.planned_steps())
         self.tick_time, self.tick_nimg = time.perf_counter(), state["nimg"]
         self.last_saved = state["step"] if resumed else -1
+        self.checkpoint_due = False  # a checkpoint held back by an unhealthy step, taken at the next healthy one
+        self.warned_since: int | None = None  # the streak of unhealthy steps already warned about
         self.deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
 
     def planned_steps(self) -> int | None:
@@ -187,8 +186,8 @@ class Upkeep:
                 print(f"facegan: --max-minutes {cfg.max_minutes:g} reached at step {step}; saved and exported",
                       file=sys.stderr, flush=True)
             return True
-        if step % cfg.ckpt_every == 0 or signalled:
-            self.checkpoint()
+        if step % cfg.ckpt_every == 0 or signalled or self.checkpoint_due:
+            self.checkpoint(ending=signalled)
             if signalled and self.acc.is_main_process:
                 print(f"facegan: stop signal received; saved step {step}, exiting", file=sys.stderr)
         return signalled
@@ -197,7 +196,7 @@ class Upkeep:
         """The last step is always saved, exported and has its grid, whatever the intervals."""
         step = self.state["step"]
         if self.last_saved != step:
-            self.checkpoint(reopen=False)
+            self.checkpoint(ending=True)
         elif self.acc.is_main_process and not (self.run_dir / "generator.safetensors").exists():
             self.export()
         if step % self.cfg.sample_every:  # decided from the step alone: every rank joins its check
@@ -213,7 +212,7 @@ class Upkeep:
         return self.state["nimg"] / 1000
 
     def log(self) -> dict:
-        self.check_finite()
+        self.healthy()
         now = time.perf_counter()
         record = {"step": self.state["step"], "kimg": self.kimg(),
                   **self.gan_step.stats.take(lambda t: self.acc.reduce(t, "sum")),
@@ -230,16 +229,33 @@ class Upkeep:
             with ckpt.writing(path), open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def check_finite(self) -> None:
-        """Raise NonFiniteLoss naming the first step whose loss was NaN or infinite (every rank)."""
-        step = int(self.acc.reduce(self.gan_step.first_bad.clone(), "max"))
-        if step >= 0:
-            raise NonFiniteLoss(f"non-finite loss at step {step}; stopping without saving. Lower the "
+    def healthy(self, ending: bool = False) -> bool:
+        """Every rank: whether the latest step is healthy (facegan.health). A non-finite loss
+        raises NonFiniteLoss naming its first step; losses beyond the plausible range raise
+        Diverged once they last --divergence-steps steps, or at once when the run is `ending`
+        (nothing of an unhealthy step is saved); a shorter excursion is warned about once."""
+        watch = self.gan_step.health
+        reading = watch.read(lambda t: self.acc.reduce(t, "max"))
+        if reading.first_bad >= 0:
+            raise NonFiniteLoss(f"non-finite loss at step {reading.first_bad}; stopping without saving. Lower the "
                                 "learning rates or use --mixed-precision no/bf16")
+        if reading.streak == 0:
+            self.warned_since = None
+            return True
+        evidence = watch.describe(reading, self.cfg.loss)
+        if reading.streak >= watch.patience or ending:
+            last = f"step {self.last_saved}" if self.last_saved >= 0 else "none"
+            why = f"for {reading.streak} consecutive steps" if not ending else "as the run ended"
+            raise Diverged(f"diverging {why} {evidence}; stopped without saving any step since (last checkpoint: "
+                           f"{last}). Lower the learning rates, or turn the guard off with --divergence-guard false")
+        if self.acc.is_main_process and self.warned_since != reading.since:
+            print(f"facegan: warning: diverging? {evidence}. Grids and checkpoints wait for a healthy step; the run "
+                  f"stops if this lasts {watch.patience} steps (--divergence-steps)", file=sys.stderr, flush=True)
+        self.warned_since = reading.since
+        return False
 
     def sample_grid(self) -> None:
-        self.check_finite()  # every rank; no grid of a step after a non-finite loss
-        if not self.acc.is_main_process:
+        if not self.healthy() or not self.acc.is_main_process:  # every rank checks; no grid of an unhealthy step
             return
         step = self.state["step"]
         path = self.run_dir / "samples" / f"step-{step:09d}.png"
@@ -251,8 +267,9 @@ class Upkeep:
     def measure(self) -> None:
         """--metrics of the sampler (EMA-G when enabled), each rank extracting features for its
         share; the best G by --best-by is exported. The latents, the shard reader and the
-        extractors use their own RNGs: training is unchanged."""
-        self.check_finite()
+        extractors use their own RNGs: training is unchanged. Skipped at an unhealthy step."""
+        if not self.healthy():
+            return
         cfg, acc, state = self.cfg, self.acc, self.state
         started = time.perf_counter()
         record = metrics.score_generator(
@@ -283,19 +300,20 @@ class Upkeep:
             logged["metrics/inception_weights"] = f"{record['weights']} (sha256 {record['weights_sha256'][:12]})"
         acc.log({**logged, "metrics/num_generated": record["num_generated"], "kimg": self.kimg()}, step=step)
 
-    def checkpoint(self, reopen: bool = True) -> None:
-        """Save the resumable state and export G and D; a new data segment starts after it."""
-        self.check_finite()
-        self.data.close()  # its workers end before the save
-        self.state["segment"] += 1
+    def checkpoint(self, ending: bool = False) -> None:
+        """Save the resumable state, the stream's position included, and export G and D. The
+        stream goes on untouched: a save changes nothing of what the run does next. At an
+        unhealthy step the save waits for the next healthy one (or raises, when `ending`)."""
+        self.checkpoint_due = not self.healthy(ending)
+        if self.checkpoint_due:
+            return
+        self.state.update(self.data.position())
         if self.gan_step.ada is not None:  # every rank: its pending r_t sums go to the record
             self.state["ada"] = self.gan_step.ada.state(lambda t: self.acc.reduce(t, "sum"), self.acc.device,
                                                         self.acc.is_main_process)
         save_run(self.run_dir, self.acc, self.m, self.state, self.cfg, self.resolution)
         self.export()
         self.last_saved = self.state["step"]
-        if reopen:
-            self.data.open(self.state["segment"])
 
     def export(self) -> None:
         if self.acc.is_main_process:

@@ -9,7 +9,26 @@ fi
 : "${RUN_DIR:?set RUN_DIR=runs/... or pass the run folder as the second argument}"
 PYTHON="${PYTHON:-python3}"
 
-run() {  # print the command (always), then run it unless DRY_RUN=1
+run() {  # print the command (always), then run it unless DRY_RUN=1, passing stop signals on as RUN_DIR/STOP
     printf '%q ' "$@"; printf '\n'
-    [[ "${DRY_RUN:-0}" == 1 ]] || "$@"
+    [[ "${DRY_RUN:-0}" == 1 ]] && return 0
+    "$@" &
+    TRAINER_PID=$!
+    trap stop_request TERM INT USR1
+    local status
+    while :; do  # a trapped signal interrupts `wait`; wait again until the trainer has exited
+        wait "$TRAINER_PID" && status=0 || status=$?  # (set -e must not end the script here)
+        kill -0 "$TRAINER_PID" 2>/dev/null || break
+    done
+    trap - TERM INT USR1
+    return "$status"
+}
+
+# A scheduler's SIGTERM (or SIGUSR1, Ctrl-C) to this script becomes RUN_DIR/STOP: every rank
+# sees it at its next 10-step check, they save one checkpoint together and exit 0. Signalled
+# directly, torchrun and accelerate's launcher would exit 1 with their own traceback after the
+# ranks saved; the file goes through them unharmed.
+stop_request() {
+    echo "facegan: stop requested; asking the ranks to save and exit ($RUN_DIR/STOP)" >&2
+    mkdir -p "$RUN_DIR" && touch "$RUN_DIR/STOP"
 }

@@ -80,6 +80,24 @@ def test_train_stream_is_deterministic(synthetic_shards):
     assert [x["key"] for x in a] != [x["key"] for x in d]
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
+@pytest.mark.parametrize("workers,per_message", [(0, 1), (2, 3), (3, 2)])
+def test_a_skipped_stream_goes_on_where_the_unbroken_one_is(synthetic_shards, workers, per_message):
+    """train_loader(skip=k) gives batches k, k+1, ... of the same segment, bitwise, flips included:
+    whole messages and a message taken in part, each worker's turn rotated (what a resume
+    mid-segment needs). Past an epoch too: 103 faces are 20 batches of 5."""
+    def run(skip, n):
+        loader = train_loader(synthetic_shards, 5, num_workers=workers, seed=4, segment=2, skip=skip,
+                              batches_per_message=per_message, shuffle_buffer=20)
+        return [(b["key"], b["image"]) for b in _take(loader, n)]
+
+    unbroken = run(0, 30)
+    for skip in (1, 3, 4, 7, 22):
+        resumed = run(skip, 30 - skip)
+        assert [k for k, _ in resumed] == [k for k, _ in unbroken[skip:]], skip
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(resumed, unbroken[skip:])), skip
+
+
 def test_batches_per_message_only_regroups_each_workers_batches(synthetic_shards):
     """Workers send 3 batches per message: the same batches as one per message, bitwise, in each
     worker's order; with 2 workers they alternate 3 at a time instead of 1 at a time."""

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -21,7 +22,7 @@ import torch
 from PIL import Image
 
 from facegan import checkpoint as ckpt
-from facegan import networks, report, upkeep
+from facegan import networks, report, training_loop, upkeep
 from facegan.config import DEMO, STRONG, TrainConfig, config_from_args
 from facegan.gan_step import GANStep
 from facegan.losses import build_loss
@@ -136,6 +137,70 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe
         assert lrs[0] < lrs[1] > lrs[2] > lrs[3] > 0  # warm-up to 0.1 kimg, then cosine decay
 
 
+WRAPPED_TRAIN = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from facegan import gan_step, training_loop, upkeep
+{patch}
+real_step = gan_step.GANStep.__call__
+def step(self, batches, state):
+    real_step(self, batches, state)
+    after_step(state["step"])
+gan_step.GANStep.__call__ = step
+from facegan.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def wrapped_train(tmp_path: Path, patch: str) -> list[str]:
+    """A command that runs train.py's main with `patch` applied; `patch` defines after_step(step)."""
+    script = tmp_path / "wrapped_train.py"
+    script.write_text(WRAPPED_TRAIN.format(repo=str(REPO), patch=patch))
+    return [sys.executable, str(script)]
+
+
+def test_the_result_does_not_depend_on_when_the_run_stopped(tmp_path, synthetic_shards, monkeypatch):
+    """Stop anywhere, resume to the same bits: 30 steps saved only at the end, against the same
+    command saving every 3 steps and stopped by SIGTERM at its first signal check (step 10), then
+    resumed; and against one saving every 7 steps, killed with kill -9 at step 12 and resumed
+    from step 7. Two loader workers sending 4 batches a message, and stream segments of 20
+    batches, so the resumes start inside a message, with the workers' turns rotated, and cross a
+    segment boundary."""
+    monkeypatch.setattr(training_loop, "SEGMENT_IMAGES", 160)
+    flags = {"max-steps": 30, "log-every": 5, "sample-every": 100, "num-workers": 2}
+
+    def start(run, **kw):
+        train(config_from_args(_flags(synthetic_shards, run, **flags, **kw))[0])
+
+    start(tmp_path / "one", **{"ckpt-every": 1000})
+    assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "one")] == ["step-000000030"]
+    real_step = GANStep.__call__
+
+    def step(self, batches, state):
+        real_step(self, batches, state)
+        if state["step"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GANStep, "__call__", step)
+        start(tmp_path / "two", **{"ckpt-every": 3})
+    assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "two")][-1] == "step-000000010"
+    start(tmp_path / "two", **{"ckpt-every": 3})
+    kill = ("training_loop.SEGMENT_IMAGES = 160\n"
+            "def after_step(step):\n    if step == 12:\n        os.kill(os.getpid(), signal.SIGKILL)")
+    res = _run(wrapped_train(tmp_path, kill) + _flags(synthetic_shards, tmp_path / "three", **flags,
+                                                      **{"ckpt-every": 7}))
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "three")] == ["step-000000007"]
+    start(tmp_path / "three", **{"ckpt-every": 7})
+    for run in ("two", "three"):
+        for net in ("generator", "discriminator"):
+            assert sha(tmp_path / run / f"{net}.safetensors") == sha(tmp_path / "one" / f"{net}.safetensors"), run
+    losses = [[json.loads(x)["loss/D"] for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+              for run in ("one", "two", "three")]
+    assert losses[0][-1] == losses[1][-1] == losses[2][-1]  # (earlier lines average other spans of steps)
+
+
 def test_resume_auto_skips_unfinished_checkpoints(tmp_path, synthetic_shards):
     run = tmp_path / "run"
     train(tiny(synthetic_shards, run, max_steps=4, keep=5))
@@ -176,6 +241,58 @@ def test_keep_last_n(tmp_path, synthetic_shards):
     run = tmp_path / "run"
     train(tiny(synthetic_shards, run, max_steps=10, ckpt_every=2, keep=2, log_every=5))
     assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000008", "step-000000010"]
+
+
+def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, synthetic_shards, capsys):
+    """--resume of step 4 when step 6 exists, with --keep 1: the new step-5 checkpoint stays (it
+    was pruned as it was written, leaving the abandoned step 6 for --resume auto); step 6 is moved
+    to checkpoints/abandoned-TIME/, kept, and never resumed."""
+    run = tmp_path / "run"
+    train(tiny(synthetic_shards, run, max_steps=6, ckpt_every=2, keep=3))
+    older = ckpt.step_dir(run, 4)
+    capsys.readouterr()
+    train(tiny(synthetic_shards, run, max_steps=5, ckpt_every=1, keep=1, resume=str(older)))
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000005"]
+    [aside] = (run / "checkpoints").glob("abandoned-*")
+    assert [p.name for p in aside.iterdir()] == ["step-000000006"]
+    assert (aside / "step-000000006" / ckpt.STATE_FILE).is_file()  # whole, not deleted
+    err = capsys.readouterr().err
+    assert f"the later checkpoint(s) step-000000006 were moved to {aside}" in err
+    assert ckpt.resolve_resume(run, "auto")[0].name == "step-000000005"
+    assert ckpt.read_network_meta(run / "generator.safetensors")["step"] == 5
+    # A fresh start (--resume none) in the folder sets every earlier checkpoint aside too.
+    train(tiny(synthetic_shards, run, max_steps=2, ckpt_every=2, resume="none"))
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000002"]
+    assert len(list((run / "checkpoints").glob("abandoned-*"))) == 2
+
+
+LOCK_HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from facegan.run_lock import RunLock
+RunLock({run!r}).acquire()
+print("held", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_second_start_on_a_run_folder_is_refused(tmp_path, synthetic_shards):
+    """The run folder is locked (flock on RUN/.lock) by the process that trains in it: a second
+    start exits 1 in one line naming the holder; the kernel drops the lock of a killed holder."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER.format(repo=str(REPO), run=str(run))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        res = _run([sys.executable, TRAIN_PY] + _flags(synthetic_shards, run))
+        assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr[-2000:]
+        assert f"{run}: another facegan run is using this folder (pid {holder.pid} on host " in res.stderr
+        assert not (run / "metrics.jsonl").exists() and not (run / "config.json").exists()
+    finally:
+        holder.kill()  # kill -9: no clean-up runs, the kernel releases the lock
+        holder.wait()
+    train(tiny(synthetic_shards, run, max_steps=2))
+    assert ckpt.read_network_meta(run / "generator.safetensors")["step"] == 2
 
 
 def test_d_frozen_and_untouched_during_g_step(tmp_path, synthetic_shards):
@@ -546,7 +663,7 @@ def test_two_process_ddp_resumes_a_one_process_run(tmp_path, small_shards, stand
     assert {k for k, _ in shown} >= {k for k in values if "_std" not in k}, shown
     assert res.stderr.count("generator exported") == 1
     assert sorted(p.name for p in run.iterdir()) == sorted([
-        "checkpoints", "config.json", "discriminator.json", "discriminator.safetensors",
+        ".lock", "checkpoints", "config.json", "discriminator.json", "discriminator.safetensors",
         "generator-best.json", "generator-best.safetensors", "generator.json", "generator.safetensors",
         "metrics.jsonl", "report", "samples", "tensorboard", "wandb", "wandb_run_id.txt"])
 
@@ -555,13 +672,46 @@ def test_two_process_ddp_resumes_a_one_process_run(tmp_path, small_shards, stand
 # Faults a user meets: damaged checkpoints, other data, torn logs, NaN, full disks, signals.
 
 
-@pytest.mark.parametrize("victim,damage", [("model.safetensors", 1000), ("random_states_0.pkl", 100),
-                                           ("model_1.safetensors", "flip")])
-def test_resume_skips_a_damaged_checkpoint(tmp_path, synthetic_shards, capsys, victim, damage):
-    """A truncated or bit-flipped file in the newest checkpoint: --resume auto takes the one
-    before and says why; an explicit --resume of it is a one-line error naming the file."""
-    run = tmp_path / "run"
+class _Poison:
+    def __reduce__(self):
+        return os.system, ("echo owned",)
+
+
+def _replace_recorded(file: Path, data: bytes) -> None:
+    """Replace a checkpoint file and its size and sha256 in the state file: damage that passes
+    the hash check."""
+    file.write_bytes(data)
+    path = file.parent / ckpt.STATE_FILE
+    state = json.loads(path.read_text())
+    state["files"][file.name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    path.write_text(json.dumps(state))
+
+
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def eight_steps(tmp_path_factory, synthetic_shards) -> Path:
+    """A finished 8-step run, checkpoints at steps 4 and 8, for tests to copy and damage."""
+    run = tmp_path_factory.mktemp("eight") / "run"
     train(tiny(synthetic_shards, run, max_steps=8))
+    return run
+
+
+@pytest.mark.parametrize("victim,damage", [
+    ("model.safetensors", 1000), ("random_states_0.pkl", 100), ("model_1.safetensors", "flip"),
+    ("random_states_0.pkl", "garbage"), ("random_states_0.pkl", "no-rng"), ("optimizer.bin", "poison"),
+    (ckpt.STATE_FILE, "no-files")])
+def test_resume_skips_a_damaged_checkpoint(tmp_path, synthetic_shards, eight_steps, capsys, victim, damage):
+    """A truncated, bit-flipped or unloadable file in the newest checkpoint (unloadable bytes with
+    their record updated pass the hash check; Accelerate would skip an unloadable RNG state
+    silently), or a state file without file records: --resume auto takes the one before and says
+    why; an explicit --resume of it is a one-line error naming the file."""
+    run = tmp_path / "run"
+    shutil.copytree(eight_steps, run)
     unbroken = sha(run / "generator.safetensors")
     newest = ckpt.complete_checkpoints(run)[-1]
     file = newest / victim
@@ -570,6 +720,20 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, synthetic_shards, capsys, v
         data[-1] ^= 0xFF
         file.write_bytes(data)
         problem = f"{file}: sha256 differs from the one saved"
+    elif damage == "garbage":
+        _replace_recorded(file, b"these bytes are no pickle" * 10)
+        problem = rf"{file}: cannot be loaded \(\w+: "  # the error type varies with the bytes
+    elif damage == "no-rng":
+        _replace_recorded(file, _torch_bytes({"step": 0}))
+        problem = rf"{file}: cannot be loaded \(ValueError: no 'random_state'\)"
+    elif damage == "poison":
+        _replace_recorded(file, _torch_bytes(_Poison()))
+        problem = rf"{file}: cannot be loaded \(UnpicklingError: Weights only load failed"
+    elif damage == "no-files":
+        state = json.loads(file.read_text())
+        del state["files"]
+        file.write_text(json.dumps(state))
+        problem = f"{file}: records no files"
     else:
         os.truncate(file, damage)
         problem = rf"{file}: {damage} bytes, but \d+ were saved"
@@ -580,7 +744,7 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, synthetic_shards, capsys, v
     capsys.readouterr()
     assert main(_flags(synthetic_shards, run, **{"resume": newest, "max-steps": 8})) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(file) in err
+    assert err.count("\n") == 1 and str(file) in err and "owned" not in err
     path, notes = ckpt.resolve_resume(run, "auto")
     assert path.name == "step-000000004" and len(notes) == 1 and str(file) in notes[0]
     train(tiny(synthetic_shards, run, max_steps=8))  # resumes from step 4 and redoes steps 5-8
@@ -625,6 +789,34 @@ def test_no_grid_after_a_non_finite_step(tmp_path, synthetic_shards):
     assert bad < 10  # the case this test is about: NaN before the first log check
     steps = [int(p.stem.split("-")[1]) for p in (run / "samples").glob("step-*.png")]
     assert all(s < bad for s in steps), (bad, steps)
+
+
+def test_divergence_with_finite_losses_stops_the_run(tmp_path, synthetic_shards, capsys):
+    """--lr-g/--lr-d 1e6: loss/G ~1e12 from step 1, finite. The guard warns ("diverging" and the
+    evidence), holds back grids and checkpoints, and after --divergence-steps (100) consecutive
+    steps stops in one line, exit 1, with nothing saved past the last healthy step; a resume
+    with sane learning rates starts over. Off, the same run writes its wrecked G."""
+    run = tmp_path / "run"
+    wild = dict(max_steps=120, lr_g=1e6, lr_d=1e6, log_every=10, ckpt_every=10, sample_every=10)
+    from facegan.train import main
+
+    capsys.readouterr()
+    flags = {k.replace("_", "-"): v for k, v in wild.items()}
+    assert main(_flags(synthetic_shards, run, **flags)) == 1
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "warning: diverging" in line)
+    assert "since step 1: loss/D" in warning and "within 100" in warning
+    error = err.strip().splitlines()[-1]
+    assert error.startswith("facegan/train.py: error: diverging for 100 consecutive steps since step 1") and \
+        "last checkpoint: none" in error and "--divergence-guard false" in error
+    assert ckpt.complete_checkpoints(run) == [] and not (run / "samples").exists()
+    assert not (run / "generator.safetensors").exists()
+    logged = [json.loads(x)["loss/G"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) == 9 and all(np.isfinite(v) and v > 1e6 for v in logged)  # steps 10-90: finite, far out
+    train(tiny(synthetic_shards, run, max_steps=4))  # resumable: sane learning rates start over
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000004"]
+    train(tiny(synthetic_shards, tmp_path / "off", **wild, divergence_guard=False))
+    assert len(ckpt.complete_checkpoints(tmp_path / "off")) == 3
 
 
 def test_short_run_still_writes_a_final_grid(tmp_path, synthetic_shards):
@@ -773,6 +965,21 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_second_ctrl_c_is_one_line_and_exit_130(tmp_path, synthetic_shards):
+    """Ctrl-C at step 3 asks for a save at the next signal check (none comes: checks are patched
+    away); a second at step 5 aborts: one line, exit 130, no traceback, nothing saved."""
+    ctrl_c = ("upkeep.SIGNAL_CHECK_EVERY = 10**9\n"
+              "def after_step(step):\n    if step in (3, 5):\n        os.kill(os.getpid(), signal.SIGINT)")
+    run = tmp_path / "run"
+    res = _run(wrapped_train(tmp_path, ctrl_c) + _flags(synthetic_shards, run, **{"max-steps": 100,
+                                                                                   "ckpt-every": 100}))
+    assert res.returncode == 130, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "KeyboardInterrupt" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == ("facegan/train.py: aborted by Ctrl-C without saving; "
+                                                   "--resume auto continues from the newest checkpoint")
+    assert ckpt.complete_checkpoints(run) == []
 
 
 def test_it_learns(tmp_path, synthetic_shards, standin):
