@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT))
 
 from reporting import write_keeping_observations  # noqa: E402  (bench/, the script's folder)
 
-from facegan.shardset import load_shardset  # noqa: E402
+from facegan.data.shardset import load_shardset  # noqa: E402
 
 TARGET = 0.90  # issue 14: the requested attribute shown at least 90% of the time
 CLASSIFIER_TARGET = 0.95
-# The README's conditional run: 540 kimg (~9 minutes on 2 cores) with an lr anneal over the last 200.
+# docs/conditional.md's run: 540 kimg (~9 minutes on 2 cores) with an lr anneal over the last 200.
 DEFAULT_FLAGS = "--max-kimg 540 --lr-schedule cosine --lr-decay-kimg 200 --lr-final 0.1"
 
 

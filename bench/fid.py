@@ -27,8 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facegan import metrics, networks  # noqa: E402
-from facegan.inception import Inception, make_standin_weights  # noqa: E402
+from facegan import networks  # noqa: E402
+from facegan.metrics import features
+from facegan.metrics.inception import Inception, make_standin_weights  # noqa: E402
+from facegan.networks import sampling
 
 
 def sync(device: torch.device) -> None:
@@ -47,7 +49,7 @@ def torch_fidelity_stats(g: torch.nn.Module, inception: Inception, num: int, bat
             self.g = g
 
         def forward(self, z):
-            return metrics.to_uint8(self.g(z))
+            return sampling.to_uint8(self.g(z))
 
     wrapped = GenerativeModelModuleWrapper(Uint8(g), z_dim, "normal", 0)
     cuda = inception.device.type == "cuda"
@@ -73,7 +75,7 @@ def main() -> None:
     print(f"{name}; torch {torch.__version__}; {args.num} generated 64 px images, Inception batch {args.batch}; "
           f"weights {'given' if args.weights else 'stand-in'} (standard: {inception.standard})", flush=True)
     # Warm-up: cuDNN algorithm choice, allocations.
-    metrics.generator_stats(inception, g, 2 * args.batch, g.z_dim, batch_size=args.batch)
+    features.generator_stats(inception, g, 2 * args.batch, g.z_dim, batch_size=args.batch)
     rows = []
     if not args.skip_baseline:
         sync(device)
@@ -83,7 +85,7 @@ def main() -> None:
         rows.append(("torch-fidelity generator path", time.perf_counter() - start))
     sync(device)
     start = time.perf_counter()
-    metrics.generator_stats(inception, g, args.num, g.z_dim, batch_size=args.batch)
+    features.generator_stats(inception, g, args.num, g.z_dim, batch_size=args.batch)
     sync(device)
     rows.append(("facegan.metrics.generator_stats", time.perf_counter() - start))
     first = rows[0][1]

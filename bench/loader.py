@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from facegan.data import train_loader
-from facegan.pack import pack
-from facegan.sources.celeba import CelebASource
+from facegan.data.pack import pack
+from facegan.data.sources.celeba import CelebASource
+from facegan.data.stream import train_loader
 
 DEFAULT_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-sample"
 

@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from reporting import write_keeping_observations  # noqa: E402  (bench/, the script's folder)
 
-from facegan import checkpoint as ckpt  # noqa: E402
-from facegan import metrics  # noqa: E402
-from facegan.inception import Inception, make_standin_weights  # noqa: E402
-from facegan.shardset import load_shardset  # noqa: E402
+from facegan.data.shardset import load_shardset  # noqa: E402
+from facegan.metrics import features, fid  # noqa: E402
+from facegan.metrics.inception import Inception, make_standin_weights  # noqa: E402
+from facegan.networks import exports  # noqa: E402
 
 # Each recipe is a preset as users run it; resnet is the strong recipe (hinge, spectral norm,
 # EMA) on the SNGAN-style ResNet, at width 32 so that a CPU step takes about as long as modern's.
@@ -94,9 +94,9 @@ def progress(run: Path) -> dict:
 
 
 def score(inception: Inception, generator: Path, refs: dict, samples: int) -> dict[str, float]:
-    g, _ = ckpt.load_generator(generator)
-    stats = metrics.generator_stats(inception, g, samples, g.z_dim, seed=123, batch_size=50)
-    return {name: metrics.frechet_distance(stats, ref) for name, ref in refs.items()}
+    g, _ = exports.load_generator(generator)
+    stats = features.generator_stats(inception, g, samples, g.z_dim, seed=123, batch_size=50)
+    return {name: fid.frechet_distance(stats, ref) for name, ref in refs.items()}
 
 
 def train_and_score(args, recipe: str, seed: int, train: Path, run: Path, inception: Inception, refs: dict,
@@ -243,9 +243,9 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     inception = Inception(weights, device)
     shardsets = {s: load_shardset(path) for s, path in data.items()}
-    refs = {s: metrics.shard_stats(inception, shardsets[s], cache_dir=work / "stats")[0] for s in ("val", "test")}
+    refs = {s: features.shard_stats(inception, shardsets[s], cache_dir=work / "stats")[0] for s in ("val", "test")}
     counts = {s: shardset.count for s, shardset in shardsets.items()}
-    floor = metrics.frechet_distance(refs["val"], refs["test"])  # what real faces score: the floor
+    floor = fid.frechet_distance(refs["val"], refs["test"])  # what real faces score: the floor
     rows, grids, results = [], {}, work / "results.jsonl"
     for name in recipes:
         for seed in seeds:

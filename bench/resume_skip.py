@@ -1,7 +1,7 @@
 """What a resume mid-segment costs: the time to the first batch of a stream opened at `skip`
 batches (what a resumed run does: it reads past the samples its segment already delivered,
 without decoding them) against one opened at 0, and the skipped images per second against the
-stream's own rate. A segment is at most facegan.training_loop.SEGMENT_IMAGES images per rank, so
+stream's own rate. A segment is at most facegan.training.loop.SEGMENT_IMAGES images per rank, so
 its last row bounds the cost of any resume.
 
 Run: python bench/resume_skip.py [--celeba ROOT] [--workers 2] [--batch 128]
@@ -14,10 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from facegan.data import train_loader
-from facegan.pack import pack
-from facegan.sources.celeba import CelebASource
-from facegan.training_loop import SEGMENT_IMAGES
+from facegan.data.pack import pack
+from facegan.data.sources.celeba import CelebASource
+from facegan.data.stream import train_loader
+from facegan.training.loop import SEGMENT_IMAGES
 
 DEFAULT_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-sample"
 

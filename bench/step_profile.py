@@ -31,8 +31,8 @@ from quality import RECIPES  # noqa: E402
 from train_step import facegan_step, img_rate, interleaved, random_batch, recipe_config, sync  # noqa: E402
 
 from facegan import networks  # noqa: E402
-from facegan.ada import augment  # noqa: E402
 from facegan.networks import conv  # noqa: E402
+from facegan.training.ada import augment  # noqa: E402
 
 
 def timed(fn, device: torch.device, steps: int, warmup: int, rounds: int, images: int) -> float:

@@ -9,8 +9,8 @@ batch and Adam settings. Rows, in one process, interleaved over --rounds rounds 
   bare loop                the PyTorch DCGAN example's step: D real+fake backward, D step,
                            G backward through D, G step; in-memory batch; no logging
   bare loop, same opts     the same with facegan's memory layout and optimizer settings
-  facegan GANStep          facegan's step (facegan.gan_step.GANStep on facegan.models.build_models
-                           and facegan.losses' bce: Accelerate, no_sync, frozen D, lr schedule,
+  facegan GANStep          facegan's step (facegan.training.step.GANStep on facegan.training.models.build_models
+                           and facegan.training.losses' bce: Accelerate, no_sync, frozen D, lr schedule,
                            on-device stats) on the same in-memory batch
 
 With --recipes dcgan,strong,resnet,modern it times instead facegan's step for each recipe of the
@@ -22,10 +22,10 @@ With --end-to-end (the default on a GPU) it adds rows that read real images from
 
   DCGAN example config     fp32, NCHW, foreach Adam, ImageFolder decoding the 178x218 CelebA
                            JPEGs with Resize/CenterCrop/Normalize in DataLoader workers
-  facegan train(), ...     facegan's own loop (facegan.training_loop.train) on shards packed
+  facegan train(), ...     facegan's own loop (facegan.training.loop.train) on shards packed
                            from the same JPEGs, img/s as its metrics.jsonl reports it; once
                            with one batch per loader-worker message (the old way), once with
-                           facegan.data.BATCHES_PER_MESSAGE (the default)
+                           facegan.data.stream.BATCHES_PER_MESSAGE (the default)
 """
 
 from __future__ import annotations
@@ -46,14 +46,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import facegan.data  # noqa: E402
+import facegan.data.stream  # noqa: E402
 from facegan import networks  # noqa: E402
-from facegan.config import DCGAN, TrainConfig, config_from_args  # noqa: E402
-from facegan.gan_step import GANStep  # noqa: E402
-from facegan.losses import build_loss  # noqa: E402
-from facegan.models import build_models  # noqa: E402
 from facegan.runtime import make_accelerator  # noqa: E402
-from facegan.training_loop import train  # noqa: E402
+from facegan.train import config_from_args  # noqa: E402
+from facegan.training.config import TrainConfig  # noqa: E402
+from facegan.training.loop import train  # noqa: E402
+from facegan.training.losses import build_loss  # noqa: E402
+from facegan.training.models import build_models  # noqa: E402
+from facegan.training.presets import DCGAN  # noqa: E402
+from facegan.training.state import RunState  # noqa: E402
+from facegan.training.step import GANStep  # noqa: E402
 
 DEFAULT_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-sample"
 
@@ -124,7 +127,7 @@ def facegan_step(cfg: TrainConfig, size: int):
     loss = build_loss(cfg.loss, real_label=cfg.real_label, r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
                       reg_every=cfg.reg_every, gp_lambda=cfg.gp_lambda)
     gan_step = GANStep(cfg, acc, models, loss)
-    state = {"step": 0, "nimg": 0, "total_nimg": 10**15}  # never reached: the lr schedule stays put
+    state = RunState(total_nimg=10**15)  # never reached: the lr schedule stays put
 
     def step(real: torch.Tensor) -> None:
         gan_step(itertools.repeat(real), state)  # the step takes d_steps x accumulate batches (1 here)
@@ -213,7 +216,7 @@ def example_config_rate(cfg: TrainConfig, celeba: Path, size: int, workers: int,
 
 def facegan_train_rate(cfg: TrainConfig, shards: Path, steps: int, warmup: int, batches_per_message: int) -> float:
     """facegan's own loop; img/s from metrics.jsonl, leaving out the first (warm-up) interval."""
-    with tempfile.TemporaryDirectory() as run, mock.patch.object(facegan.data, "BATCHES_PER_MESSAGE",
+    with tempfile.TemporaryDirectory() as run, mock.patch.object(facegan.data.stream, "BATCHES_PER_MESSAGE",
                                                                  batches_per_message):
         run_cfg = dataclasses.replace(cfg, data=str(shards), run_dir=run, max_steps=warmup + steps, log_every=warmup,
                                       ckpt_every=10**9, sample_every=10**9, resume="none")
@@ -223,8 +226,8 @@ def facegan_train_rate(cfg: TrainConfig, shards: Path, steps: int, warmup: int, 
 
 
 def pack_celeba(celeba: Path, out: Path, size: int, workers: int) -> Path:
-    from facegan.pack import pack
-    from facegan.sources.celeba import CelebASource
+    from facegan.data.pack import pack
+    from facegan.data.sources.celeba import CelebASource
 
     pack(CelebASource(celeba, "all"), out, size=size, workers=workers, progress=False)
     return out
@@ -295,7 +298,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             shards = pack_celeba(args.celeba, Path(tmp) / "shards", args.size, args.workers)
             label = f"facegan train() ({args.precision}, channels_last, fused Adam, compile {args.compile}, npy)"
-            default = facegan.data.BATCHES_PER_MESSAGE
+            default = facegan.data.stream.BATCHES_PER_MESSAGE
             trains: dict[str, list[float]] = {f"{label}, 1 batch per loader message": [],
                                               f"{label}, {default} per message (default)": []}
             for _ in range(args.train_rounds):  # interleaved, like the in-memory rows

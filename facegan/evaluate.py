@@ -18,20 +18,15 @@ import json
 import sys
 from pathlib import Path
 
-from . import metrics
-from .config import OneLineErrors
-from .inception import InceptionWeightsError
-from .shardset import ShardSet, ShardSetError, load_shardset
+from accelerate import Accelerator
 
-
-class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" only where it tells something: not for None or a flag's False, and
-    not where the help already says what the default is (it was printed twice there)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False or "(default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+from facegan.cli import DefaultsHelp, OneLineErrors
+from facegan.data.shardset import ShardSet, ShardSetError, load_shardset
+from facegan.metrics import features, registry, score
+from facegan.metrics.inception import InceptionWeightsError
+from facegan.metrics.vgg import VGGWeightsError
+from facegan.networks.exports import load_generator
+from facegan.runtime import use_cpu
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--generator", metavar="FILE", help="exported generator (.safetensors)")
     what.add_argument("--images", metavar="DIR", help="a folder of images (recursive)")
-    p.add_argument("--metrics", default="fid", help="comma list of " + ", ".join(metrics.METRICS) +
+    p.add_argument("--metrics", default="fid", help="comma list of " + ", ".join(registry.METRICS) +
                    " (is: generated images only; pr: precision and recall)")
     p.add_argument("--num-samples", type=int, default=50000, help="images to generate with --generator")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated latents")
@@ -69,7 +64,7 @@ def open_set(path: str, flag: str = "--data"):
     """A packed shard set (a folder with manifest.json) or the sorted image files of a folder."""
     if (Path(path) / "manifest.json").is_file():
         return load_shardset(path)
-    return metrics.list_images(path, flag)
+    return features.list_images(path, flag)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: --num-samples must be at least 2 and --batch-size at least 1", file=sys.stderr)
         return 2
     try:
-        names = metrics.parse_metrics(args.metrics)
+        names = registry.parse_metrics(args.metrics)
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -91,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: --metrics attr scores a conditional --generator (what it was asked against what "
               "it made)", file=sys.stderr)
         return 2
-    from accelerate import Accelerator
 
-    from .checkpoint import load_generator
-    from .runtime import use_cpu
-    from .vgg import VGGWeightsError
 
     acc = Accelerator(cpu=use_cpu(args.cpu))
     rank, world = acc.process_index, acc.num_processes
@@ -103,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               "reduce": lambda t: acc.reduce(t, "sum"), "progress": acc.is_main_process}
     cache_dir = "" if args.no_cache else args.cache_dir
     try:
-        extractors = metrics.build_extractors(names, args.inception_weights, args.vgg16_weights, acc.device,
+        extractors = score.build_extractors(names, args.inception_weights, args.vgg16_weights, acc.device,
                                               args.attr_classifier)
         real = open_set(args.data[0])
         if args.generator:
@@ -111,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             size = real.size if isinstance(real, ShardSet) else None
             if size is not None and g.resolution != size:
                 raise ValueError(f"{args.generator} makes {g.resolution} px images, {args.data[0]} holds {size} px")
-            record = metrics.score_generator(extractors, names, g.to(acc.device), real, args.num_samples,
+            record = score.score_generator(extractors, names, g.to(acc.device), real, args.num_samples,
                                              seed=args.seed, num_workers=args.num_workers, cache_dir=cache_dir,
                                              **common)
             record = {"generator": args.generator, "data": args.data[0], "metrics": names, **record}
@@ -130,25 +121,25 @@ def main(argv: list[str] | None = None) -> int:
 def score_sets(extractors, names: list[str], real, args, cache_dir, common: dict) -> dict:
     """The reference against --images or a second --data: both sets read (and cached) as real
     sets, the second standing where generated images stand."""
-    fake_needs, real_needs = metrics.needs(names)
+    fake_needs, real_needs = score.needs(names)
     cached = {}
     ref = None
     if real_needs is not None:
-        ref, cached["real_stats_cached"] = metrics.real_features(extractors, real, real_needs, cache_dir=cache_dir,
+        ref, cached["real_stats_cached"] = features.real_features(extractors, real, real_needs, cache_dir=cache_dir,
                                                                  num_workers=args.num_workers, **common)
     if args.images:
-        other, flag = metrics.list_images(args.images), "images"
+        other, flag = features.list_images(args.images), "images"
         other_cache = ""  # a folder of samples changes from run to run: not worth caching
     else:
         other, flag = open_set(args.data[1]), "data2"
         other_cache = cache_dir
-    features, hit = metrics.real_features(extractors, other, fake_needs, cache_dir=other_cache,
-                                          num_workers=args.num_workers, **common)
+    other_features, hit = features.real_features(extractors, other, fake_needs, cache_dir=other_cache,
+                                                 num_workers=args.num_workers, **common)
     if args.data[1:]:
         cached["data2_stats_cached"] = hit
     counts = {"num_real": ref.count} if ref is not None else {}
-    record = metrics.make_record(names, extractors, metrics.compute(names, extractors, features, ref),
-                                 **counts, num_other=features.count)
+    record = score.make_record(names, extractors, score.compute(names, extractors, other_features, ref),
+                               **counts, num_other=other_features.count)
     inputs = {flag: args.images or args.data[1], "data": args.data[0], "metrics": names}
     return {**inputs, **record, **cached}
 

@@ -10,8 +10,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 
-from .trackers import TENSORBOARD_DIR, parse_trackers
-
 # Accelerate's optimizer wrapper asks importlib whether the `lomo` package exists at every
 # optimizer.step(): a filesystem search over sys.path, twice per GAN step (measured 4% of a small
 # CPU step). The answer cannot change while the process runs, so it is asked once.
@@ -42,19 +40,18 @@ def resolve_precision(mixed_precision: str, cpu: bool) -> tuple[str, str]:
     return "no", "auto: GPU without bf16"
 
 
-def make_accelerator(*, cpu: bool, mixed_precision: str, deterministic: bool, tracker: str = "none",
-                     project_dir: str | None = None) -> Accelerator:
+def make_accelerator(*, cpu: bool, mixed_precision: str, deterministic: bool, trackers: tuple[str, ...] = (),
+                     project_dir: str | None = None, logging_dir: str | None = None) -> Accelerator:
+    """The Accelerator of a run: `trackers` log into `logging_dir` (TensorBoard's event files)."""
     # On a GPU some cuDNN kernels (convolution backward) sum in a varying order, so two runs, or a
     # run and its resume, drift apart in the last bits. Deterministic kernels make resume bitwise
     # exact there too; on CPU every kernel is deterministic already.
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         torch.backends.cudnn.benchmark = False
-    names = parse_trackers(tracker)
-    project = ProjectConfiguration(project_dir=project_dir, logging_dir=os.path.join(project_dir, TENSORBOARD_DIR)
-                                   ) if project_dir else None
+    project = ProjectConfiguration(project_dir=project_dir, logging_dir=logging_dir) if project_dir else None
     return Accelerator(cpu=use_cpu(cpu), mixed_precision=resolve_precision(mixed_precision, cpu)[0],
-                       log_with=names or None, project_config=project, step_scheduler_with_optimizer=False)
+                       log_with=list(trackers) or None, project_config=project, step_scheduler_with_optimizer=False)
 
 
 def process_warnings(acc: Accelerator) -> list[str]:

@@ -19,28 +19,14 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
-from . import conditioning, networks
-from .checkpoint import load_generator
-from .config import OneLineErrors
-from .metrics import generate_uint8, latents
-from .progress import progress_bar
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between rows of a and b at fractions t: [N,Z],[N,Z],[T] -> [N,T,Z]."""
-    a_n, b_n = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
-    omega = torch.acos((a_n * b_n).sum(1).clamp(-1 + 1e-7, 1 - 1e-7))[:, None, None]  # [N,1,1]
-    t = t[None, :, None]
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so) * a[:, None] + (torch.sin(t * omega) / so) * b[:, None]
-
-
-def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
-    """uint8 [N,3,H,W] -> one PIL image with a 2 px border, as the training grids."""
-    grid = make_grid(images, nrow=nrow, padding=2)
-    return Image.fromarray(grid.permute(1, 2, 0).numpy())
+from facegan import networks
+from facegan.cli import OneLineErrors
+from facegan.data import attributes as conditioning
+from facegan.networks import sampling
+from facegan.networks.exports import load_generator
+from facegan.networks.sampling import generate_uint8, latents
+from facegan.progress import progress_bar
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         names = networks.attributes(g)
         if (args.attributes or args.sweep) and not names:
             raise ValueError(f"{args.generator} is not conditioned on attributes (trained without --condition)")
-        fixed = conditioning.parse_settings(args.attributes, names)
-        swept = list(conditioning.parse_settings(  # indices of the swept attributes, in the order named
+        fixed = sampling.parse_settings(args.attributes, names)
+        swept = list(sampling.parse_settings(  # indices of the swept attributes, in the order named
             ",".join(f"{n}=1" for n in conditioning.parse_condition(args.sweep)), names, "--sweep"))
-        attrs = conditioning.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed) \
+        attrs = sampling.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed) \
             if names else None
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -122,26 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if swept:  # one row per latent: each swept attribute off, then on
         columns = 2 * len(swept)
-        grid_attrs = conditioning.sweep_attributes(attrs, swept)
+        grid_attrs = sampling.sweep_attributes(attrs, swept)
         images = torch.cat(list(generate_uint8(g, z.repeat_interleave(columns, 0), args.batch_size, grid_attrs)))
-        grid_image(images.cpu(), nrow=columns).save(out)
+        sampling.grid_image(images.cpu(), nrow=columns).save(out)
         labels = ", ".join(f"{names[k]}=0, {names[k]}=1" for k in swept)
         print(f"{prog}: a sweep of {num} latents in {out}; columns: {labels}", file=sys.stderr)
         return 0
     if not args.interpolate:
         images = torch.cat(list(generate_uint8(g, z, args.batch_size, attrs))).cpu()
-        grid_image(images, nrow=math.ceil(math.sqrt(num))).save(out)
+        sampling.grid_image(images, nrow=math.ceil(math.sqrt(num))).save(out)
         print(f"{prog}: {num} samples in {out}", file=sys.stderr)
         return 0
 
-    walk = slerp(z[:num], z[num:], torch.linspace(0, 1, args.steps))  # [num, steps, Z]
+    walk = sampling.slerp(z[:num], z[num:], torch.linspace(0, 1, args.steps))  # [num, steps, Z]
     walk_attrs = None if attrs is None else attrs.repeat_interleave(args.steps, 0)  # held along each walk
     images = torch.cat(list(generate_uint8(g, walk.reshape(-1, z_dim), args.batch_size, walk_attrs))).cpu()
     images = images.view(num, args.steps, *images.shape[1:])
     if out.suffix.lower() == ".png":  # one row per walk
-        grid_image(images.flatten(0, 1), nrow=args.steps).save(out)
+        sampling.grid_image(images.flatten(0, 1), nrow=args.steps).save(out)
     else:  # one frame per step, the walks side by side; there and back again
-        frames = [grid_image(images[:, s], nrow=math.ceil(math.sqrt(num))) for s in range(args.steps)]
+        frames = [sampling.grid_image(images[:, s], nrow=math.ceil(math.sqrt(num))) for s in range(args.steps)]
         frames += frames[-2:0:-1]
         frames[0].save(out, save_all=True, append_images=frames[1:], duration=80, loop=0)
     print(f"{prog}: {num} latent walks of {args.steps} steps in {out}", file=sys.stderr)

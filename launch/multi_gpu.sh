@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU of this node, one process each (DDP over NCCL).
 #   launch/multi_gpu.sh SHARDS RUN_DIR [train.py flags...]      NUM_GPUS=4 to use fewer
-# --batch-size is per GPU: the global batch is batch size x NUM_GPUS (see README, Scaling out).
+# --batch-size is per GPU: the global batch is batch size x NUM_GPUS (see docs/scaling.md).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}"

@@ -129,8 +129,8 @@ def celeba_tree():
 @pytest.fixture(scope="session")
 def synthetic_shards(tmp_path_factory) -> Path:
     """103 synthetic 32 px faces in shards of 10 (11 shards, the last one short)."""
-    from facegan.pack import pack
-    from facegan.sources.synthetic import SyntheticSource
+    from facegan.data.pack import pack
+    from facegan.data.sources.synthetic import SyntheticSource
 
     out = tmp_path_factory.mktemp("shards") / "synthetic-32"
     pack(SyntheticSource(103, seed=0, size=32), out, size=32, shard_size=10, progress=False)
@@ -139,8 +139,8 @@ def synthetic_shards(tmp_path_factory) -> Path:
 
 def pack_small(out: Path, seed: int, num: int = 24) -> Path:
     """`num` synthetic 32 px faces in shards of 7."""
-    from facegan.pack import pack
-    from facegan.sources.synthetic import SyntheticSource
+    from facegan.data.pack import pack
+    from facegan.data.sources.synthetic import SyntheticSource
 
     pack(SyntheticSource(num, seed=seed, size=32), out, size=32, shard_size=7, progress=False, overwrite=True)
     return out
@@ -158,7 +158,7 @@ def standin(tmp_path_factory) -> Path:
     path runs offline, and every FID it gives is reported as non-standard."""
     import torch
 
-    from facegan.inception import make_standin_weights
+    from facegan.metrics.inception import make_standin_weights
 
     path = make_standin_weights(tmp_path_factory.mktemp("inception") / "standin-inception.pth", seed=0)
     # The classifier head (IS's logits) keeps PyTorch's default init there: its softmax is almost
@@ -176,6 +176,6 @@ def standin(tmp_path_factory) -> Path:
 def vgg_standin(tmp_path_factory) -> Path:
     """A random (Kaiming-initialised) torchvision VGG16 (553 MB): precision and recall run the
     real code path offline, reported as non-standard."""
-    from facegan.vgg import make_standin_weights
+    from facegan.metrics.vgg import make_standin_weights
 
     return make_standin_weights(tmp_path_factory.mktemp("vgg16") / "standin-vgg16.pth", seed=0)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from facegan.ada import AdaController, augment
+from facegan.training.ada import AdaController, augment
 
 
 def images(b: int = 16, size: int = 8) -> torch.Tensor:
@@ -69,7 +69,7 @@ def test_p_zero_is_the_identity_and_draws_nothing():
 def test_geometric_transforms_move_pixels_without_changing_them():
     torch.manual_seed(0)
     x = images()
-    from facegan.ada import _flip_rotate, _translate
+    from facegan.training.ada import _flip_rotate, _translate
     for transform in (_flip_rotate, _translate):
         y = transform(x, 1.0)
         assert y.shape == x.shape
@@ -80,7 +80,7 @@ def test_geometric_transforms_move_pixels_without_changing_them():
 
 def test_colour_is_one_matrix_per_image_and_keeps_grey_grey():
     torch.manual_seed(0)
-    from facegan.ada import _colour
+    from facegan.training.ada import _colour
     grey = torch.linspace(-1, 1, 8).view(1, 1, 1, 8).expand(4, 3, 8, 8).contiguous()
     out = _colour(grey, 1.0)
     # hue and saturation act around the grey axis: a grey image stays grey (brightness and
@@ -98,7 +98,7 @@ def test_pipeline_is_differentiable_and_random_per_image():
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     changed = [not torch.allclose(a, b) for a, b in zip(x.detach(), y.detach())]
     assert all(changed)
-    from facegan.ada import _translate
+    from facegan.training.ada import _translate
     torch.manual_seed(0)
     half = _translate(x.detach(), 0.5)  # chosen for about half of them (then 8 of 9 shifts move)
     moved = sum(not torch.equal(a, b) for a, b in zip(x.detach(), half))

@@ -11,16 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from facegan import checkpoint as ckpt
-from facegan import conditioning, networks, report, sample
-from facegan.data import eval_loader, train_loader
-from facegan.pack import pack
-from facegan.shardset import load_shardset
-from facegan.sources.synthetic import SMILE_MIN, SyntheticSource, face_attributes, face_factors
-from facegan.training_loop import train
+from facegan import networks, report, sample
+from facegan.data import attributes as conditioning
+from facegan.data.pack import pack
+from facegan.data.shardset import load_shardset
+from facegan.data.sources.synthetic import SMILE_MIN, SyntheticSource, face_attributes, face_factors
+from facegan.data.stream import eval_loader, train_loader
+from facegan.networks import exports, sampling
+from facegan.training.loop import train
 
 from .conftest import pack_small
-from .test_train import sha, tiny
+from .runs import sha, tiny
 
 PAIR = "Smiling,Eyeglasses"
 
@@ -60,7 +61,7 @@ def test_unknown_attribute_is_one_line_listing_the_known(tmp_path, small_shards)
     with pytest.raises(ValueError, match=r"^--condition Wings: not an attribute of the shards at .*; they have: "
                                          r"Bald, Bangs, Black_Hair, .*Smiling$"):
         train(tiny(small_shards, tmp_path / "run", condition="Smiling,Wings"))
-    from facegan.sources.folder import FolderSource
+    from facegan.data.sources.folder import FolderSource
 
     folder = tmp_path / "faces"
     folder.mkdir()
@@ -112,9 +113,9 @@ def test_conditional_training_resumes_bitwise_and_exports_its_attributes(tmp_pat
     assert meta["spec"]["condition"] == {"attributes": ["Smiling", "Eyeglasses"],
                                          "frequencies": [manifest["attributes"]["Smiling"] / 24,
                                                          manifest["attributes"]["Eyeglasses"] / 24]}
-    g, _ = ckpt.load_generator(straight / "generator.safetensors")
+    g, _ = exports.load_generator(straight / "generator.safetensors")
     assert networks.attributes(g) == ["Smiling", "Eyeglasses"]
-    settings = conditioning.grid_settings(2, 16, 4)  # 16 samples, 4 a row: none, Smiling, Eyeglasses, both
+    settings = sampling.grid_settings(2, 16, 4)  # 16 samples, 4 a row: none, Smiling, Eyeglasses, both
     assert settings[::4].tolist() == [[0, 0], [1, 0], [0, 1], [1, 1]] and (settings[:4] == 0).all()
     with pytest.raises(ValueError, match="condition=Smiling,Eyeglasses, not condition=none"):
         train(tiny(small_shards, resumed, max_steps=12))
@@ -131,9 +132,9 @@ def test_sampling_on_request_and_the_sweep_grid(tmp_path, small_shards, capsys):
     assert "columns: Eyeglasses=0, Eyeglasses=1, Smiling=0, Smiling=1" in capsys.readouterr().err
     grid = torch.from_numpy(np.array(Image.open(out))).permute(2, 0, 1)
     assert grid.shape == (3, 2 + 3 * 34, 2 + 4 * 34)  # 3 rows, 4 columns of 32 px with 2 px borders
-    g, _ = ckpt.load_generator(gen)
+    g, _ = exports.load_generator(gen)
     z = sample.latents(3, g.z_dim, 5, None)
-    base = conditioning.draw(g.frequencies, 3, torch.Generator().manual_seed(6))
+    base = sampling.draw(g.frequencies, 3, torch.Generator().manual_seed(6))
     for row in range(3):
         for col, (k, value) in enumerate([(1, 0.0), (1, 1.0), (0, 0.0), (0, 1.0)]):
             attrs = base[row:row + 1].clone()
@@ -143,7 +144,7 @@ def test_sampling_on_request_and_the_sweep_grid(tmp_path, small_shards, capsys):
             assert torch.equal(cell, expected), (row, col)
     assert sample.main(["--generator", str(gen), "--out", str(out), "--attributes", "Smiling=1,Wings=0"]) == 2
     assert "--attributes 'Wings': the generator is conditioned on Smiling, Eyeglasses" in capsys.readouterr().err
-    fixed = conditioning.draw([0.5, 0.5], 200, torch.Generator().manual_seed(0), {0: 1.0})
+    fixed = sampling.draw([0.5, 0.5], 200, torch.Generator().manual_seed(0), {0: 1.0})
     assert (fixed[:, 0] == 1).all() and 60 < fixed[:, 1].sum() < 140
 
 
@@ -153,14 +154,15 @@ def test_attr_metric_scores_what_was_asked(tmp_path, small_shards, capsys):
     Inception (whose standard weights this machine cannot download); a classifier under 85%
     held-out accuracy is named in the warning."""
     from facegan import attributes, evaluate
-    from facegan.metrics import latent_attributes
+    from facegan.metrics import classifier
+    from facegan.networks.sampling import latent_attributes
 
     clf = tmp_path / "clf.safetensors"
     assert attributes.main(["train", str(small_shards), "--out", str(clf), "--attributes", PAIR,
                             "--epochs", "2", "--width", "8"]) == 0
     printed = capsys.readouterr().out
     assert "held-out accuracy" in printed and "accuracy/Smiling" in printed
-    model, meta = attributes.load_classifier(clf)
+    model, meta = classifier.load_classifier(clf)
     assert meta["attributes"] == ["Smiling", "Eyeglasses"] and meta["heldout_images"] == 3  # indices 0, 10, 20
     run = tmp_path / "run"  # measured during training too: in metrics.jsonl and the report
     gen = train(tiny(small_shards, run, condition="Eyeglasses,Smiling", max_steps=2, metrics="attr", eval_every=2,
@@ -174,14 +176,14 @@ def test_attr_metric_scores_what_was_asked(tmp_path, small_shards, capsys):
                           "--seed", "4", "--num-workers", "0"])
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0
-    g, _ = ckpt.load_generator(gen)
+    g, _ = exports.load_generator(gen)
     asked = latent_attributes(g, 12, 4)  # [12, 2]: Eyeglasses, Smiling
     images = torch.cat(list(sample.generate_uint8(g, sample.latents(12, g.z_dim, 4, None), 12, asked)))
-    shown = attributes.predict(model, images)[:, [1, 0]]  # the classifier's order is Smiling, Eyeglasses
+    shown = classifier.predict(model, images)[:, [1, 0]]  # the classifier's order is Smiling, Eyeglasses
     hits = (shown == asked).float().mean(0)
     assert record["attr/Eyeglasses"] == pytest.approx(float(hits[0]))
     assert record["attr/Smiling"] == pytest.approx(float(hits[1]))
     assert record["attr"] == pytest.approx(float(hits.mean()))
-    if attributes.weak(meta):
+    if classifier.weak(meta):
         assert "with under 85% held-out accuracy" in record["warning"]
     assert math.isfinite(record["attr"])

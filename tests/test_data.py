@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 
-from facegan.data import eval_loader, to_float, train_loader
-from facegan.shardset import MANIFEST, ShardSetError, load_shardset
+from facegan.data.shardset import MANIFEST, ShardSetError, load_shardset
+from facegan.data.stream import eval_loader, to_float, train_loader
 
 ALL_KEYS = [f"{i:06d}" for i in range(103)]
 
@@ -45,7 +45,7 @@ def test_eval_exactly_once_over_two_ranks(synthetic_shards, workers, batch):
 
 
 def test_eval_images_match_pack(synthetic_shards):
-    from facegan.sources.synthetic import render_face
+    from facegan.data.sources.synthetic import render_face
 
     batch = next(iter(eval_loader(synthetic_shards, 4, num_workers=0)))
     assert batch["key"] == ["000000", "000001", "000002", "000003"]
@@ -235,7 +235,7 @@ def test_process_holding_a_live_loader_exits(tmp_path, synthetic_shards):
 
     from .conftest import REPO
 
-    code = ("import sys; from facegan.data import train_loader; "
+    code = ("import sys; from facegan.data.stream import train_loader; "
             f"IT = iter(train_loader({str(synthetic_shards)!r}, 8, num_workers=2)); next(IT); print('held')")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout == "held\n", res.stderr[-2000:]

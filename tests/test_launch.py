@@ -1,6 +1,6 @@
 """launch/: syntax, the resolved commands (a fake 2-node SLURM job), cpu_ddp.sh for real, and
 the pack tool's shard-count warning. (The STOP file the SLURM script writes is tested with the
-other stop requests in test_train.py.)"""
+other stop requests in test_faults.py.)"""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from facegan import checkpoint as ckpt
 from facegan.pack import main as pack_main
+from facegan.training import checkpoint as ckpt
 from tests.conftest import REPO
-from tests.test_train import _flags, env
+from tests.runs import _flags, env
 
 LAUNCH = REPO / "launch"
 SCRIPTS = ["single_gpu.sh", "multi_gpu.sh", "cpu_ddp.sh", "slurm_multinode.sbatch", "common.sh"]

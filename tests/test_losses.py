@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from facegan.ema import EMA, ema_beta
-from facegan.losses import LOSSES, GANLoss, build_loss
-from facegan.schedules import SCHEDULES, lr_factor
+from facegan import networks
+from facegan.training.ema import EMA, ema_beta
+from facegan.training.losses import LOSSES, GANLoss, build_loss
+from facegan.training.schedules import SCHEDULES, lr_factor
 
 REAL = torch.tensor([2.0, -1.0]).view(2, 1, 1, 1)  # [B,1,1,1]: with `identity_d` these are the logits
 FAKE = torch.tensor([0.5, -3.0]).view(2, 1, 1, 1)
@@ -77,6 +78,10 @@ def test_loss_values_on_known_logits(name):
 def test_flags_and_options():
     assert {n for n in LOSSES if build_loss(n).critic} == {"hinge", "lsgan", "wgan-gp", "rpgan"}
     assert {n for n in LOSSES if build_loss(n).needs_no_batchnorm} == {"wgan-gp"}
+    with_bn = networks.build("discriminator", {"arch": "dcgan", "kwargs": {"resolution": 32, "width": 8}})
+    with pytest.raises(ValueError, match="loss=wgan-gp cannot train a D with BatchNorm"):
+        build_loss("wgan-gp").check_discriminator(with_bn)
+    build_loss("bce").check_discriminator(with_bn)
     assert build_loss("bce", real_label=0.8).real_label == 0.8
     wgan = build_loss("wgan-gp", gp_lambda=5.0, drift=0.01, reg_every=4, r1_gamma=1.0)
     assert (wgan.gp_lambda, wgan.drift, wgan.reg_every, wgan.r1_gamma) == (5.0, 0.01, 4, 1.0)

@@ -23,16 +23,18 @@ import torch
 import torch_fidelity
 from PIL import Image
 
-from facegan import checkpoint as ckpt
-from facegan import evaluate, metrics, networks, report, sample
-from facegan.config import config_from_args
-from facegan.data import eval_loader
-from facegan.inception import Inception
-from facegan.shardset import load_shardset
-from facegan.sources.synthetic import render_face
-from facegan.training_loop import train
+from facegan import evaluate, networks, report, sample
+from facegan.data.shardset import load_shardset
+from facegan.data.sources.synthetic import render_face
+from facegan.data.stream import eval_loader
+from facegan.metrics import features, fid, registry, score
+from facegan.metrics.inception import Inception
+from facegan.networks import exports, sampling
+from facegan.train import config_from_args
+from facegan.training import checkpoint as ckpt
+from facegan.training.loop import train
 from tests.conftest import REPO, pack_small
-from tests.test_train import env, sha, tiny
+from tests.runs import env, sha, tiny
 
 CELEBA_SAMPLE = REPO.parent / "shared" / "data" / "celeba-sample"
 
@@ -56,7 +58,7 @@ def write_pngs(images: torch.Tensor, folder: Path) -> Path:
 def tiny_generator(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     g_spec, _ = networks.make_specs("dcgan", resolution=32, z_dim=16, ngf=8, ndf=8, options={})
-    ckpt.export_generator(networks.build("generator", g_spec), path)
+    exports.export_generator(networks.build("generator", g_spec), path)
     return path
 
 
@@ -67,8 +69,8 @@ def run_main(main, argv: list[str]) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def stats_of(inception: Inception, images: torch.Tensor) -> metrics.Stats:
-    return metrics.features_moments(inception, images.split(16)).stats()
+def stats_of(inception: Inception, images: torch.Tensor) -> features.Stats:
+    return features.features_moments(inception, images.split(16)).stats()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,25 +89,25 @@ def test_standin_tells_faces_from_noise(inception):
                              for i in range(24)])
     noise = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     a, b, n = stats_of(inception, faces[:12]), stats_of(inception, faces[12:]), stats_of(inception, noise)
-    same, other_faces, to_noise = (metrics.frechet_distance(a, a), metrics.frechet_distance(a, b),
-                                   metrics.frechet_distance(a, n))
+    same, other_faces, to_noise = (fid.frechet_distance(a, a), fid.frechet_distance(a, b),
+                                   fid.frechet_distance(a, n))
     assert abs(same) < 1e-3
     assert other_faces > 1e-3  # the stand-in is not a constant map
     assert to_noise > 10 * other_faces, (other_faces, to_noise)
-    record = metrics.fid_record(other_faces, inception, num_real=24)
+    record = score.fid_record(other_faces, inception, num_real=24)
     assert "fid" not in record and record["standard_weights"] is False and "not comparable" in record["note"]
-    assert "NON-STANDARD" in metrics.describe(record)
+    assert "NON-STANDARD" in score.describe(record)
     # pytorch-fid's and clean-fid's warning: fewer images than feature dimensions, singular covariance
     assert record["warning"].startswith("fewer images than the 2048 feature dimensions (24 real)")
-    assert "warning: fewer images" in metrics.describe(record)
-    record = metrics.fid_record(other_faces, inception, num_real=2048, num_generated=100)
+    assert "warning: fewer images" in score.describe(record)
+    record = score.fid_record(other_faces, inception, num_real=2048, num_generated=100)
     assert "(100 generated)" in record["warning"] and "real" not in record["warning"].split(":")[0]
-    assert "warning" not in metrics.fid_record(other_faces, inception, num_real=2048, num_generated=5000)
+    assert "warning" not in score.fid_record(other_faces, inception, num_real=2048, num_generated=5000)
 
 
 def test_moments_match_numpy_cov():
     feats = torch.randn(50, 2048, generator=torch.Generator().manual_seed(0)) * 0.3 + 1.0
-    m = metrics.Moments(2048, torch.device("cpu"))
+    m = features.Moments(2048, torch.device("cpu"))
     for part in feats.split(7):
         m.add(part)
     stats = m.stats()
@@ -190,10 +192,10 @@ def test_shard_indices_are_manifest_order_for_any_split(small_shards):
     """The evaluation pass tags each sample with its place in the manifest, whatever the ranks and
     workers: rows gathered at those places are in one order for any world size."""
     shardset = load_shardset(small_shards)
-    single = torch.cat([images for images, _ in metrics.shard_batches(shardset, num_workers=0)])
+    single = torch.cat([images for images, _ in features.shard_batches(shardset, num_workers=0)])
     seen = {}
     for rank in range(2):
-        for images, index in metrics.shard_batches(shardset, batch_size=5, num_workers=2, rank=rank, world_size=2):
+        for images, index in features.shard_batches(shardset, batch_size=5, num_workers=2, rank=rank, world_size=2):
             for image, i in zip(images, index.tolist()):
                 assert i not in seen
                 seen[i] = image
@@ -206,18 +208,18 @@ def test_shard_indices_are_manifest_order_for_any_split(small_shards):
 
 def test_cache_hit_then_miss_when_shards_change(tmp_path, inception):
     shards, cache = pack_small(tmp_path / "shards", seed=1, num=12), tmp_path / "cache"
-    first, hit1 = metrics.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
-    second, hit2 = metrics.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
+    first, hit1 = features.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
+    second, hit2 = features.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
     assert (hit1, hit2) == (False, True) and len(list(cache.glob("real-*.npz"))) == 1
     assert np.array_equal(first.sigma, second.sigma) and second.count == 12
     pack_small(shards, seed=2, num=12)  # same folder, same count, other pixels
-    third, hit3 = metrics.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
+    third, hit3 = features.shard_stats(inception, load_shardset(shards), cache_dir=cache, num_workers=0)
     assert hit3 is False and not np.array_equal(first.mu, third.mu)
     assert len(list(cache.glob("real-*.npz"))) == 2
     # The key also changes with the weights file and the resolution.
     ss = load_shardset(shards)
     other_weights = SimpleNamespace(sha256="0" * 64)
-    assert metrics.stats_key(ss, inception) != metrics.stats_key(ss, other_weights)
+    assert features.stats_key(ss, inception) != features.stats_key(ss, other_weights)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,8 +246,8 @@ def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin):
     code, out = run_main(evaluate.main, argv)
     single = json.loads(out)
     assert code == 0 and single["real_stats_cached"] is True
-    assert len(metrics.value_keys(single)) == 8  # fid, kid, kid_std, is, is_std, precision, recall, pr_f_score
-    for key in metrics.value_keys(single):
+    assert len(registry.value_keys(single)) == 8  # fid, kid, kid_std, is, is_std, precision, recall, pr_f_score
+    for key in registry.value_keys(single):
         assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
 
 
@@ -271,7 +273,7 @@ def test_metrics_during_training(tmp_path, standin, small_shards):
     best = min(evals, key=lambda r: r["kid_nonstandard"])  # --best-by kid: lower is better
     assert state["best"] == {"by": "kid", "key": "kid_nonstandard", "step": best["step"],
                              "value": best["kid_nonstandard"]}
-    meta = ckpt.read_network_meta(run / "generator-best.safetensors")
+    meta = exports.read_network_meta(run / "generator-best.safetensors")
     assert meta["step"] == best["step"] and meta["metrics"]["kid_nonstandard"] == best["kid_nonstandard"]
     # Measuring leaves training untouched: the same run without metrics ends bitwise equal.
     plain = tmp_path / "plain"
@@ -282,10 +284,10 @@ def test_metrics_during_training(tmp_path, standin, small_shards):
 def test_best_by_directions():
     """FID and KID improve downwards; IS, precision and recall upwards."""
     names = ["fid", "kid", "is", "pr"]
-    assert metrics.improves(names, "fid", 1.0, 2.0) and not metrics.improves(names, "fid", 2.0, 1.0)
-    assert metrics.improves(names, "kid", 0.01, 0.02) and metrics.improves(names, "fid", 5.0, None)
+    assert registry.improves(names, "fid", 1.0, 2.0) and not registry.improves(names, "fid", 2.0, 1.0)
+    assert registry.improves(names, "kid", 0.01, 0.02) and registry.improves(names, "fid", 5.0, None)
     for higher in ("is", "precision", "recall"):
-        assert metrics.improves(names, higher, 2.0, 1.0) and not metrics.improves(names, higher, 1.0, 2.0)
+        assert registry.improves(names, higher, 2.0, 1.0) and not registry.improves(names, higher, 1.0, 2.0)
 
 
 def test_training_refuses_bad_weights_at_start(tmp_path, small_shards):
@@ -296,18 +298,19 @@ def test_training_refuses_bad_weights_at_start(tmp_path, small_shards):
 
 
 def test_metric_flags_checked(tmp_path, small_shards, capsys):
-    """Unknown metrics and --best-by values are one-line errors; --fid-every still works, with a message."""
+    """Unknown metrics and --best-by values are one-line errors; the --fid-* flags that --eval-*
+    replaced are gone (CHANGELOG, 0.2.0)."""
     base = ["--data", str(small_shards), "--run-dir", str(tmp_path / "run")]
-    with pytest.raises(ValueError, match=r"metrics fid,bogus: unknown metric 'bogus'; choose from fid, kid, is, pr"):
+    with pytest.raises(SystemExit) as e:
         config_from_args(base + ["--metrics", "fid,bogus"])
-    with pytest.raises(ValueError, match=r"best_by='precision': not a value of metrics='fid,kid'"):
-        config_from_args(base + ["--metrics", "fid,kid", "--best-by", "precision"])
-    cfg, _ = config_from_args(base + ["--fid-every", "100", "--fid-samples", "500"])
-    assert (cfg.eval_every, cfg.eval_samples) == (100, 500)
     err = capsys.readouterr().err
-    assert "--fid-every is deprecated; use --eval-every" in err and "--fid-samples is deprecated" in err
-    with pytest.raises(ValueError, match="--fid-every and --eval-every both given"):
-        config_from_args(base + ["--fid-every", "100", "--eval-every", "50"])
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "argument --metrics: unknown metric 'bogus'; choose from fid, kid, is, pr" in err
+    with pytest.raises(ValueError, match=r"best_by='precision': not a value of metrics=fid,kid"):
+        config_from_args(base + ["--metrics", "fid,kid", "--best-by", "precision"])[0].validate()
+    with pytest.raises(SystemExit):
+        config_from_args(base + ["--fid-every", "100"])
+    assert "unrecognized arguments: --fid-every" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,8 +379,8 @@ def test_sample_cli_files(tmp_path):
     assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(7)]
     assert all(Image.open(p).size == (32, 32) and Image.open(p).mode == "RGB" for p in pngs)
     # The PNGs hold exactly the pixels FID sees for the same seed.
-    g, _ = ckpt.load_generator(gen)
-    expected = next(metrics.generate_uint8(g, metrics.latents(7, 16, 0), 7))
+    g, _ = exports.load_generator(gen)
+    expected = next(sampling.generate_uint8(g, sampling.latents(7, 16, 0), 7))
     assert torch.equal(torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in pngs]),
                        expected)
 

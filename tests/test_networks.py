@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from facegan import checkpoint as ckpt
 from facegan import networks
+from facegan.networks import exports
 
 
 def dcgan(resolution: int = 32, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -191,48 +191,48 @@ def test_spec_errors_are_one_line(call, message):
 
 def test_export_round_trip_and_legacy(tmp_path):
     g, d = dcgan(d_spectral_norm=True)
-    ckpt.export_generator(g, tmp_path / "g.safetensors", step=3)
-    ckpt.export_discriminator(d, tmp_path / "d.safetensors")
-    loaded, meta = ckpt.load_generator(tmp_path / "g.safetensors")
+    exports.export_generator(g, tmp_path / "g.safetensors", step=3)
+    exports.export_discriminator(d, tmp_path / "d.safetensors")
+    loaded, meta = exports.load_generator(tmp_path / "g.safetensors")
     assert meta == {"facegan_network": "generator", "spec": g.spec, "step": 3}
     assert json.loads((tmp_path / "g.json").read_text()) == meta
     z = torch.randn(4, 16)
     g.eval(), loaded.eval()
     with torch.no_grad():
         assert torch.equal(loaded(z), g(z))
-    d2, _ = ckpt.load_network(tmp_path / "d.safetensors", "discriminator")
+    d2, _ = exports.load_network(tmp_path / "d.safetensors", "discriminator")
     assert d2.spec == d.spec
 
     legacy = tmp_path / "legacy.safetensors"  # written by facegan before specs
     old = {"facegan_network": "generator", "config": {"resolution": 32, "z_dim": 16, "ngf": 8}}
-    save_file(ckpt.cpu_tensors(g), str(legacy), metadata={"facegan": json.dumps(old)})
-    old_g, meta = ckpt.load_generator(legacy)
+    save_file(exports.cpu_tensors(g), str(legacy), metadata={"facegan": json.dumps(old)})
+    old_g, meta = exports.load_generator(legacy)
     assert meta["spec"] == {"arch": "dcgan", "kwargs": {"resolution": 32, "z_dim": 16, "width": 8}}
     with torch.no_grad():
         assert torch.equal(old_g.eval()(z), g(z))
     old = {"facegan_network": "discriminator",
            "config": {"resolution": 32, "ndf": 8, "batchnorm": True, "spectral_norm": True}}
-    save_file(ckpt.cpu_tensors(d), str(legacy), metadata={"facegan": json.dumps(old)})
-    assert ckpt.load_network(legacy, "discriminator")[0].spec == d.spec
+    save_file(exports.cpu_tensors(d), str(legacy), metadata={"facegan": json.dumps(old)})
+    assert exports.load_network(legacy, "discriminator")[0].spec == d.spec
 
 
 def test_unknown_arch_in_file_is_one_line(tmp_path):
     g, _ = dcgan()
     g.spec = {"arch": "gone", "kwargs": {}}
-    ckpt.export_generator(g, tmp_path / "g.safetensors")
+    exports.export_generator(g, tmp_path / "g.safetensors")
     with pytest.raises(ValueError, match=r"^\S+g\.safetensors: arch 'gone': unknown; registered: dcgan, resnet, r3gan"):
-        ckpt.load_generator(tmp_path / "g.safetensors")
+        exports.load_generator(tmp_path / "g.safetensors")
 
 
 def test_warm_start_refuses_another_spec(tmp_path):
     g, _ = dcgan()
-    ckpt.export_generator(g, tmp_path / "g.safetensors")
+    exports.export_generator(g, tmp_path / "g.safetensors")
     same, _ = dcgan()
-    ckpt.warm_start(same, tmp_path / "g.safetensors", "generator")
+    exports.warm_start(same, tmp_path / "g.safetensors", "generator")
     assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), g.state_dict().values()))
     wider = networks.build("generator", networks.make_specs("dcgan", 32, 16, 16, 8, {})[0])
     with pytest.raises(ValueError) as e:
-        ckpt.warm_start(wider, tmp_path / "g.safetensors", "generator")
+        exports.warm_start(wider, tmp_path / "g.safetensors", "generator")
     assert "\n" not in str(e.value)
     assert str(e.value).endswith("cannot warm-start this generator with spec "
                                  "{'arch': 'dcgan', 'kwargs': {'resolution': 32, 'z_dim': 16, 'width': 16}}")
@@ -289,8 +289,8 @@ def test_an_arch_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
     assert d(g(torch.randn(2, g.z_dim))).shape == (2,)
     assert not networks.has_batchnorm(d) and networks.to_channels_last(g) is g
 
-    ckpt.export_generator(g, tmp_path / "g.safetensors")
-    loaded, meta = ckpt.load_generator(tmp_path / "g.safetensors")
+    exports.export_generator(g, tmp_path / "g.safetensors")
+    loaded, meta = exports.load_generator(tmp_path / "g.safetensors")
     assert meta["spec"] == g_spec and type(loaded).__module__ == "tiny_mlp_arch"
     z = torch.randn(3, 8)
     assert torch.equal(loaded(z), g(z))

@@ -20,14 +20,15 @@ import pytest
 import torch
 from PIL import Image
 
-from facegan.data import iter_shard
-from facegan.imaging import open_rgb
-from facegan.pack import PackError, main, pack
-from facegan.shardset import MANIFEST, ShardSetError, load_shardset, sha256_file
-from facegan.sources.base import NOT_IMAGE, BadImage
-from facegan.sources.celeba import CelebAError, CelebASource, detect_layout
-from facegan.sources.folder import FolderSource
-from facegan.sources.synthetic import SyntheticSource
+from facegan.data.imaging import BadImage, open_rgb
+from facegan.data.pack import PackError, pack
+from facegan.data.shardset import MANIFEST, ShardSetError, iter_shard, load_shardset
+from facegan.data.sources.base import NOT_IMAGE
+from facegan.data.sources.celeba import CelebAError, CelebASource, detect_layout
+from facegan.data.sources.folder import FolderSource
+from facegan.data.sources.synthetic import SyntheticSource
+from facegan.files import sha256_file
+from facegan.pack import main
 
 from .conftest import ATTRS, CELEBA_SAMPLE, LANDMARKS
 
@@ -84,7 +85,7 @@ def test_pack_celeba_layouts(tmp_path, celeba_tree, layout):
 
 
 def test_formats_decode_to_the_same_pixels(tmp_path, celeba_tree):
-    from facegan.data import eval_loader
+    from facegan.data.stream import eval_loader
 
     root = celeba_tree.write_official(tmp_path / "celeba")
     images = {}
@@ -272,7 +273,7 @@ def test_dead_worker_is_an_error_not_a_hang(tmp_path):
 def test_pack_real_celeba_sample(tmp_path):
     if not (CELEBA_SAMPLE / "img_align_celeba").is_dir():
         pytest.skip(f"real CelebA sample not found at {CELEBA_SAMPLE}")
-    from facegan.data import eval_loader
+    from facegan.data.stream import eval_loader
 
     out = tmp_path / "celeba-64"
     m = pack(CelebASource(CELEBA_SAMPLE, "train"), out, size=64, workers=2, progress=False)
@@ -366,8 +367,8 @@ def test_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path, capsys, monk
     room, name = {"second shard": (shard_bytes[0] + 1000, "train-000001.tar.partial"),
                   "manifest": (sum(shard_bytes) + 100, "manifest.json.tmp")}[fills_at]
     disk = _FullDisk(room)
-    monkeypatch.setattr("facegan.shard_writer.open", disk.open, raising=False)
-    monkeypatch.setattr("facegan.shardset.open", disk.open, raising=False)
+    monkeypatch.setattr("facegan.data.shard_writer.open", disk.open, raising=False)
+    monkeypatch.setattr("facegan.files.open", disk.open, raising=False)
     out = tmp_path / "out"
     assert main([*argv, "--out", str(out)]) == 2
     captured = capsys.readouterr()

@@ -7,14 +7,10 @@ held-out accuracy is named in the record's warning: its score says more about th
 
 from __future__ import annotations
 
-from .features import Features, Needs
+from facegan.metrics.features import Features, Needs
 
-NAME = "attr"
-EXTRACTOR = "attributes"
 NEEDS = Needs(rows=frozenset({"attr"}))
 REAL_NEEDS = None  # no real set: the classifier was trained on one
-HEADLINE = "attr"
-LOWER_IS_BETTER = {"attr": False}
 
 
 def compute(fake: Features, real: Features | None) -> dict[str, float]:

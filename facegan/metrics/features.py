@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import conditioning, networks
-from ..data import eval_loader
-from ..inception import EXTRACTOR, FEATURE, Inception
-from ..progress import progress_bar
-from ..shardset import ShardSet
+from facegan.data.shardset import ShardSet
+from facegan.data.stream import eval_loader
+from facegan.metrics.inception import EXTRACTOR, FEATURE, Inception
+from facegan.networks.sampling import generate_uint8, latent_attributes, latents
+from facegan.progress import progress_bar
 
 FEATURE_DIM = int(FEATURE)  # dimensions of the feature FID compares
 Reduce = Callable[[torch.Tensor], torch.Tensor]
@@ -42,12 +42,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 def _identity(t: torch.Tensor) -> torch.Tensor:
     return t
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1,1] float -> uint8 0..255, rounded as torchvision's save_image does, so a PNG written
-    by `facegan.sample --images-dir` holds exactly the pixels the metrics saw."""
-    return ((images.float() + 1) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def default_cache_dir() -> Path:
@@ -204,44 +198,6 @@ def _rank_range(n: int, rank: int, world: int) -> range:
 
 # ---------------------------------------------------------------------------------------------
 # Image sets: generated, a folder, packed shards. Each gives this rank's (images, indices).
-
-
-def latents(num: int, z_dim: int, seed: int, truncation: float | None = None) -> torch.Tensor:
-    """The same N latents whatever the world size: drawn on the CPU from their own generator.
-    With `truncation`, components beyond +-truncation are redrawn (the truncation trick)."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(num, z_dim, generator=gen)
-    if truncation is not None:
-        if truncation <= 0:
-            raise ValueError(f"truncation={truncation}: must be positive")
-        while (outside := z.abs() > truncation).any():
-            z[outside] = torch.randn(int(outside.sum()), generator=gen)
-    return z
-
-
-@torch.no_grad()
-def generate_uint8(g: torch.nn.Module, z: torch.Tensor, batch_size: int,
-                   attrs: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
-    """G(z) (G(z, attrs) for a conditional G) in batches as uint8 images, G in eval mode:
-    BatchNorm uses its running statistics, so an image does not depend on its batch-mates, the
-    batch size or the number of ranks."""
-    was_training = g.training
-    g.eval()
-    device = next(g.parameters()).device
-    try:
-        for start in range(0, len(z), batch_size):
-            inputs = [x[start:start + batch_size].to(device) for x in (z, attrs) if x is not None]
-            yield to_uint8(g(*inputs))
-    finally:
-        g.train(was_training)
-
-
-def latent_attributes(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor | None:
-    """[num, K] attributes drawn from a conditional G's training frequencies (seeded apart from
-    the latents), or None for an unconditional G."""
-    if not networks.attributes(g):
-        return None
-    return conditioning.draw(g.frequencies, num, torch.Generator().manual_seed(seed + 1))
 
 
 def generated_batches(g: torch.nn.Module, num: int, z_dim: int, *, seed: int = 0, batch_size: int = 100,

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
-from .features import FEATURE_DIM, Features, Needs, Stats
+from facegan.metrics.features import FEATURE_DIM, Features, Needs, Stats
 
-NAME = "fid"
-EXTRACTOR = "inception"
 NEEDS = Needs(moments=True)  # of the generated set
 REAL_NEEDS = Needs(moments=True)
-HEADLINE = "fid"
-LOWER_IS_BETTER = {"fid": True}
 
 
 def frechet_distance(a: Stats, b: Stats) -> float:

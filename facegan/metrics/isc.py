@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
-from .features import Features, Needs
+from facegan.metrics.features import Features, Needs
 
-NAME = "is"
-EXTRACTOR = "inception"
 NEEDS = Needs(rows=frozenset({"logits"}))
 REAL_NEEDS = None  # IS looks at the generated images only
-HEADLINE = "is"
-LOWER_IS_BETTER = {"is": False, "is_std": True}
 SPLITS, SEED = 10, 2020  # torch-fidelity's defaults
 
 

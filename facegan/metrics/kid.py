@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
-from .features import Features, Needs
+from facegan.metrics.features import Features, Needs
 
-NAME = "kid"
-EXTRACTOR = "inception"
 NEEDS = Needs(rows=frozenset({"pool"}))
 REAL_NEEDS = Needs(rows=frozenset({"pool"}))
-HEADLINE = "kid"
-LOWER_IS_BETTER = {"kid": True, "kid_std": True}
 SUBSETS, SUBSET_SIZE, SEED = 100, 1000, 2020  # torch-fidelity's defaults
 
 

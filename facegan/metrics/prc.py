@@ -13,14 +13,10 @@ from torch_fidelity.metric_prc import (
     prc_features_to_metric,
 )
 
-from .features import Features, Needs
+from facegan.metrics.features import Features, Needs
 
-NAME = "pr"
-EXTRACTOR = "vgg16"
 NEEDS = Needs(rows=frozenset({"vgg"}))
 REAL_NEEDS = Needs(rows=frozenset({"vgg"}))
-HEADLINE = "precision"
-LOWER_IS_BETTER = {"precision": False, "recall": False, "pr_f_score": False}
 NEIGHBOURHOOD, BATCH = 3, 10000  # torch-fidelity's defaults
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from facegan.networks.common import to_channels_last
+
 
 def signs(attrs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[B,K] 0/1 attributes -> [B,K] -1/+1."""
@@ -43,7 +45,6 @@ class ConditionalGenerator(nn.Module):
 
     def to_channels_last(self) -> ConditionalGenerator:
         """The arch's own NHWC conversion where it has one (DCGAN keeps its first layer's layout)."""
-        from . import to_channels_last  # the registry's rule; imported here, as it imports this module
 
         self.net = to_channels_last(self.net)
         return self

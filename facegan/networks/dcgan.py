@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from . import RESOLUTIONS
+from facegan.networks.common import RESOLUTIONS
 
 
 @dataclass(frozen=True)

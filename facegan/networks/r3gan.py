@@ -13,7 +13,7 @@ GAN! A Modern GAN Baseline", NeurIPS 2024), written from the paper and its publi
   conv to RGB; D mirrors it: 1x1 conv from RGB, stages down to 4x4, then a depthwise 4x4 conv
   and a linear map to one logit.
 
-Where this departs from the paper (README, "Recipes"):
+Where this departs from the paper (docs/recipes.md):
 - stage widths follow `stage_widths` (width at full resolution, doubling per halving, capped at
   8x) instead of the paper's constant 768-1536 channels per stage, which a CPU cannot train;
 - G's output is not squashed, as in the paper: images come out near [-1,1] and every consumer
@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import stage_widths
-from .conv import Conv2d
+from facegan.networks.common import stage_widths
+from facegan.networks.conv import Conv2d
 
 SLOPE = 0.2
 ACT_GAIN = math.sqrt(2 / (1 + SLOPE**2))  # He gain of a leaky ReLU with slope 0.2

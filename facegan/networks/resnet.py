@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from . import stage_widths
+from facegan.networks.common import stage_widths
 
 
 @dataclass(frozen=True)

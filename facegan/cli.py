@@ -1,0 +1,45 @@
+"""What every command's parser shares: one-line errors, help with the defaults that matter,
+true/false flags, and --help text read from a dataclass's field comments."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import typing
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Field name -> its trailing `# comment` in a dataclass's source: the --help text of
+    TrainConfig's fields and of each arch's options."""
+    helps = {}
+    for line in inspect.getsource(cls).splitlines():
+        name, sep, rest = line.strip().partition(":")
+        if sep and "#" in rest and name.isidentifier():
+            helps[name] = rest.split("#", 1)[1].strip()
+    return helps
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad flags and values get one line, not the whole usage of fifty flags."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where it tells something: not for None or a flag's False, and
+    not where the help already says what the default is (it was printed twice there)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)

@@ -1,0 +1,64 @@
+"""Files written safely: one OSError naming the file for any write failure, atomic JSON, sha256.
+Shared by the shard writer, checkpoints, exports and the run folder's logs."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from safetensors import SafetensorError
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def named_os_errors(path: str | Path):
+    """A full disk raises OSError with no file name (ENOSPC from write, flush, fsync or close):
+    give it `path`, so that the one-line error says which file could not be written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write to a temporary name, fsync, then rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with named_os_errors(tmp), open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:  # after a failure (a full disk), no half-written file stays beside the old one
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Any failure while writing `path` becomes one OSError naming it. A full disk reaches us as
+    OSError without a file name (a failed write), as RuntimeError from torch.save ("unexpected
+    pos ...") or as SafetensorError, none of which says where; the last two get the disk's free
+    space, the likely cause, beside their own words."""
+    try:
+        with named_os_errors(path):
+            yield
+    except (RuntimeError, SafetensorError) as e:
+        disk = next(p for p in (Path(path), *Path(path).absolute().parents) if p.exists())
+        free = shutil.disk_usage(disk).free / 2**20
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OSError(errno.EIO, f"cannot write ({reason}); {free:.0f} MiB free on its disk", str(path)) from e

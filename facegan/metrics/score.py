@@ -1,0 +1,193 @@
+"""Scoring: the metrics named in a run or a command, computed from one feature pass per set
+(features.py), each value recorded under its key with the weights, counts, notes and warnings
+that make it readable (make_record). A metric module defines `NEEDS` and `REAL_NEEDS` (what the
+passes over the generated and the real set must keep: see features.Needs; REAL_NEEDS None where it
+has no real side) and `compute(fake, real) -> {value name: float}`; what it reports and which
+way is better are its entry in registry.py. The maths is torch-fidelity's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from facegan.data.shardset import ShardSet
+from facegan.metrics import fid as _fid
+from facegan.metrics.classifier import WEAK, load_classifier, weak
+from facegan.metrics.features import (
+    Extractors,
+    Features,
+    Needs,
+    Reduce,
+    _identity,
+    extract,
+    generated_batches,
+    real_features,
+)
+from facegan.metrics.inception import Inception
+from facegan.metrics.registry import METRICS, NONSTANDARD, fid_key, metric
+from facegan.metrics.vgg import VGG16
+from facegan.networks.common import attributes
+from facegan.networks.sampling import latent_attributes
+
+
+def metric_module(name: str) -> ModuleType:
+    """The module that computes metric `name` (imported on first use: it loads torch-fidelity)."""
+    return importlib.import_module(metric(name).module)
+
+
+def needs(names: list[str]) -> tuple[Needs, Needs | None]:
+    """What the passes over the generated and the real set must keep for all `names`."""
+    fake, real = Needs(), None
+    for name in names:
+        module = metric_module(name)
+        fake = fake | module.NEEDS
+        if module.REAL_NEEDS is not None:
+            real = module.REAL_NEEDS if real is None else real | module.REAL_NEEDS
+    return fake, real
+
+
+def uses_vgg(names: list[str]) -> bool:
+    return any(metric(n).extractor == "vgg16" for n in names)
+
+
+def uses_inception(names: list[str]) -> bool:
+    return any(metric(n).extractor == "inception" for n in names)
+
+
+def build_extractors(names: list[str], inception_weights: str | Path | None, vgg_weights: str | Path | None,
+                     device: str | torch.device, attr_classifier: str | Path | None = None) -> Extractors:
+    """Each network a metric needs, and only those (attr alone needs neither Inception nor VGG16);
+    weights are checked at once."""
+    inception = vgg = attr = None
+    if uses_inception(names):
+        inception = Inception(inception_weights, device)
+    if uses_vgg(names):
+        vgg = VGG16(vgg_weights, device)
+    if "attr" in names:
+        if not attr_classifier:
+            raise ValueError("--metrics attr needs --attr-classifier FILE (made by python -m facegan.attributes "
+                             "train SHARDS --out FILE)")
+        attr = load_classifier(attr_classifier, device)
+    return Extractors(inception, vgg, attr, device)
+
+
+def _standard(extractors: Extractors, name: str) -> bool:
+    extractor = metric(name).extractor
+    if extractor == "attributes":  # the user's own classifier: there is no standard one
+        return True
+    return (extractors.vgg if extractor == "vgg16" else extractors.inception).standard
+
+
+def compute(names: list[str], extractors: Extractors, fake: Features, real: Features | None) -> dict[str, float]:
+    """Every metric's values, each under its record key (with _nonstandard where it applies)."""
+    values = {}
+    for name in names:
+        suffix = "" if _standard(extractors, name) else NONSTANDARD
+        values.update({k + suffix: v for k, v in metric_module(name).compute(fake, real).items()})
+    return values
+
+
+def describe_extractors(extractors: Extractors, names: list[str]) -> dict:
+    info = extractors.inception.describe() if extractors.inception is not None else {}
+    if extractors.vgg is not None and uses_vgg(names):
+        info.update(extractors.vgg.describe())
+    return info
+
+
+def make_record(names: list[str], extractors: Extractors, values: dict[str, float], **counts) -> dict:
+    """One measurement: the values, the counts, the weights that produced them, and the notes
+    and warnings they need."""
+    record = {**values, **counts, **describe_extractors(extractors, names)}
+    notes = []
+    if extractors.inception is not None and not extractors.inception.standard and uses_inception(names):
+        notes.append("not torch-fidelity's standard Inception weights: FID, KID and IS here are not "
+                     "comparable to published ones")
+    if extractors.vgg is not None and not extractors.vgg.standard and uses_vgg(names):
+        notes.append("not the standard VGG16 weights: precision and recall here are not comparable to "
+                     "published ones")
+    if notes:
+        record["note"] = "; ".join(notes)
+    warnings = []
+    if "attr" in names and extractors.attr_meta is not None:
+        record["attr_classifier_accuracy"] = extractors.attr_meta["accuracy"]
+        if weak_ones := weak(extractors.attr_meta):
+            warnings.append(f"the attribute classifier reads {', '.join(weak_ones)} with under {WEAK:.0%} held-out "
+                            "accuracy: those attr scores are unreliable")
+    if "fid" in names and (w := _fid.warning(counts)) is not None:
+        warnings.append(w)
+    num = [v for k, v in counts.items() if k.startswith("num_")]
+    kid_subset = metric_module("kid").SUBSET_SIZE
+    if "kid" in names and len(num) == 2 and min(num) < kid_subset:
+        warnings.append(f"KID subsets of {min(num)} images (torch-fidelity's default is {kid_subset}; a set is "
+                        "smaller)")
+    generated = counts.get("num_generated", counts.get("num_other"))
+    is_splits = metric_module("is").SPLITS
+    if "is" in names and generated is not None and generated < is_splits:
+        warnings.append(f"IS in {generated} splits of one image (torch-fidelity's default is {is_splits} splits)")
+    if warnings:
+        record["warning"] = "; ".join(warnings)
+    return record
+
+
+def fid_record(fid: float, inception: Inception, **counts) -> dict:
+    """One FID result with the weights that produced it (see make_record)."""
+    extractors = Extractors(inception)
+    return make_record(["fid"], extractors, {fid_key(inception.standard): fid}, **counts)
+
+
+def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module, real: ShardSet | list[Path],
+                    num: int, *, seed: int = 0, batch_size: int = 100, num_workers: int = 2, rank: int = 0,
+                    world_size: int = 1, reduce: Reduce = _identity, cache_dir: str | Path | None = None,
+                    progress: bool = False) -> dict:
+    """`names` of `num` images of G against a real set, as one record."""
+    fake_needs, real_needs = needs(names)
+    real_features_, hit = (None, None)
+    if real_needs is not None:
+        real_features_, hit = real_features(extractors, real, real_needs, batch_size=batch_size,
+                                            num_workers=num_workers, rank=rank, world_size=world_size,
+                                            reduce=reduce, cache_dir=cache_dir, progress=progress)
+    if "attr" in names:
+        if not attributes(g):
+            raise ValueError("--metrics attr scores a conditional generator (trained with --condition)")
+        extractors.select_attributes(attributes(g))
+    batches = generated_batches(g, num, g.z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
+    fake = extract(extractors, batches, num, fake_needs, reduce=reduce, progress=progress, desc="generated")
+    fake.attrs, fake.attr_names = latent_attributes(g, num, seed), attributes(g)
+    counts = {"num_real": real_features_.count if real_features_ is not None else None, "num_generated": num}
+    record = make_record(names, extractors, compute(names, extractors, fake, real_features_),
+                         **{k: v for k, v in counts.items() if v is not None})
+    if hit is not None:
+        record["real_stats_cached"] = hit
+    return record
+
+
+def _format(key: str, v: float) -> str:
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+
+
+def describe(record: dict) -> str:
+    """One line for people: the values, the counts and the weights that produced them."""
+    where = f"step {record['step']}: " if "step" in record else ""
+    shown = []
+    for entry in METRICS.values():
+        for key in entry.lower_is_better:
+            for k in (key, key + NONSTANDARD):
+                if k in record and isinstance(record[k], float) and not math.isnan(record[k]):
+                    shown.append(f"{key.upper() if key in ('fid', 'kid', 'is') else key} {_format(k, record[k])}")
+    counts = _fid.counts_text(record)
+    extra = [counts] if counts else []
+    if record.get("standard_weights", True):
+        extra.append("standard Inception weights")
+    else:
+        extra.append(f"NON-STANDARD Inception weights {record['weights']} (sha256 {record['weights_sha256'][:12]}; "
+                     "not comparable to published figures)")
+    if "vgg16_standard_weights" in record and not record["vgg16_standard_weights"]:
+        extra.append(f"NON-STANDARD VGG16 weights (sha256 {record['vgg16_weights_sha256'][:12]})")
+    if "warning" in record:
+        extra.append(f"warning: {record['warning']}")
+    return f"{where}{', '.join(shown)} ({'; '.join(extra)})"

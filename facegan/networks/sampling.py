@@ -1,0 +1,156 @@
+"""Everything about drawing images from a generator, in one place: latents (with truncation), the
+attributes a conditional G is asked for (draws at the training frequencies, fixed settings,
+sweeps), uint8 generation in batches, grids, and interpolation. The sample command, training's
+fixed-latent grids, the metrics and the benches all use these. Pure torch: no devices chosen,
+no distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from facegan.networks.common import attributes
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1,1] float -> uint8 0..255, rounded as torchvision's save_image does, so a PNG written
+    by `facegan.sample --images-dir` holds exactly the pixels the metrics saw."""
+    return ((images.float() + 1) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def latents(num: int, z_dim: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+    """The same N latents whatever the world size: drawn on the CPU from their own generator.
+    With `truncation`, components beyond +-truncation are redrawn (the truncation trick)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(num, z_dim, generator=gen)
+    if truncation is not None:
+        if truncation <= 0:
+            raise ValueError(f"truncation={truncation}: must be positive")
+        while (outside := z.abs() > truncation).any():
+            z[outside] = torch.randn(int(outside.sum()), generator=gen)
+    return z
+
+
+@torch.no_grad()
+def generate_uint8(g: torch.nn.Module, z: torch.Tensor, batch_size: int,
+                   attrs: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """G(z) (G(z, attrs) for a conditional G) in batches as uint8 images, G in eval mode:
+    BatchNorm uses its running statistics, so an image does not depend on its batch-mates, the
+    batch size or the number of ranks."""
+    was_training = g.training
+    g.eval()
+    device = next(g.parameters()).device
+    try:
+        for start in range(0, len(z), batch_size):
+            inputs = [x[start:start + batch_size].to(device) for x in (z, attrs) if x is not None]
+            yield to_uint8(g(*inputs))
+    finally:
+        g.train(was_training)
+
+
+def latent_attributes(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor | None:
+    """[num, K] attributes drawn from a conditional G's training frequencies (seeded apart from
+    the latents), or None for an unconditional G."""
+    if not attributes(g):
+        return None
+    return draw(g.frequencies, num, torch.Generator().manual_seed(seed + 1))
+
+
+def draw(frequencies: list[float], num: int, generator: torch.Generator | None = None,
+         fixed: dict[int, float] | None = None) -> torch.Tensor:
+    """[num, K] attribute vectors: attribute k true with probability frequencies[k], drawn
+    independently, except the columns `fixed` ({index: 0.0 or 1.0}), set for every row."""
+    p = torch.tensor(frequencies, dtype=torch.float32).expand(num, len(frequencies))
+    out = (torch.rand(p.shape, generator=generator) < p).float()
+    for k, value in (fixed or {}).items():
+        out[:, k] = value
+    return out
+
+
+def settings(k: int) -> torch.Tensor:
+    """A few settings of k attributes to show side by side: none, each alone, and all (when k > 1)."""
+    rows = [torch.zeros(k), *torch.eye(k)]
+    return torch.stack(rows + ([torch.ones(k)] if k > 1 else []))
+
+
+def grid_settings(k: int, num: int, columns: int) -> torch.Tensor:
+    """[num, k] attributes of a grid of `num` images, `columns` a row: row r shows setting
+    r mod S of `settings(k)`, so each setting appears on whole rows, with other latents."""
+    table = settings(k)
+    return table[torch.arange(num) // columns % len(table)]
+
+
+def parse_settings(text: str, names: list[str], flag: str = "--attributes") -> dict[int, float]:
+    """'Smiling=1,Eyeglasses=0' -> {index in names: 1.0 or 0.0}; a name the generator was not
+    conditioned on, or a value other than 0/1, is a one-line error."""
+    fixed: dict[int, float] = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or value.strip() not in ("0", "1"):
+            raise ValueError(f"{flag} {part!r}: expected NAME=0 or NAME=1")
+        if name.strip() not in names:
+            raise ValueError(f"{flag} {name.strip()!r}: the generator is conditioned on "
+                             f"{', '.join(names) if names else 'no attributes'}")
+        fixed[names.index(name.strip())] = float(value.strip())
+    return fixed
+
+
+def sweep_attributes(base: torch.Tensor, swept: list[int]) -> torch.Tensor:
+    """A sweep grid's attributes: for each row of `base` [R,K], 2 columns per swept attribute
+    (off, on), the others as in the row -> [R * 2 * len(swept), K], row-major."""
+    rows = []
+    for row in base:
+        for k in swept:
+            for value in (0.0, 1.0):
+                cell = row.clone()
+                cell[k] = value
+                rows.append(cell)
+    return torch.stack(rows)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b at fractions t: [N,Z],[N,Z],[T] -> [N,T,Z]."""
+    a_n, b_n = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(1).clamp(-1 + 1e-7, 1 - 1e-7))[:, None, None]  # [N,1,1]
+    t = t[None, :, None]
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a[:, None] + (torch.sin(t * omega) / so) * b[:, None]
+
+
+def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
+    """uint8 [N,3,H,W] -> one PIL image with a 2 px border, as the training grids."""
+    grid = make_grid(images, nrow=nrow, padding=2)
+    return Image.fromarray(grid.permute(1, 2, 0).numpy())
+
+
+def grid_columns(num: int) -> int:
+    """Images per row of a sample grid of `num` (square where `num` is a square)."""
+    return int(math.sqrt(num))
+
+
+@torch.no_grad()
+def write_samples(g: torch.nn.Module, z: torch.Tensor, path: Path,
+                  attrs: torch.Tensor | None = None) -> torch.Tensor | None:
+    """A PNG grid of G(z) (G(z, attrs) for a conditional G) for the fixed latents, G in eval mode
+    (BatchNorm running statistics); returns its uint8 [H,W,3] pixels, or None, writing nothing,
+    when G's output is not finite."""
+    was_training = g.training
+    g.eval()
+    device = next(g.parameters()).device
+    images = g(*[x.to(device) for x in (z, attrs) if x is not None]).float().cpu()  # [N,3,H,W] in [-1,1]
+    g.train(was_training)
+    if not torch.isfinite(images).all():
+        return None
+    grid = make_grid(images, nrow=grid_columns(len(images)), normalize=True, value_range=(-1, 1))
+    # Rounded as torchvision's save_image does. Trackers get these uint8 pixels, not floats in
+    # [0,1], which wandb casts straight to uint8 (every grid black).
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.numpy()).save(path)
+    return pixels

@@ -1,0 +1,66 @@
+"""One training start per run folder: an exclusive flock on RUN/.lock, held by the main process.
+
+The kernel drops the lock when its process dies, however it dies (kill -9 included), so no stale
+lock is ever left to clean up. The file records its holder (pid, host, start time) for the one
+line that refuses a second start. On a network file system flock may be unsupported (then a
+warning says that nothing guards the folder) or only per node (two nodes can each take it):
+start one run per folder yourself there (docs/training.md, "When something goes wrong")."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+LOCK_FILE = ".lock"
+
+
+class RunFolderBusy(ValueError):
+    pass
+
+
+class RunLock:
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock, or raise RunFolderBusy naming its holder. Returns a warning where the
+        file system cannot lock (the run goes on unguarded)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = self.holder(fd)
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RunFolderBusy(f"{self.path.parent}: another facegan run is using this folder ({holder}); wait "
+                                    "for it to end, stop it (touch RUN/STOP), or pick another --run-dir") from None
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                return (f"{self.path}: this file system cannot lock files ({e.strerror}); nothing stops a second "
+                        "run from writing into this folder at the same time")
+            raise
+        self.fd = fd
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        return None
+
+    @staticmethod
+    def holder(fd: int) -> str:
+        """'pid N on host H since T' from the lock file's record, as far as it can be read."""
+        try:
+            record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return f"pid {record['pid']} on host {record['host']}, started {record['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "holder unknown: its record is unreadable"
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None

@@ -1,0 +1,190 @@
+"""train(cfg): the GAN training loop. Devices, DDP, mixed precision, checkpoints, signals and
+tracking live here and in the modules it drives (gan_step, run_state, upkeep); networks, losses
+and data know nothing of them.
+
+The loop reads top to bottom: set up; then, until the image budget is spent, one step
+(gan_step.GANStep) and one upkeep phase (Upkeep.tick: log, samples, FID, checkpoint, stop)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import broadcast_object_list, set_seed
+
+from facegan.data import attributes as conditioning
+from facegan.data.shardset import ShardSet, load_shardset, shared_shards_warning
+from facegan.data.stream import to_float, train_loader
+from facegan.runtime import make_accelerator, process_warnings, resolve_precision
+from facegan.training import checkpoint as ckpt
+from facegan.training.config import TrainConfig
+from facegan.training.health import Diverged, NonFiniteLoss
+from facegan.training.lock import RunLock
+from facegan.training.losses import build_loss
+from facegan.training.models import build_models
+from facegan.training.state import UNBOUNDED, RunState, load_run, new_state, trim_metrics
+from facegan.training.step import GANStep
+from facegan.training.stop import STOP_FILE
+from facegan.training.upkeep import Upkeep
+from facegan.watch import trackers
+
+__all__ = ["train", "NonFiniteLoss", "Diverged", "STOP_FILE"]
+
+
+# Images per rank in one stream segment. Segments start at this fixed cadence, whatever the
+# checkpoints, so a run's data order does not depend on when it was saved or stopped; a resume
+# reads past what its segment already delivered (shard bytes, without decoding).
+SEGMENT_IMAGES = 100_000
+
+
+class RealBatches:
+    """Real images for the step, float [B,3,H,W] in [-1,1] on the device. The stream is cut into
+    segments of SEGMENT_IMAGES per rank; `position()` (segment, batches taken from it) is saved in
+    every checkpoint, and `open()` of a saved position continues the stream exactly. The loader is
+    not prepared by Accelerate (it would dispatch every batch from rank 0); it splits ranks itself.
+    Batches come uint8 in pinned memory and become float on the device (bench/RESULTS.md: a thread
+    doing this ahead of the step was slower)."""
+
+    def __init__(self, cfg: TrainConfig, acc: Accelerator, shardset: ShardSet):
+        self.cfg, self.acc, self.shardset, self.stream = cfg, acc, shardset, None
+        self.segment, self.taken = 0, 0
+        self.segment_batches = max(1, SEGMENT_IMAGES // cfg.batch_size)
+
+    def open(self, segment: int, taken: int = 0) -> None:
+        cfg, acc = self.cfg, self.acc
+        self.segment, self.taken = segment, taken
+        self.stream = iter(train_loader(
+            self.shardset, cfg.batch_size, seed=cfg.seed, segment=segment, skip=taken, hflip=cfg.hflip,
+            num_workers=cfg.num_workers, rank=acc.process_index, world_size=acc.num_processes,
+            shuffle_buffer=cfg.shuffle_buffer, uint8=True, pin_memory=acc.device.type == "cuda",
+            attributes=list(cfg.condition) or None))
+
+    def position(self) -> tuple[int, int]:
+        """(segment, batches taken from it): what a checkpoint saves and open() takes back."""
+        return self.segment, self.taken
+
+    def close(self) -> None:
+        self.stream = None  # shuts its workers down
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images; (images, attributes [B,K] 0/1) when the run is conditional."""
+        if self.taken == self.segment_batches:
+            self.close()
+            self.open(self.segment + 1)
+        batch = next(self.stream)
+        self.taken += 1
+        images = to_float(batch["image"].to(self.acc.device, non_blocking=True))
+        return (images, batch["attrs"].to(self.acc.device, non_blocking=True)) if "attrs" in batch else images
+
+
+def _claim_run(acc: Accelerator, cfg: TrainConfig, lock: RunLock) -> tuple[Path | None, list[str]]:
+    """The main process locks the run folder and picks the checkpoint to resume from (the newest
+    intact one, hashing and loading its files once), for every rank; an error there (the folder
+    is busy, a damaged --resume PATH) stops every rank with the same line."""
+    path, notes, error = None, [], None
+    if acc.is_main_process:
+        try:
+            notes = [lock.acquire()]
+            path, more = ckpt.resolve_resume(cfg.run_dir, cfg.resume)
+            notes += more
+        except ValueError as e:
+            error = str(e)
+    if acc.num_processes > 1:
+        box = [path, error]
+        broadcast_object_list(box)
+        path, error = box
+    if error:
+        raise ValueError(error)
+    return path, notes
+
+
+def _announce(acc: Accelerator, cfg: TrainConfig, state: RunState, shardset: ShardSet, notes: list[str],
+              resumed_from: Path | None, precision: str) -> None:
+    """Prepare the run folder and say what this start will do (main process)."""
+    if not acc.is_main_process:
+        return
+    run_dir, world = Path(cfg.run_dir), acc.num_processes
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    trim_metrics(run_dir / "metrics.jsonl", state.step)
+    notes = notes + [ckpt.set_aside_newer(run_dir, state.step)]  # another timeline is never resumed
+    (run_dir / STOP_FILE).unlink(missing_ok=True)  # the request that ended the last start
+    readers = world * max(cfg.num_workers, 1)  # 0 workers: the process reads itself
+    notes = notes + [shared_shards_warning(len(shardset.shards), readers, shardset.count)]
+    for note in filter(None, notes + process_warnings(acc)):
+        print(f"facegan: {note}", file=sys.stderr)
+    where = f"resuming from {resumed_from}" if resumed_from else "starting"
+    global_batch = world * cfg.accumulate * cfg.batch_size
+    until = [f"{state.total_nimg / 1000:g} kimg"] if state.total_nimg < UNBOUNDED else []
+    until += [f"{cfg.max_minutes:g} minutes of this start"] if cfg.max_minutes else []
+    print(f"facegan: {where} at {state.nimg / 1000:g} kimg; {world} process(es) x {cfg.accumulate} "
+          f"micro-batch(es) x batch {cfg.batch_size} = global batch {global_batch}; until "
+          f"{' or '.join(until)}; {shardset.count} images at {shardset.size} px; "
+          f"{cfg.arch} {cfg.loss}; mixed precision {precision}", file=sys.stderr, flush=True)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train until the image budget is spent (or a stop signal); return the exported generator's path."""
+    cfg.validate()
+    precision, precision_source = resolve_precision(cfg.mixed_precision, cfg.cpu)
+    cfg = dataclasses.replace(cfg, mixed_precision=precision)
+    acc = make_accelerator(cpu=cfg.cpu, mixed_precision=precision, deterministic=cfg.deterministic,
+                           trackers=cfg.tracker, project_dir=cfg.run_dir,
+                           logging_dir=str(Path(cfg.run_dir) / trackers.TENSORBOARD_DIR))
+    tracking = False  # a tracker whose init failed cannot be finished
+    lock = RunLock(cfg.run_dir)
+    try:
+        # Data, networks, loss, state.
+        shardset = load_shardset(cfg.data)
+        condition = conditioning.check_names(cfg.condition, shardset) if cfg.condition else None
+        models = build_models(cfg, acc, shardset.size, condition)
+        loss = build_loss(cfg.loss, real_label=cfg.real_label, r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
+                          reg_every=cfg.reg_every, gp_lambda=cfg.gp_lambda)
+        loss.check_discriminator(models.unwrapped()[1])
+        gan_step = GANStep(cfg, acc, models, loss)
+        resume_from, notes = _claim_run(acc, cfg, lock)
+        if resume_from is not None:
+            state, more = load_run(resume_from, acc, models, cfg, shardset.size, gan_step.step_nimg(), gan_step.ada)
+            notes += more  # (load_run restored every rank's RNG states and ADA's controller too)
+        else:
+            state = new_state(cfg, gan_step.step_nimg())
+            set_seed(cfg.seed * acc.num_processes + acc.process_index)  # other z and augmentations per rank
+        _announce(acc, cfg, state, shardset, notes, resume_from, f"{precision} ({precision_source})")
+        trackers.init(acc, cfg.tracker, cfg.wandb_project,
+                      cfg.run_name or Path(cfg.run_dir).name, cfg.to_dict(), Path(cfg.run_dir))
+        tracking = True
+        data = RealBatches(cfg, acc, shardset)
+        upkeep = Upkeep(cfg, acc, models, gan_step, state, data, shardset.size, resumed=resume_from is not None)
+        acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it
+
+        # Train.
+        data.open(state.segment, state.segment_batches)  # (older checkpoints: 0, a new segment)
+        try:
+            while state.nimg < state.total_nimg:
+                gan_step(data, state)
+                if upkeep.tick():
+                    break
+            else:
+                upkeep.finish()
+        finally:
+            data.close()
+            upkeep.close()
+    finally:
+        lock.release()
+        if tracking:
+            acc.end_training()
+        # Accelerate keeps its state per process: reset it so another train() in this process
+        # (tests, notebooks) may choose another mixed precision.
+        AcceleratorState._reset_state()
+    if acc.is_main_process:
+        print(f"facegan: step {state.step}: generator exported to {cfg.run_dir}/generator.safetensors, "
+              f"samples in {cfg.run_dir}/samples, metrics in {cfg.run_dir}/metrics.jsonl", file=sys.stderr)
+    return Path(cfg.run_dir) / "generator.safetensors"

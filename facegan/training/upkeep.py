@@ -1,0 +1,241 @@
+"""What happens between steps, like EDM's tick: log, sample grid, FID, checkpoint, stop.
+Also the pieces it uses: stop signals, the progress line, the tracker and metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from facegan import files, networks
+from facegan.metrics import registry, score
+from facegan.networks import exports, sampling
+from facegan.training import stop
+from facegan.training.config import TrainConfig
+from facegan.training.health import Diverged, NonFiniteLoss
+from facegan.training.models import Models
+from facegan.training.state import UNBOUNDED, RunState, save_run
+from facegan.training.step import GANStep
+from facegan.watch import trackers
+
+
+class Progress:
+    """tqdm on a terminal, or one concise line per log interval in a log file."""
+
+    def __init__(self, acc: Accelerator, start: int, total: int | None):
+        self.tty = sys.stderr.isatty() and acc.is_main_process
+        self.bar = tqdm(initial=start, total=total, unit="step", disable=not self.tty, dynamic_ncols=True)
+        self.main = acc.is_main_process
+
+    def update(self, record: dict | None) -> None:
+        self.bar.update()
+        if record is None or not self.main:
+            return
+        text = (f"step {record['step']} kimg {record['kimg']:.1f} loss/D {record['loss/D']:.3f} "
+                f"loss/G {record['loss/G']:.3f} D(x) {record['D(x)']:.3f} D(G(z)) {record['D(G(z))']:.3f} "
+                f"{record['img/s']:.0f} img/s")
+        if self.tty:
+            self.bar.set_postfix_str(text.split(" ", 4)[-1])
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Upkeep:
+    """The per-step upkeep phase, like EDM's tick: log, sample grid, FID, checkpoint, stop."""
+
+    def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, step: GANStep, state: RunState,
+                 data, resolution: int, resumed: bool):
+        """`data`: the loop's RealBatches, whose position each checkpoint saves."""
+        self.cfg, self.acc, self.m, self.gan_step, self.state, self.data = cfg, acc, models, step, state, data
+        self.run_dir, self.resolution = Path(cfg.run_dir), resolution
+        # Load the extractors' weights now: a wrong path fails in seconds, not at the first measurement.
+        self.trackers, self.metric_names = cfg.tracker, cfg.metrics
+        self.extractors = score.build_extractors(self.metric_names, cfg.inception_weights or None,
+                                                   cfg.vgg16_weights or None, acc.device,
+                                                   cfg.attr_classifier or None) if cfg.eval_every else None
+        self.best_by = cfg.best_by or registry.metric(self.metric_names[0]).headline
+        self.fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
+        names = networks.attributes(models.sampler)  # a conditional run's grid rows show attribute settings
+        self.fixed_attrs = sampling.grid_settings(len(names), cfg.num_samples, sampling.grid_columns(cfg.num_samples)) \
+            if names else None
+        self.stop = stop.StopSignal(self.run_dir, announce=acc.is_main_process)
+        self.progress = Progress(acc, state.step, self.planned_steps())
+        self.tick_time, self.tick_nimg = time.perf_counter(), state.nimg
+        self.last_saved = state.step if resumed else -1
+        self.checkpoint_due = False  # a checkpoint held back by an unhealthy step, taken at the next healthy one
+        self.warned_since: int | None = None  # the streak of unhealthy steps already warned about
+        self.deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
+
+    def planned_steps(self) -> int | None:
+        if self.state.total_nimg >= UNBOUNDED:  # only --max-minutes ends it
+            return None
+        left = max(self.state.total_nimg - self.state.nimg, 0)
+        return self.state.step + math.ceil(left / self.gan_step.step_nimg())
+
+    def tick(self) -> bool:
+        """After each step; True when a stop signal or --max-minutes ended the run (after saving)."""
+        cfg, step = self.cfg, self.state.step
+        record = self.log() if step % cfg.log_every == 0 else None
+        if step % cfg.sample_every == 0:
+            self.sample_grid()
+        if cfg.eval_every and step % cfg.eval_every == 0:  # every rank takes part
+            self.measure()
+        self.progress.update(record)
+        signalled = out_of_time = False
+        if step % stop.SIGNAL_CHECK_EVERY == 0:
+            signalled, out_of_time = self.stop.agreed(
+                self.acc, self.deadline is not None and time.monotonic() >= self.deadline)
+        if out_of_time:
+            self.finish()  # the time budget is spent: an ordinary end (saved, exported, last grid)
+            if self.acc.is_main_process:
+                print(f"facegan: --max-minutes {cfg.max_minutes:g} reached at step {step}; saved and exported",
+                      file=sys.stderr, flush=True)
+            return True
+        if step % cfg.ckpt_every == 0 or signalled or self.checkpoint_due:
+            self.checkpoint(ending=signalled)
+            if signalled and self.acc.is_main_process:
+                print(f"facegan: stop signal received; saved step {step}, exiting", file=sys.stderr)
+        return signalled
+
+    def finish(self) -> None:
+        """The last step is always saved, exported and has its grid, whatever the intervals."""
+        step = self.state.step
+        if self.last_saved != step:
+            self.checkpoint(ending=True)
+        elif self.acc.is_main_process and not (self.run_dir / "generator.safetensors").exists():
+            self.export()
+        if step % self.cfg.sample_every:  # decided from the step alone: every rank joins its check
+            self.sample_grid()
+
+    def close(self) -> None:
+        self.stop.restore()
+        self.progress.close()
+
+    # The parts.
+
+    def kimg(self) -> float:  # thousands of real images shown, all ranks together
+        return self.state.nimg / 1000
+
+    def log(self) -> dict:
+        self.healthy()
+        now = time.perf_counter()
+        record = {"step": self.state.step, "kimg": self.kimg(),
+                  **self.gan_step.stats.take(lambda t: self.acc.reduce(t, "sum")),
+                  "img/s": (self.state.nimg - self.tick_nimg) / (now - self.tick_time),
+                  **self.gan_step.learning_rates(), **self.gan_step.aug_logs()}
+        self.tick_time, self.tick_nimg = now, self.state.nimg
+        self.append_metrics(record)
+        self.acc.log(record, step=record["step"])
+        return record
+
+    def append_metrics(self, record: dict) -> None:
+        if self.acc.is_main_process:
+            path = self.run_dir / "metrics.jsonl"
+            with files.writing(path), open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def healthy(self, ending: bool = False) -> bool:
+        """Every rank: whether the latest step is healthy (facegan.training.health). A non-finite loss
+        raises NonFiniteLoss naming its first step; losses beyond the plausible range raise
+        Diverged once they last --divergence-steps steps, or at once when the run is `ending`
+        (nothing of an unhealthy step is saved); a shorter excursion is warned about once."""
+        watch = self.gan_step.health
+        reading = watch.read(lambda t: self.acc.reduce(t, "max"))
+        if reading.first_bad >= 0:
+            raise NonFiniteLoss(f"non-finite loss at step {reading.first_bad}; stopping without saving. Lower the "
+                                "learning rates or use --mixed-precision no/bf16")
+        if reading.streak == 0:
+            self.warned_since = None
+            return True
+        evidence = watch.describe(reading, self.cfg.loss)
+        if reading.streak >= watch.patience or ending:
+            last = f"step {self.last_saved}" if self.last_saved >= 0 else "none"
+            why = f"for {reading.streak} consecutive steps" if not ending else "as the run ended"
+            raise Diverged(f"diverging {why} {evidence}; stopped without saving any step since (last checkpoint: "
+                           f"{last}). Lower the learning rates, or turn the guard off with --divergence-guard false")
+        if self.acc.is_main_process and self.warned_since != reading.since:
+            print(f"facegan: warning: diverging? {evidence}. Grids and checkpoints wait for a healthy step; the run "
+                  f"stops if this lasts {watch.patience} steps (--divergence-steps)", file=sys.stderr, flush=True)
+        self.warned_since = reading.since
+        return False
+
+    def sample_grid(self) -> None:
+        if not self.healthy() or not self.acc.is_main_process:  # every rank checks; no grid of an unhealthy step
+            return
+        step = self.state.step
+        path = self.run_dir / "samples" / f"step-{step:09d}.png"
+        with files.writing(path):
+            pixels = sampling.write_samples(self.m.sampler, self.fixed_z, path, self.fixed_attrs)
+        if pixels is not None:
+            trackers.log_grid(self.acc, self.trackers, pixels.numpy(), step)
+
+    def measure(self) -> None:
+        """--metrics of the sampler (EMA-G when enabled), each rank extracting features for its
+        share; the best G by --best-by is exported. The latents, the shard reader and the
+        extractors use their own RNGs: training is unchanged. Skipped at an unhealthy step."""
+        if not self.healthy():
+            return
+        cfg, acc, state = self.cfg, self.acc, self.state
+        started = time.perf_counter()
+        record = score.score_generator(
+            self.extractors, self.metric_names, self.m.sampler, self.data.shardset, cfg.eval_samples, seed=cfg.seed,
+            batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
+            world_size=acc.num_processes, reduce=lambda t: acc.reduce(t, "sum"),
+            cache_dir=cfg.eval_cache or None, progress=acc.is_main_process and sys.stderr.isatty())
+        self.tick_time += time.perf_counter() - started  # measuring does not count against img/s
+        step = state.step
+        key = registry.value_key(record, self.best_by)
+        value = record[key]
+        values = {k: record[k] for k in registry.value_keys(record)}
+        state.eval = {"step": step, **values}
+        best = state.best
+        if best is None or best["key"] != key or registry.improves(self.metric_names, self.best_by, value,
+                                                                  best["value"]):
+            state.best = {"by": self.best_by, "key": key, "step": step, "value": value}
+            if acc.is_main_process:
+                exports.export_generator(self.m.sampler, self.run_dir / "generator-best.safetensors", step=step,
+                                      ema=self.m.ema is not None, metrics=record)
+        entry = {"step": step, "kimg": self.kimg(), **record}
+        self.append_metrics(entry)
+        if acc.is_main_process:
+            print(f"facegan: {score.describe(entry)}", file=sys.stderr, flush=True)
+        bests = state.bests  # every value's best, for the trackers' summaries
+        improved = {k: v for k, v in values.items()
+                    if registry.improves(self.metric_names, k, v, bests.get(k, {}).get("value"))}
+        bests.update({k: {"value": v, "step": step} for k, v in improved.items()})
+        trackers.update_summary(acc, self.trackers, improved, step)
+        logged = {f"metrics/{k}": v for k, v in values.items()}
+        if "weights" in record:  # the Inception's, where a metric used it (attr alone does not)
+            logged["metrics/inception_weights"] = f"{record['weights']} (sha256 {record['weights_sha256'][:12]})"
+        acc.log({**logged, "metrics/num_generated": record["num_generated"], "kimg": self.kimg()}, step=step)
+
+    def checkpoint(self, ending: bool = False) -> None:
+        """Save the resumable state, the stream's position included, and export G and D. The
+        stream goes on untouched: a save changes nothing of what the run does next. At an
+        unhealthy step the save waits for the next healthy one (or raises, when `ending`)."""
+        self.checkpoint_due = not self.healthy(ending)
+        if self.checkpoint_due:
+            return
+        self.state.segment, self.state.segment_batches = self.data.position()
+        save_run(self.run_dir, self.acc, self.m, self.state, self.cfg, self.resolution, self.gan_step.ada)
+        self.export()
+        self.last_saved = self.state.step
+
+    def export(self) -> None:
+        if self.acc.is_main_process:
+            d = self.m.unwrapped()[1]
+            step, nimg = self.state.step, self.state.nimg
+            exports.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step, nimg=nimg,
+                                  ema=self.m.ema is not None)
+            exports.export_discriminator(d, self.run_dir / "discriminator.safetensors", step=step)
+            if self.cfg.wandb_artifacts:
+                trackers.log_generator(self.acc, self.trackers, self.run_dir, step, nimg / 1000)

@@ -1,0 +1,135 @@
+"""train.py's command line: presets, one-line errors, typed flags, precision, entry points."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+from facegan.train import config_from_args
+from facegan.training.config import TrainConfig
+from facegan.training.presets import STRONG
+
+from .runs import (
+    TRAIN_PY,
+    _flags,
+    _run,
+)
+
+
+def test_config_presets_and_errors(capsys):
+    cfg, _ = config_from_args(["--data", "d", "--run-dir", "r", "--preset", "strong", "--lr-g", "1e-4",
+                               "--ema", "false"])
+    assert (cfg.loss, cfg.arch_options["d_spectral_norm"], cfg.lr_g, cfg.ema) == ("hinge", True, 1e-4, False)
+    assert STRONG.ema and STRONG.loss == "hinge"
+    for argv, needle in [(["--bogus"], "unrecognized arguments: --bogus"),
+                         (["--loss", "wgan"], "argument --loss: invalid choice: 'wgan'"),
+                         (["--batch-size", "x"], "argument --batch-size: invalid int value: 'x'")]:
+        with pytest.raises(SystemExit) as e:
+            config_from_args(["--data", "d", "--run-dir", "r", *argv])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as e:  # a list-valued flag is parsed on the command line
+        config_from_args(["--data", "d", "--run-dir", "r", "--diffaugment", "color,blur"])
+    assert e.value.code == 2 and "argument --diffaugment: unknown 'blur'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="batch_size=0: must be at least 1"):
+        config_from_args(["--data", "d", "--run-dir", "r", "--batch-size", "0"])[0].validate()
+    with pytest.raises(ValueError, match="diffaugment blur: unknown 'blur'"):  # the Python API's str, checked
+        TrainConfig(data="d", run_dir="r", max_steps=1, diffaugment="blur").validate()
+    with pytest.raises(ValueError, match="ada=true and diffaugment=color: choose one augmentation scheme"):
+        config_from_args(["--data", "d", "--run-dir", "r", "--ada", "--diffaugment", "color"])[0].validate()
+
+
+def test_modern_preset_takes_its_settings_from_the_shards_resolution(synthetic_shards, tmp_path):
+    from facegan.training.presets import MODERN_BY_RESOLUTION, preset_config
+    cfg, _ = config_from_args(["--data", str(synthetic_shards), "--run-dir", "r", "--preset", "modern",
+                               "--r1-gamma", "0.3", "--g-blocks", "2"])  # 32 px shards
+    want = MODERN_BY_RESOLUTION[32]
+    assert (cfg.arch, cfg.loss, cfg.ada, cfg.ema, cfg.beta1) == ("r3gan", "rpgan", True, True, 0.0)
+    assert (cfg.ngf, cfg.batch_size, cfg.r2_gamma, cfg.r1_gamma) == (want["ngf"], want["batch_size"],
+                                                                    want["r2_gamma"], 0.3)
+    assert cfg.arch_options == {**want.get("arch_options", {}), "g_blocks": 2}
+    assert (cfg.lr_g, cfg.lr_d, cfg.reg_every) == (want["lr_g"], want["lr_d"], want["reg_every"])
+    assert preset_config("modern", 64).ngf == MODERN_BY_RESOLUTION[64]["ngf"]
+    assert preset_config("modern", 64).lr_g == 2e-4  # the paper's where no size-specific value is set
+    with pytest.raises(ValueError, match=r"preset modern: no settings for 48 px; it has 32, 64, 128 px"):
+        preset_config("modern", 48)
+    with pytest.raises(ValueError, match="none: shard folder not found"):  # the shard set's one-line error
+        config_from_args(["--data", str(tmp_path / "none"), "--run-dir", "r", "--preset", "modern"])
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ValueError, match=f"max_kimg={value}: must be a finite number"):
+        config_from_args(["--data", "d", "--run-dir", "r", f"--max-kimg={value}"])[0].validate()
+    with pytest.raises(ValueError, match=f"r1_gamma={value}: must be a finite number"):
+        config_from_args(["--data", "d", "--run-dir", "r", f"--r1-gamma={value}"])[0].validate()
+
+
+def test_bool_flags_work_bare_like_evaluate_and_sample():
+    cfg, _ = config_from_args(["--data", "d", "--run-dir", "r", "--cpu", "--hflip", "false"])
+    assert cfg.cpu is True and cfg.hflip is False
+    cfg, _ = config_from_args(["--data", "d", "--run-dir", "r", "--cpu", "false"])
+    assert cfg.cpu is False
+
+
+def test_auto_precision_is_bf16_on_a_gpu_under_plain_accelerate_launch(monkeypatch):
+    """Plain `accelerate launch` exports ACCELERATE_MIXED_PRECISION=no: auto must not read that as
+    a request for fp32. The start line says where the precision came from."""
+    from facegan.runtime import resolve_precision
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", cpu=False) == ("bf16", "auto: GPU with bf16")
+    assert resolve_precision("auto", cpu=True) == ("no", "auto: CPU")
+    assert resolve_precision("no", cpu=False) == ("no", "--mixed-precision")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert resolve_precision("auto", cpu=False) == ("fp16", "launcher: ACCELERATE_MIXED_PRECISION=fp16")
+
+
+def test_launches_that_run_other_than_asked_are_warned(monkeypatch):
+    from types import SimpleNamespace
+
+    from facegan.runtime import process_warnings
+
+    one_cpu_process = SimpleNamespace(num_processes=1, device=torch.device("cpu"))
+    for name in ("LOCAL_WORLD_SIZE", "WORLD_SIZE", "MASTER_ADDR", "ACCELERATE_USE_CPU"):
+        monkeypatch.delenv(name, raising=False)
+    assert process_warnings(one_cpu_process) == []
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # accelerate_config.yaml's old num_processes: 8
+    [warning] = process_warnings(SimpleNamespace(num_processes=8, device=torch.device("cpu")))
+    assert "8 processes on this node but 2 CPU core(s)" in warning
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    # What `accelerate launch --cpu --num_processes 2` leaves: a rendezvous address, one process.
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    [warning] = process_warnings(one_cpu_process)
+    assert "asked for several processes but started 1" in warning and "--multi_gpu --num_processes" in warning
+
+
+def test_cli_one_line_errors(tmp_path, synthetic_shards):
+    res = _run([sys.executable, TRAIN_PY, "--data", str(synthetic_shards), "--run-dir", str(tmp_path),
+                "--max-stepz", "3"])
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--max-stepz" in res.stderr
+    res = _run([sys.executable, TRAIN_PY, "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path),
+                "--max-steps", "3"])
+    assert res.returncode == 1 and "nowhere: shard folder not found" in res.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["script", "module", "accelerate"])
+def test_entry_points(tmp_path, synthetic_shards, launcher):
+    prefix = {"script": [sys.executable, TRAIN_PY],
+              "module": [sys.executable, "-m", "facegan.train"],
+              "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--cpu",
+                             "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+                             "--dynamo_backend", "no", TRAIN_PY]}[launcher]
+    res = _run(prefix + _flags(synthetic_shards, tmp_path / "run"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "generator exported" in res.stderr
+    assert (tmp_path / "run" / "generator.safetensors").exists()
