@@ -43,7 +43,7 @@ time.sleep(300)
 """
 
 
-def test_a_second_start_on_a_run_folder_is_refused(tmp_path, synthetic_shards):
+def test_a_second_start_on_a_run_folder_is_refused(tmp_path, synthetic_shards, capsys):
     """The run folder is locked (flock on RUN/.lock) by the process that trains in it: a second
     start exits 1 in one line naming the holder; the kernel drops the lock of a killed holder."""
     run = tmp_path / "run"
@@ -51,9 +51,13 @@ def test_a_second_start_on_a_run_folder_is_refused(tmp_path, synthetic_shards):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        res = _run([sys.executable, TRAIN_PY] + _flags(synthetic_shards, run))
-        assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr[-2000:]
-        assert f"{run}: another facegan run is using this folder (pid {holder.pid} on host " in res.stderr
+        from facegan.train import main
+
+        capsys.readouterr()
+        assert main(_flags(synthetic_shards, run)) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{run}: another facegan run is using this folder (pid {holder.pid} on host " \
+            in err, err
         assert not (run / "metrics.jsonl").exists() and not (run / "config.json").exists()
     finally:
         holder.kill()  # kill -9: no clean-up runs, the kernel releases the lock

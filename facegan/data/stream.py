@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.io import ImageReadMode, decode_image
 
 from facegan.data import attributes as conditioning
 from facegan.data.shardset import (
@@ -107,6 +106,10 @@ def decode(sample: dict) -> torch.Tensor:
         if ext in sample:
             if ext == "png" and not png_intact(sample[ext]):
                 raise ShardSetError(f"{where}: corrupt png (the shard changed since packing?)")
+            # torchvision here, not at the top: its import loads torch._dynamo (~2 s per process
+            # start), and the default npy shards never need it.
+            from torchvision.io import ImageReadMode, decode_image
+
             data = torch.frombuffer(sample[ext], dtype=torch.uint8)
             try:
                 return decode_image(data, mode=ImageReadMode.RGB).permute(1, 2, 0)

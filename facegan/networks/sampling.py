@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from facegan.networks.common import attributes
 
@@ -123,10 +122,25 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a[:, None] + (torch.sin(t * omega) / so) * b[:, None]
 
 
+def tile(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """[N,C,H,W] -> [C, H', W']: `nrow` images a row, `padding` px of zeros around and between
+    them, laid out as torchvision's make_grid does (whose import costs a process ~2 s: it loads
+    torch._dynamo). One image is returned as it is, as make_grid does."""
+    if len(images) == 1:
+        return images[0]
+    n, c, h, w = images.shape
+    columns = min(nrow, n)
+    rows = math.ceil(n / columns)
+    grid = images.new_zeros(c, rows * (h + padding) + padding, columns * (w + padding) + padding)
+    for i, image in enumerate(images):
+        top, left = padding + i // columns * (h + padding), padding + i % columns * (w + padding)
+        grid[:, top:top + h, left:left + w] = image
+    return grid
+
+
 def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
     """uint8 [N,3,H,W] -> one PIL image with a 2 px border, as the training grids."""
-    grid = make_grid(images, nrow=nrow, padding=2)
-    return Image.fromarray(grid.permute(1, 2, 0).numpy())
+    return Image.fromarray(tile(images, nrow).permute(1, 2, 0).numpy())
 
 
 def grid_columns(num: int) -> int:
@@ -147,7 +161,7 @@ def write_samples(g: torch.nn.Module, z: torch.Tensor, path: Path,
     g.train(was_training)
     if not torch.isfinite(images).all():
         return None
-    grid = make_grid(images, nrow=grid_columns(len(images)), normalize=True, value_range=(-1, 1))
+    grid = tile(images.clamp(-1, 1).add(1).div(2), grid_columns(len(images)))  # [3,H',W'] in [0,1]
     # Rounded as torchvision's save_image does. Trackers get these uint8 pixels, not floats in
     # [0,1], which wandb casts straight to uint8 (every grid black).
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()

@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from facegan import files, networks
-from facegan.metrics import registry, score
+from facegan.metrics import registry
 from facegan.networks import exports, sampling
 from facegan.training import stop
 from facegan.training.config import TrainConfig
@@ -59,9 +59,15 @@ class Upkeep:
         self.run_dir, self.resolution = Path(cfg.run_dir), resolution
         # Load the extractors' weights now: a wrong path fails in seconds, not at the first measurement.
         self.trackers, self.metric_names = cfg.tracker, cfg.metrics
-        self.extractors = score.build_extractors(self.metric_names, cfg.inception_weights or None,
-                                                   cfg.vgg16_weights or None, acc.device,
-                                                   cfg.attr_classifier or None) if cfg.eval_every else None
+        self.score = self.extractors = None
+        if cfg.eval_every:
+            # Here, not at the top: scoring loads torch-fidelity and torchvision (~3 s per process),
+            # which a run without --eval-every never needs.
+            from facegan.metrics import score  # torch-fidelity, torchvision
+
+            self.score = score
+            self.extractors = score.build_extractors(self.metric_names, cfg.inception_weights or None,
+                                                     cfg.vgg16_weights or None, acc.device, cfg.attr_classifier or None)
         self.best_by = cfg.best_by or registry.metric(self.metric_names[0]).headline
         self.fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
         names = networks.attributes(models.sampler)  # a conditional run's grid rows show attribute settings
@@ -186,7 +192,7 @@ class Upkeep:
             return
         cfg, acc, state = self.cfg, self.acc, self.state
         started = time.perf_counter()
-        record = score.score_generator(
+        record = self.score.score_generator(
             self.extractors, self.metric_names, self.m.sampler, self.data.shardset, cfg.eval_samples, seed=cfg.seed,
             batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
             world_size=acc.num_processes, reduce=lambda t: acc.reduce(t, "sum"),
@@ -207,7 +213,7 @@ class Upkeep:
         entry = {"step": step, "kimg": self.kimg(), **record}
         self.append_metrics(entry)
         if acc.is_main_process:
-            print(f"facegan: {score.describe(entry)}", file=sys.stderr, flush=True)
+            print(f"facegan: {self.score.describe(entry)}", file=sys.stderr, flush=True)
         bests = state.bests  # every value's best, for the trackers' summaries
         improved = {k: v for k, v in values.items()
                     if registry.improves(self.metric_names, k, v, bests.get(k, {}).get("value"))}
