@@ -9,7 +9,7 @@ batch and Adam settings. Rows, in one process, interleaved over --rounds rounds 
   bare loop                the PyTorch DCGAN example's step: D real+fake backward, D step,
                            G backward through D, G step; in-memory batch; no logging
   bare loop, same opts     the same with facegan's memory layout and optimizer settings
-  facegan GANStep          facegan's step (facegan.training.step.GANStep on facegan.training.models.build_models
+  facegan GANStep          facegan's step (facegan.training.step.GANStep as facegan.training.loop.make_step builds it
                            and facegan.training.losses' bce: Accelerate, no_sync, frozen D, lr schedule,
                            on-device stats) on the same in-memory batch
 
@@ -51,12 +51,9 @@ from facegan import networks  # noqa: E402
 from facegan.runtime import make_accelerator  # noqa: E402
 from facegan.train import config_from_args  # noqa: E402
 from facegan.training.config import TrainConfig  # noqa: E402
-from facegan.training.loop import train  # noqa: E402
-from facegan.training.losses import build_loss  # noqa: E402
-from facegan.training.models import build_models  # noqa: E402
+from facegan.training.loop import make_loss, make_models, make_step, train  # noqa: E402
 from facegan.training.presets import DCGAN  # noqa: E402
 from facegan.training.state import RunState  # noqa: E402
-from facegan.training.step import GANStep  # noqa: E402
 
 DEFAULT_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-sample"
 
@@ -123,10 +120,8 @@ def rate(step, real: torch.Tensor, steps: int, device: torch.device) -> float:
 def facegan_step(cfg: TrainConfig, size: int):
     """facegan's step as train() builds it, as a function of one in-memory batch."""
     acc = make_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, deterministic=cfg.deterministic)
-    models = build_models(cfg, acc, size)
-    loss = build_loss(cfg.loss, real_label=cfg.real_label, r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
-                      reg_every=cfg.reg_every, gp_lambda=cfg.gp_lambda)
-    gan_step = GANStep(cfg, acc, models, loss)
+    models = make_models(cfg, acc, size)
+    gan_step = make_step(cfg, acc, models, make_loss(cfg))
     state = RunState(total_nimg=10**15)  # never reached: the lr schedule stays put
 
     def step(real: torch.Tensor) -> None:

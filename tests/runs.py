@@ -14,10 +14,8 @@ from pathlib import Path
 from facegan import networks
 from facegan.runtime import make_accelerator
 from facegan.training.config import TrainConfig
-from facegan.training.losses import build_loss
-from facegan.training.models import build_models
+from facegan.training.loop import make_loss, make_models, make_step
 from facegan.training.presets import DEMO
-from facegan.training.step import GANStep
 
 from .conftest import REPO
 
@@ -40,8 +38,8 @@ def tiny(data: Path, run_dir: Path, **overrides) -> TrainConfig:
 def nets(cfg: TrainConfig, resolution: int = 32):
     """Models and GANStep of `cfg` on a fresh one-process Accelerator."""
     acc = accelerator(cfg)
-    models = build_models(cfg, acc, resolution)
-    return models, GANStep(cfg, acc, models, build_loss(cfg.loss, r1_gamma=cfg.r1_gamma, reg_every=cfg.reg_every))
+    models = make_models(cfg, acc, resolution)
+    return models, make_step(cfg, acc, models, make_loss(cfg))
 
 
 def accelerator(cfg: TrainConfig):

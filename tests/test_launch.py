@@ -70,25 +70,25 @@ def test_single_and_multi_gpu_dry_run():
 
 
 @pytest.mark.slow
-def test_cpu_ddp_script_trains_stops_on_sigterm_and_resumes_exactly(tmp_path, synthetic_shards):
+def test_cpu_ddp_script_trains_stops_on_sigterm_and_resumes_exactly(tmp_path, small_shards):
     """The documented CPU DDP launch: accelerate launch --multi_gpu --num_processes 2 on a machine
     without CUDA starts two gloo ranks (--cpu --num_processes 2 would start one). A SIGTERM to the
     script (what a scheduler sends) becomes RUN/STOP: both ranks save at a 10-step check and the
     script exits 0 without any launcher traceback; the same command then resumes, and ends with
     the bits of an unbroken 2-process run."""
     def launch(run, **kw):
-        flags = _flags(synthetic_shards, run, **{"num-workers": 6, "max-steps": 60, "log-every": 2,
+        flags = _flags(small_shards, run, **{"num-workers": 3, "max-steps": 40, "log-every": 2,
                                                  "sample-every": 100, **kw})[4:]  # all but --data, --run-dir
-        return subprocess.Popen(["bash", str(LAUNCH / "cpu_ddp.sh"), str(synthetic_shards), str(run), *flags],
+        return subprocess.Popen(["bash", str(LAUNCH / "cpu_ddp.sh"), str(small_shards), str(run), *flags],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**env(), "PYTHON": sys.executable})
 
     one = tmp_path / "one"
     _, err = launch(one, **{"ckpt-every": 1000}).communicate(timeout=300)
-    # 2 processes x 6 workers read 11 shards of 103 images: training says so, once
-    assert err.count("warning: 11 shard(s) for 12 readers") == 1 and "--shard-size 8 or less" in err
+    # 2 processes x 3 workers read 4 shards of 24 images: training says so, once
+    assert err.count("warning: 4 shard(s) for 6 readers") == 1 and "--shard-size 4 or less" in err
     state = json.loads((ckpt.complete_checkpoints(one)[-1] / ckpt.STATE_FILE).read_text())
-    assert state["step"] == 60 and len(state["rank_param_sha256"]) == 2
+    assert state["step"] == 40 and len(state["rank_param_sha256"]) == 2
     assert len(set(state["rank_param_sha256"])) == 1
     assert "2 process(es)" in err and "mixed precision no (auto: CPU)" in err
     two = tmp_path / "two"
@@ -102,7 +102,7 @@ def test_cpu_ddp_script_trains_stops_on_sigterm_and_resumes_exactly(tmp_path, sy
     assert "stop requested" in err and "stop signal received" in err
     assert "Traceback" not in err and "SignalException" not in err, err[-3000:]
     stopped = json.loads((ckpt.complete_checkpoints(two)[-1] / ckpt.STATE_FILE).read_text())["step"]
-    assert stopped % 10 == 0 and stopped < 60
+    assert stopped % 10 == 0 and stopped < 40
     proc = launch(two, **{"ckpt-every": 4})
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0 and f"resuming from {ckpt.step_dir(two, stopped)}" in err, err[-3000:]

@@ -13,8 +13,7 @@ from facegan.metrics import features, registry, score
 from facegan.networks import exports
 from facegan.training import checkpoint as ckpt
 from facegan.training import stop
-from facegan.training.loop import train
-from facegan.training.models import build_models
+from facegan.training.loop import make_models, train
 from facegan.training.state import RunState
 
 from .runs import (
@@ -103,12 +102,12 @@ def test_warm_start(tmp_path, synthetic_shards):
     train(tiny(synthetic_shards, run, max_steps=4))
     cfg = tiny(synthetic_shards, tmp_path / "warm", warm_start_g=str(run / "generator.safetensors"),
                warm_start_d=str(run / "discriminator.safetensors"))
-    models = build_models(cfg, accelerator(cfg), 32)
+    models = make_models(cfg, accelerator(cfg), 32)
     g, _ = exports.load_generator(run / "generator.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), models.g.state_dict().values()))
     wrong = tiny(synthetic_shards, tmp_path / "w2", ngf=16, warm_start_g=str(run / "generator.safetensors"))
     with pytest.raises(ValueError, match="cannot warm-start"):
-        build_models(wrong, accelerator(wrong), 32)
+        make_models(wrong, accelerator(wrong), 32)
 
 
 def test_short_run_still_writes_a_final_grid(tmp_path, synthetic_shards):

@@ -22,13 +22,15 @@ from facegan.data.shardset import ShardSet, load_shardset, shared_shards_warning
 from facegan.data.stream import to_float, train_loader
 from facegan.runtime import make_accelerator, process_warnings, resolve_precision
 from facegan.training import checkpoint as ckpt
+from facegan.training.ada import AdaController
 from facegan.training.config import TrainConfig
-from facegan.training.health import Diverged, NonFiniteLoss
+from facegan.training.health import Diverged, Health, NonFiniteLoss
 from facegan.training.lock import RunLock
-from facegan.training.losses import build_loss
-from facegan.training.models import build_models
+from facegan.training.losses import GANLoss, build_loss
+from facegan.training.models import ModelOptions, Models, build_models
+from facegan.training.schedules import Schedule
 from facegan.training.state import UNBOUNDED, RunState, load_run, new_state, trim_metrics
-from facegan.training.step import GANStep
+from facegan.training.step import GANStep, StepOptions
 from facegan.training.stop import STOP_FILE
 from facegan.training.upkeep import Upkeep
 from facegan.watch import trackers
@@ -83,6 +85,37 @@ class RealBatches:
         self.taken += 1
         images = to_float(batch["image"].to(self.acc.device, non_blocking=True))
         return (images, batch["attrs"].to(self.acc.device, non_blocking=True)) if "attrs" in batch else images
+
+
+# The components, each given the parts of the config it uses (as EDM's training loop is given
+# its *_kwargs): this is the one place that reads TrainConfig for them.
+
+def make_models(cfg: TrainConfig, acc: Accelerator, resolution: int,
+                condition: dict[str, float] | None = None) -> Models:
+    """G, D, their optimizers and EMA-G at `resolution`, conditional on `condition` ({attribute:
+    training frequency}) where given."""
+    g_spec, d_spec = cfg.network_specs(resolution, condition)
+    return build_models(acc, g_spec, d_spec, ModelOptions(
+        lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), fused_adam=cfg.fused_adam,
+        channels_last=cfg.channels_last, ema=cfg.ema, compile=cfg.compile, warm_start_g=cfg.warm_start_g,
+        warm_start_d=cfg.warm_start_d, seed=cfg.seed))
+
+
+def make_loss(cfg: TrainConfig) -> GANLoss:
+    return build_loss(cfg.loss, real_label=cfg.real_label, r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
+                      reg_every=cfg.reg_every, gp_lambda=cfg.gp_lambda)
+
+
+def make_step(cfg: TrainConfig, acc: Accelerator, models: Models, loss: GANLoss) -> GANStep:
+    """The step, with ADA's controller and the health watch (the divergence guard) it updates."""
+    schedules = {net: Schedule(base, *cfg.schedule(net), decay_kimg=cfg.lr_decay_kimg, final=cfg.lr_final)
+                 for net, base in (("g", cfg.lr_g), ("d", cfg.lr_d))}
+    options = StepOptions(batch_size=cfg.batch_size, schedules=schedules, accumulate=cfg.accumulate,
+                          d_steps=cfg.d_steps, diffaugment=cfg.diffaugment, ema_kimg=cfg.ema_kimg,
+                          ema_rampup=cfg.ema_rampup, cuda_graphs=cfg.compile == "reduce-overhead")
+    ada = AdaController(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval) if cfg.ada else None
+    health = Health(acc.device, loss.plausible_loss if cfg.divergence_guard else 0.0, cfg.divergence_steps)
+    return GANStep(acc, models, loss, options, ada, health)
 
 
 def _claim_run(acc: Accelerator, cfg: TrainConfig, lock: RunLock) -> tuple[Path | None, list[str]]:
@@ -145,11 +178,10 @@ def train(cfg: TrainConfig) -> Path:
         # Data, networks, loss, state.
         shardset = load_shardset(cfg.data)
         condition = conditioning.check_names(cfg.condition, shardset) if cfg.condition else None
-        models = build_models(cfg, acc, shardset.size, condition)
-        loss = build_loss(cfg.loss, real_label=cfg.real_label, r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
-                          reg_every=cfg.reg_every, gp_lambda=cfg.gp_lambda)
+        models = make_models(cfg, acc, shardset.size, condition)
+        loss = make_loss(cfg)
         loss.check_discriminator(models.unwrapped()[1])
-        gan_step = GANStep(cfg, acc, models, loss)
+        gan_step = make_step(cfg, acc, models, loss)
         resume_from, notes = _claim_run(acc, cfg, lock)
         if resume_from is not None:
             state, more = load_run(resume_from, acc, models, cfg, shardset.size, gan_step.step_nimg(), gan_step.ada)

@@ -10,7 +10,6 @@ from accelerate.utils import set_seed
 
 from facegan import networks
 from facegan.networks import exports
-from facegan.training.config import TrainConfig
 from facegan.training.ema import EMA
 
 
@@ -32,29 +31,43 @@ class Models:
         return self.acc.unwrap_model(self.g), self.acc.unwrap_model(self.d)
 
 
-def build_models(cfg: TrainConfig, acc: Accelerator, resolution: int,
-                 condition: dict[str, float] | None = None) -> Models:
-    """G and D from their specs (warm-started when asked), Adam for each, EMA-G, torch.compile.
-    `condition` ({attribute: training frequency}) makes them conditional."""
-    set_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    g_spec, d_spec = cfg.network_specs(resolution, condition)
+@dataclass(frozen=True)
+class ModelOptions:
+    """What building the networks and optimizers takes of the run's config (loop.make_models)."""
+
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam's, for both
+    fused_adam: bool = True  # torch's fused Adam kernels
+    channels_last: bool = True  # NHWC weights
+    ema: bool = False  # keep an EMA of G
+    compile: str = "off"  # torch.compile mode for G and D
+    warm_start_g: str = ""  # an exported generator to start G from
+    warm_start_d: str = ""  # an exported discriminator to start D from
+    seed: int = 0  # of the initial weights (the same on every rank)
+
+
+def build_models(acc: Accelerator, g_spec: dict, d_spec: dict, options: ModelOptions) -> Models:
+    """G and D from their specs (warm-started when asked), Adam for each, EMA-G, torch.compile."""
+    o = options
+    set_seed(o.seed)  # same initial weights on every rank (DDP also broadcasts them)
     g, d = networks.build("generator", g_spec), networks.build("discriminator", d_spec)
-    if cfg.warm_start_g:
-        exports.warm_start(g, cfg.warm_start_g, "generator")
-    if cfg.warm_start_d:
-        exports.warm_start(d, cfg.warm_start_d, "discriminator")
-    if cfg.channels_last:
+    if o.warm_start_g:
+        exports.warm_start(g, o.warm_start_g, "generator")
+    if o.warm_start_d:
+        exports.warm_start(d, o.warm_start_d, "discriminator")
+    if o.channels_last:
         g, d = networks.to_channels_last(g), networks.to_channels_last(d)
-    fused = cfg.fused_adam or None  # None lets torch pick its default (foreach)
-    opt_g = torch.optim.Adam(g.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused)
-    opt_d = torch.optim.Adam(d.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    fused = o.fused_adam or None  # None lets torch pick its default (foreach)
+    opt_g = torch.optim.Adam(g.parameters(), o.lr_g, betas=o.betas, fused=fused)
+    opt_d = torch.optim.Adam(d.parameters(), o.lr_d, betas=o.betas, fused=fused)
     # One prepare call: save_state/load_state rely on this order.
     g, d, opt_g, opt_d = acc.prepare(g, d, opt_g, opt_d)
-    ema = EMA(acc.unwrap_model(g)) if cfg.ema else None  # fed from the unwrapped G once per step
-    if cfg.compile != "off":  # in place: parameter names, checkpoints and exports are unchanged
+    ema = EMA(acc.unwrap_model(g)) if o.ema else None  # fed from the unwrapped G once per step
+    if o.compile != "off":  # in place: parameter names, checkpoints and exports are unchanged
         # Start from an empty compile cache, as a resumed run in a new process does: graphs
         # left by an earlier train() in this process would make this one differ numerically.
         torch._dynamo.reset()
         for net in (g, d):
-            acc.unwrap_model(net).compile(mode=cfg.compile)
+            acc.unwrap_model(net).compile(mode=o.compile)
     return Models(g, d, opt_g, opt_d, ema, acc)

@@ -7,8 +7,24 @@ a resumed run, or one on another world size, follows the same curve.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One network's learning rate as a function of the images seen."""
+
+    base: float  # the base learning rate
+    kind: str = "constant"  # constant, linear or cosine
+    warmup_kimg: float = 0.0  # linear warm-up from 0
+    decay_kimg: float = 0.0  # linear/cosine: decay over the last this many kimg only (0: from the warm-up's end)
+    final: float = 0.0  # linear/cosine: the multiplier of `base` they end at
+
+    def lr(self, nimg: int | float, total_nimg: int | float) -> float:
+        return self.base * lr_factor(self.kind, nimg, total_nimg, self.warmup_kimg * 1000, self.decay_kimg * 1000,
+                                     self.final)
 
 
 def lr_factor(kind: str, nimg: int | float, total_nimg: int | float, warmup_nimg: int | float,

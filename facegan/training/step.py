@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -20,12 +21,11 @@ from accelerate import Accelerator
 
 from facegan.training.ada import AdaController, augment
 from facegan.training.augment import diffaugment
-from facegan.training.config import TrainConfig
 from facegan.training.ema import ema_beta
 from facegan.training.health import Health
 from facegan.training.losses import GANLoss, Pass
 from facegan.training.models import Models
-from facegan.training.schedules import lr_factor
+from facegan.training.schedules import Schedule
 from facegan.training.state import RunState
 
 
@@ -54,28 +54,41 @@ class Stats:
         return {k: total / max(count, 1.0) for k, (total, count) in zip(keys, totals)}
 
 
-class GANStep:
-    """Calling it runs one G step and `d_steps` D steps on `d_steps x accumulate` real batches."""
+@dataclass(frozen=True)
+class StepOptions:
+    """What a step takes of the run's config (facegan.training.loop.make_step fills it in)."""
 
-    def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, loss: GANLoss):
-        self.cfg, self.acc, self.m, self.loss = cfg, acc, models, loss
+    batch_size: int  # per process and micro-batch
+    schedules: dict[str, Schedule]  # "g" and "d": each network's learning rate
+    accumulate: int = 1  # micro-batches per optimizer step
+    d_steps: int = 1  # D steps per G step
+    diffaugment: tuple[str, ...] = ()  # DiffAugment's policy (facegan.training.augment)
+    ema_kimg: float = 10.0  # EMA half-life
+    ema_rampup: float = 0.05  # EMA ramp-up (facegan.training.ema)
+    cuda_graphs: bool = False  # torch.compile's reduce-overhead mode: mark each step's start
+
+
+class GANStep:
+    """Calling it runs one G step and `d_steps` D steps on `d_steps x accumulate` real batches.
+    `ada` (ADA's controller) and `health` (the watch over the losses) are the step's to update."""
+
+    def __init__(self, acc: Accelerator, models: Models, loss: GANLoss, options: StepOptions,
+                 ada: AdaController | None = None, health: Health | None = None):
+        self.acc, self.m, self.loss, self.options, self.ada = acc, models, loss, options, ada
+        self.health = health if health is not None else Health(acc.device)
         self.stats = Stats(acc.device)
-        self.health = Health(acc.device, loss.plausible_loss if cfg.divergence_guard else 0.0, cfg.divergence_steps)
         self.z_dim = acc.unwrap_model(models.g).z_dim
-        self.schedules = {"g": (models.opt_g, cfg.lr_g, *cfg.schedule("g")),
-                          "d": (models.opt_d, cfg.lr_d, *cfg.schedule("d"))}
-        self.ada = AdaController(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval) if cfg.ada else None
+        self.optimizers = {"g": models.opt_g, "d": models.opt_d}
 
     def step_nimg(self) -> int:
         """Real images one step shows D, all ranks together."""
-        cfg = self.cfg
-        return cfg.batch_size * cfg.accumulate * cfg.d_steps * self.acc.num_processes
+        o = self.options
+        return o.batch_size * o.accumulate * o.d_steps * self.acc.num_processes
 
     def set_learning_rates(self, nimg: int, total_nimg: int) -> None:
-        cfg = self.cfg
-        for opt, base, kind, warmup_kimg in self.schedules.values():
-            lr = base * lr_factor(kind, nimg, total_nimg, warmup_kimg * 1000, cfg.lr_decay_kimg * 1000, cfg.lr_final)
-            for group in opt.param_groups:
+        for net, schedule in self.options.schedules.items():
+            lr = schedule.lr(nimg, total_nimg)
+            for group in self.optimizers[net].param_groups:
                 group["lr"] = lr
 
     def learning_rates(self) -> dict[str, float]:
@@ -88,22 +101,22 @@ class GANStep:
         A conditional run's fakes take the attributes of the real batch beside them, so G learns
         the data's joint distribution of attributes and D compares real and fake images under the
         same attributes."""
-        cfg, m = self.cfg, self.m
-        if cfg.compile == "reduce-overhead":
+        o, m = self.options, self.m
+        if o.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
         self.set_learning_rates(state.nimg, state.total_nimg)
-        for k in range(cfg.d_steps):
-            reals, attrs = _split([next(batches) for _ in range(cfg.accumulate)])
+        for k in range(o.d_steps):
+            reals, attrs = _split([next(batches) for _ in range(o.accumulate)])
             # One draw for all micro-batches: the same z as one batch of B x accumulate.
             zs = torch.randn(sum(len(r) for r in reals), self.z_dim, device=reals[0].device).split(
                 [len(r) for r in reals])
             # With one micro-batch, the last D step's fakes keep their graph for the G step (one G
             # forward fewer); with several, the G step regenerates them from the same z, one
             # micro-batch at a time, so only one micro-batch's activations are held.
-            keep = cfg.accumulate == 1 and k == cfg.d_steps - 1
+            keep = o.accumulate == 1 and k == o.d_steps - 1
             with torch.set_grad_enabled(keep), self._no_sync(m.g):
                 fakes = [self._g(z, a) for z, a in zip(zs, attrs)]  # [B,3,H,W] in [-1,1]
-            d_step = state.step * cfg.d_steps + k  # counts D steps, for lazy regularisation
+            d_step = state.step * o.d_steps + k  # counts D steps, for lazy regularisation
             d_logs = self._phase(m.d, m.opt_d, [
                 (lambda real=real, fake=fake, a=a, d_step=d_step: self.loss.d_passes(
                     self._d_given(a), real, fake.detach(), d_step))
@@ -123,7 +136,7 @@ class GANStep:
         if self.ada is not None:  # every ada_interval steps: one all-rank sum and a host read
             self.ada.update(state.step, self.step_nimg(), lambda t: self.acc.reduce(t, "sum"), self.acc.device)
         if m.ema is not None:
-            beta = ema_beta(self.step_nimg(), state.nimg, cfg.ema_kimg, cfg.ema_rampup)
+            beta = ema_beta(self.step_nimg(), state.nimg, o.ema_kimg, o.ema_rampup)
             m.ema.update(self.acc.unwrap_model(m.g), beta)
         self.health.observe(state.step, {**d_logs, **g_logs})
 
@@ -133,7 +146,7 @@ class GANStep:
     def _d(self, images: torch.Tensor, attrs: torch.Tensor | None = None) -> torch.Tensor:
         """D's logits [B] on augmented images (DiffAugment's policy, or ADA at its current p),
         under `attrs` for a conditional D (the attributes stay: no augmentation changes them)."""
-        images = diffaugment(images, self.cfg.diffaugment)
+        images = diffaugment(images, self.options.diffaugment)
         if self.ada is not None:
             images = augment(images, self.ada.p)
         return self.m.d(images) if attrs is None else self.m.d(images, attrs)
