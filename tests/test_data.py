@@ -92,7 +92,7 @@ def test_a_skipped_stream_goes_on_where_the_unbroken_one_is(synthetic_shards, wo
         return [(b["key"], b["image"]) for b in _take(loader, n)]
 
     unbroken = run(0, 30)
-    for skip in (1, 3, 4, 7, 22):
+    for skip in (3, 7, 22):
         resumed = run(skip, 30 - skip)
         assert [k for k, _ in resumed] == [k for k, _ in unbroken[skip:]], skip
         assert all(torch.equal(a, b) for (_, a), (_, b) in zip(resumed, unbroken[skip:])), skip

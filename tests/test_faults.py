@@ -15,7 +15,7 @@ import torch
 
 from facegan.networks import exports
 from facegan.training import checkpoint as ckpt
-from facegan.training.loop import STOP_FILE, NonFiniteLoss, train
+from facegan.training.loop import NonFiniteLoss, train
 
 from .conftest import REPO
 from .runs import (
@@ -171,11 +171,12 @@ def test_full_disk_during_checkpoint_leaves_no_partial_folder(tmp_path, syntheti
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["sigint-group", "torchrun-sigterm-group", "stop-file"])
+@pytest.mark.parametrize("how", ["sigint-group", "torchrun-sigterm-group"])
 def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
     """SIGTERM or Ctrl-C sent to the whole process group, loader workers included (what scancel,
-    Kubernetes, torchrun and a terminal do), or RUN_DIR/STOP (what launch/slurm_multinode.sbatch
-    writes): every rank saves and exits; the workers ignore the signal instead of dying first."""
+    Kubernetes, torchrun and a terminal do): every rank saves and exits; the workers ignore the
+    signal instead of dying first. (RUN_DIR/STOP, what the launch scripts write, is
+    test_launch.py's: 2 ranks stop on it, and the restart removes it and resumes exactly.)"""
     run = tmp_path / "run"
     prefix = TORCHRUN if how.startswith("torchrun") else []
     proc = subprocess.Popen([*(prefix or [sys.executable]), TRAIN_PY] + _flags(
@@ -184,10 +185,7 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
-    if how == "stop-file":
-        (run / STOP_FILE).touch()
-    else:
-        os.killpg(proc.pid, signal.SIGINT if how == "sigint-group" else signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGINT if how == "sigint-group" else signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert "killed by signal" not in err, err[-3000:]
     if not prefix:  # torchrun itself exits non-zero after a signal, once its workers have saved
@@ -200,9 +198,8 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
     assert step > 0 and step % 10 == 0  # ranks agree at a signal check, every 10 steps
     assert len(state["rank_param_sha256"]) == (2 if prefix else 1)
     assert exports.read_network_meta(run / "generator.safetensors")["step"] == step
-    # The restart (a requeued job) removes a stop file and trains on.
+    # The restart (a requeued job) trains on.
     train(tiny(synthetic_shards, run, max_steps=step + 4, num_samples=4))
-    assert not (run / STOP_FILE).exists()
     assert json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())["step"] == step + 4
 
 

@@ -102,10 +102,11 @@ def test_cpu_ddp_script_trains_stops_on_sigterm_and_resumes_exactly(tmp_path, sm
     assert "stop requested" in err and "stop signal received" in err
     assert "Traceback" not in err and "SignalException" not in err, err[-3000:]
     stopped = json.loads((ckpt.complete_checkpoints(two)[-1] / ckpt.STATE_FILE).read_text())["step"]
-    assert stopped % 10 == 0 and stopped < 40
+    assert stopped % 10 == 0 and stopped < 40 and (two / "STOP").exists()
     proc = launch(two, **{"ckpt-every": 4})
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0 and f"resuming from {ckpt.step_dir(two, stopped)}" in err, err[-3000:]
+    assert not (two / "STOP").exists()  # the restart removed the request that ended the last start
     for net in ("generator", "discriminator"):
         assert (one / f"{net}.safetensors").read_bytes() == (two / f"{net}.safetensors").read_bytes(), net
 
