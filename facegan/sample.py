@@ -1,10 +1,12 @@
 """Images from an exported generator: a grid, a latent walk, or individual PNGs.
 
     python -m facegan.sample --generator RUN/generator.safetensors --out grid.png [--num 64] [--seed S]
-    python -m facegan.sample --generator G --out walk.gif --interpolate [--num 8] [--steps 16]
+    python -m facegan.sample --generator G --out walk.gif --interpolate [--num 8] [--steps 16]   # in W for stylegan2
     python -m facegan.sample --generator G --images-dir DIR --num 10000   # for other FID tools
     python -m facegan.sample --generator G --out smiling.png --attributes Smiling=1,Eyeglasses=0
     python -m facegan.sample --generator G --out sweep.png --sweep Smiling,Eyeglasses [--num 8]
+    python -m facegan.sample --generator G --out grid.png --psi 0.7          # a style G (stylegan2): truncation in W
+    python -m facegan.sample --generator G --out mix.png --style-mix 4x6 [--mix-layers 0-3]
 
 A conditional generator's attributes not named in --attributes are drawn at random, each with
 its frequency in the training shards (independently of the others).
@@ -41,8 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=None,
                    help="redraw latent components beyond +-T (fidelity over variety; try 1.0-2.0)")
+    p.add_argument("--psi", type=float, default=None,
+                   help="a style generator's truncation in W: pull each w towards the average w (1: none, 0: the "
+                        "average face); other archs have --truncation")
+    p.add_argument("--style-mix", default="", metavar="ROWSxCOLS",
+                   help="a style-mixing figure (--out .png): ROWS faces take the --mix-layers styles of COLS faces")
+    p.add_argument("--mix-layers", default="0-3", metavar="A-B",
+                   help="the w layers --style-mix takes from the column faces (0-3: the 4 and 8 px layers, pose and "
+                        "face shape; later ones carry colours and detail)")
     p.add_argument("--interpolate", action="store_true",
-                   help="a latent walk: one row per walk (.png) or one frame per step (.gif)")
+                   help="a latent walk: one row per walk (.png) or one frame per step (.gif); in W (straight lines) "
+                        "for a style generator, in z (spherical) for the others")
     p.add_argument("--steps", type=int, default=16, help="points along each walk")
     p.add_argument("--attributes", default="", metavar="NAME=0|1,...",
                    help="a conditional generator's attributes to fix; the others follow their training frequencies")
@@ -65,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if (args.interpolate or args.sweep) and args.images_dir:
         print(f"{prog}: error: --interpolate and --sweep write to --out, not --images-dir", file=sys.stderr)
         return 2
-    if args.interpolate and args.sweep:
-        print(f"{prog}: error: --interpolate or --sweep, not both", file=sys.stderr)
+    if sum(map(bool, (args.interpolate, args.sweep, args.style_mix))) > 1:
+        print(f"{prog}: error: one of --interpolate, --sweep and --style-mix", file=sys.stderr)
+        return 2
+    if args.style_mix and args.images_dir:
+        print(f"{prog}: error: --style-mix writes to --out, not --images-dir", file=sys.stderr)
         return 2
     if args.out and Path(args.out).suffix.lower() not in ((".png", ".gif") if args.interpolate else (".png",)):
         print(f"{prog}: error: --out {args.out}: expected a .png" + (" or .gif" if args.interpolate else ""),
@@ -84,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             ",".join(f"{n}=1" for n in conditioning.parse_condition(args.sweep)), names, "--sweep"))
         attrs = sampling.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed) \
             if names else None
+        sampling.check_psi(g, args.psi, args.generator)
+        mix = _mix_shape(args.style_mix, args.mix_layers, g, args.generator) if args.style_mix else None
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -95,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         bar = progress_bar(num, "sampling")
         index = 0
-        for batch in generate_uint8(g, z, args.batch_size, attrs):
+        for batch in generate_uint8(g, z, args.batch_size, attrs, args.psi):
             for image in batch.permute(0, 2, 3, 1).cpu().numpy():
                 Image.fromarray(image).save(out / f"{index:06d}.png")
                 index += 1
@@ -106,23 +122,41 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if mix is not None:
+        (rows, cols), layers = mix
+        sources = [latents(n, z_dim, args.seed + k, args.truncation) for k, n in enumerate((rows, cols))]
+        if names:  # a conditional G's inputs: z and attributes drawn at their training frequencies, joined
+            draws = [torch.Generator().manual_seed(args.seed + 2 + k) for k in range(2)]
+            sources = [g.inputs(x, sampling.draw(g.frequencies, len(x), gen, fixed)) for x, gen in zip(sources, draws)]
+        images = sampling.style_mix(g, *sources, layers, 1.0 if args.psi is None else args.psi)
+        sampling.grid_image(images.cpu(), nrow=cols + 1).save(out)
+        print(f"{prog}: {rows} faces x {cols} style sources, w layers {layers.start}-{layers.stop - 1} from the "
+              f"columns, in {out}", file=sys.stderr)
+        return 0
     if swept:  # one row per latent: each swept attribute off, then on
         columns = 2 * len(swept)
         grid_attrs = sampling.sweep_attributes(attrs, swept)
-        images = torch.cat(list(generate_uint8(g, z.repeat_interleave(columns, 0), args.batch_size, grid_attrs)))
+        images = torch.cat(list(generate_uint8(g, z.repeat_interleave(columns, 0), args.batch_size, grid_attrs,
+                                               args.psi)))
         sampling.grid_image(images.cpu(), nrow=columns).save(out)
         labels = ", ".join(f"{names[k]}=0, {names[k]}=1" for k in swept)
         print(f"{prog}: a sweep of {num} latents in {out}; columns: {labels}", file=sys.stderr)
         return 0
     if not args.interpolate:
-        images = torch.cat(list(generate_uint8(g, z, args.batch_size, attrs))).cpu()
+        images = torch.cat(list(generate_uint8(g, z, args.batch_size, attrs, args.psi))).cpu()
         sampling.grid_image(images, nrow=math.ceil(math.sqrt(num))).save(out)
         print(f"{prog}: {num} samples in {out}", file=sys.stderr)
         return 0
 
-    walk = sampling.slerp(z[:num], z[num:], torch.linspace(0, 1, args.steps))  # [num, steps, Z]
-    walk_attrs = None if attrs is None else attrs.repeat_interleave(args.steps, 0)  # held along each walk
-    images = torch.cat(list(generate_uint8(g, walk.reshape(-1, z_dim), args.batch_size, walk_attrs))).cpu()
+    if sampling.style_generator(g) is not None:  # a style G walks in W, on straight lines
+        ends = [z[:num], z[num:]]
+        if names:  # z and the attributes, joined as the arch's G takes them; held along each walk
+            ends = [g.inputs(x, attrs) for x in ends]
+        images = sampling.w_walk(g, *ends, args.steps, 1.0 if args.psi is None else args.psi).cpu()
+    else:  # other archs: spherical interpolation in z
+        walk = sampling.slerp(z[:num], z[num:], torch.linspace(0, 1, args.steps))  # [num, steps, Z]
+        walk_attrs = None if attrs is None else attrs.repeat_interleave(args.steps, 0)  # held along each walk
+        images = torch.cat(list(generate_uint8(g, walk.reshape(-1, z_dim), args.batch_size, walk_attrs))).cpu()
     images = images.view(num, args.steps, *images.shape[1:])
     if out.suffix.lower() == ".png":  # one row per walk
         sampling.grid_image(images.flatten(0, 1), nrow=args.steps).save(out)
@@ -132,6 +166,23 @@ def main(argv: list[str] | None = None) -> int:
         frames[0].save(out, save_all=True, append_images=frames[1:], duration=80, loop=0)
     print(f"{prog}: {num} latent walks of {args.steps} steps in {out}", file=sys.stderr)
     return 0
+
+
+def _mix_shape(text: str, layers: str, g: torch.nn.Module, what: str) -> tuple[tuple[int, int], range]:
+    """'4x6', '0-3' -> ((4, 6), range(0, 4)), checked against the generator's layers."""
+    style = sampling.style_generator(g)
+    if style is None:
+        raise ValueError(f"--style-mix: {what} ({g.spec['arch']}) has no W space; style mixing needs a style "
+                         "generator (--arch stylegan2)")
+    try:
+        rows, cols = (int(n) for n in text.lower().split("x"))
+        first, last = (int(n) for n in layers.split("-"))
+    except ValueError:
+        raise ValueError(f"--style-mix {text} --mix-layers {layers}: expected ROWSxCOLS (4x6) and A-B (0-3)") from None
+    if rows < 1 or cols < 1 or not 0 <= first <= last < style.num_ws:
+        raise ValueError(f"--style-mix {text} --mix-layers {layers}: at least 1x1, and layers within 0-"
+                         f"{style.num_ws - 1} ({what} has {style.num_ws} w layers)")
+    return (rows, cols), range(first, last + 1)
 
 
 if __name__ == "__main__":

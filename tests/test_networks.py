@@ -1,13 +1,18 @@
 """Networks as components: the dcgan arch at every resolution, specs and their errors, exports
-that load from the file alone (legacy ones too), and an arch added as one module + one line."""
+that load from the file alone (legacy ones too), an arch added as one module + one line, and
+stylegan2's W: truncation, style mixing and the sample command's figures."""
 
 from __future__ import annotations
 
 import json
+import math
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from facegan import networks
@@ -171,9 +176,10 @@ def test_specs_round_trip_and_options():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: networks.make_specs("foo", 32, 16, 8, 8, {}), "arch 'foo': unknown; registered: dcgan, resnet, r3gan"),
+    (lambda: networks.make_specs("foo", 32, 16, 8, 8, {}),
+     "arch 'foo': unknown; registered: dcgan, resnet, r3gan, stylegan2"),
     (lambda: networks.build("generator", {"arch": "foo", "kwargs": {}}),
-     "arch 'foo': unknown; registered: dcgan, resnet, r3gan"),
+     "arch 'foo': unknown; registered: dcgan, resnet, r3gan, stylegan2"),
     (lambda: networks.make_specs("dcgan", 32, 16, 8, 8, {"x": 1}),
      "option 'x' is not an option of arch dcgan (its options: d_batchnorm, d_spectral_norm)"),
     (lambda: networks.build("generator", {"arch": "dcgan", "kwargs": {"ngf": 8}}),
@@ -294,3 +300,106 @@ def test_an_arch_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
     assert meta["spec"] == g_spec and type(loaded).__module__ == "tiny_mlp_arch"
     z = torch.randn(3, 8)
     assert torch.equal(loaded(z), g(z))
+
+
+@pytest.mark.parametrize("resolution", networks.RESOLUTIONS)
+def test_stylegan2_shapes_truncation_and_layout(resolution):
+    """Shapes at every resolution and one w per layer; psi 0 gives the average face whatever the
+    z (eval mode: fixed noise); psi 1 is no truncation; the same numbers in channels_last; with the
+    minibatch stddev off, D's logit of an image does not depend on its batch."""
+    torch.manual_seed(0)
+    g_spec, d_spec = networks.make_specs("stylegan2", resolution, z_dim=16, ngf=8, ndf=8,
+                                         options={"d_mbstd_group": 0})
+    g, d = networks.build("generator", g_spec), networks.build("discriminator", d_spec)
+    assert g.num_ws == 2 * int(math.log2(resolution)) - 2 and g.w_avg.shape == (g.w_dim,)
+    g.train()
+    g(torch.randn(8, 16))  # w_avg follows the mean w while training
+    assert g.w_avg.abs().sum() > 0
+    g.eval()
+    z = torch.randn(3, 16)
+    with torch.no_grad():
+        images, logits = g(z), d(g(z))
+        assert images.shape == (3, 3, resolution, resolution) and logits.shape == (3,)
+        torch.testing.assert_close(g(z, psi=1.0), images)
+        average = g(torch.randn(5, 16) * 3, psi=0.0)
+        torch.testing.assert_close(average, average[:1].expand(5, -1, -1, -1))
+        assert not torch.allclose(images[0], images[1])
+        torch.testing.assert_close(d(images[1:2]), logits[1:2], atol=1e-5, rtol=1e-4)
+        g, d = networks.to_channels_last(g), networks.to_channels_last(d)
+        torch.testing.assert_close(g(z), images, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(d(images.contiguous(memory_format=torch.channels_last)), logits,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_stylegan2_mixing_changes_only_the_layers_after_the_cutoff():
+    """ws whose rows differ from layer c on: every synthesis layer before c computes the same
+    activations, every one from c on differs; and training's mixing draws exactly such ws."""
+    torch.manual_seed(0)
+    g = networks.build("generator", networks.make_specs("stylegan2", 32, 16, 8, 8, {})[0]).eval()
+    seen: list[torch.Tensor] = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: seen.append(o)) for layer in g.layers]
+    with torch.no_grad():
+        a, b = (g.map(torch.randn(2, 16))[:, None].expand(-1, g.num_ws, -1) for _ in range(2))
+        for cutoff in (1, 4, g.num_ws - 1):
+            seen.clear()
+            g.synthesis(a)
+            g.synthesis(torch.cat([a[:, :cutoff], b[:, cutoff:]], 1))
+            plain, mixed = seen[:len(g.layers)], seen[len(g.layers):]
+            for j, (x, y) in enumerate(zip(plain, mixed)):
+                assert torch.equal(x, y) == (j < cutoff), (cutoff, j)
+    for hook in hooks:
+        hook.remove()
+    g.train()
+    g.mixing = 1.0  # (0.9 by default: the draw below would mix or not by chance)
+    ws = g.mix(a.clone(), torch.randn(2, 16))
+    changed = (ws != a).any(2).any(0).tolist()
+    cut = changed.index(True)
+    assert 1 <= cut < g.num_ws and all(changed[cut:]) and not any(changed[:cut])
+
+
+def test_sample_psi_and_style_mixing_figure(tmp_path, capsys):
+    """python -m facegan.sample on a stylegan2 export: --psi 0 gives the same face in every tile;
+    --style-mix 2x3 is a 3x4 grid (sources on top, faces on the left, the corner black);
+    --interpolate walks in W between the grid's samples; a dcgan export refuses --psi and
+    --style-mix in one line each."""
+    from facegan import sample
+    from facegan.networks.exports import export_generator
+
+    torch.manual_seed(0)
+    for arch in ("stylegan2", "dcgan"):
+        g = networks.build("generator", networks.make_specs(arch, 32, 16, 8, 8, {})[0])
+        export_generator(g, tmp_path / f"{arch}.safetensors", step=0)
+    style = str(tmp_path / "stylegan2.safetensors")
+
+    def tiles(path: Path, rows: int, cols: int) -> list[list[np.ndarray]]:
+        pixels = np.asarray(Image.open(path))
+        assert pixels.shape == (rows * 34 + 2, cols * 34 + 2, 3)
+        return [[pixels[2 + 34 * r:34 * (r + 1), 2 + 34 * c:34 * (c + 1)] for c in range(cols)] for r in range(rows)]
+
+    assert sample.main(["--generator", style, "--out", str(tmp_path / "avg.png"), "--psi", "0", "--num", "4"]) == 0
+    faces = [t for row in tiles(tmp_path / "avg.png", 2, 2) for t in row]
+    assert all(np.array_equal(faces[0], f) for f in faces[1:]) and faces[0].std() > 0
+    assert sample.main(["--generator", style, "--out", str(tmp_path / "mix.png"), "--style-mix", "2x3"]) == 0
+    grid = tiles(tmp_path / "mix.png", 3, 4)
+    assert grid[0][0].max() == 0  # the corner
+    assert not np.array_equal(grid[1][0], grid[2][0]) and not np.array_equal(grid[0][1], grid[0][2])
+    assert not np.array_equal(grid[1][1], grid[1][0]) and not np.array_equal(grid[1][1], grid[0][1])  # a mix
+    # A walk in W runs on a straight line from G(z_i) to G(z_num+i): its ends are those samples.
+    assert sample.main(["--generator", style, "--out", str(tmp_path / "grid.png"), "--num", "4"]) == 0
+    assert sample.main(["--generator", style, "--out", str(tmp_path / "walk.png"), "--interpolate", "--num", "2",
+                        "--steps", "3"]) == 0
+    grid, walk = tiles(tmp_path / "grid.png", 2, 2), tiles(tmp_path / "walk.png", 2, 3)
+    samples = [t for row in grid for t in row]
+
+    def close(a: np.ndarray, b: np.ndarray) -> bool:  # a batch of another size may round a pixel the other way
+        return np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+    for i in range(2):
+        assert close(walk[i][0], samples[i]) and close(walk[i][2], samples[2 + i])
+        assert not close(walk[i][1], samples[i])
+    capsys.readouterr()
+    dcgan = str(tmp_path / "dcgan.safetensors")
+    for flags in (["--psi", "0.5"], ["--style-mix", "2x2"]):
+        assert sample.main(["--generator", dcgan, "--out", str(tmp_path / "x.png"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "(dcgan) has no W space" in err, err

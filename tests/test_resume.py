@@ -45,6 +45,7 @@ OPTS = {"default": {},  # channels_last + fused Adam
 @pytest.mark.parametrize("recipe,precision,opts", [
     ("dcgan", "no", "default"), ("strong", "no", "default"), ("dcgan", "fp16", "default"),
     ("strong", "bf16", "default"), ("dcgan", "no", "plain"), ("wgan", "no", "default"), ("modern", "no", "default"),
+    ("stylegan2", "bf16", "default"),
     pytest.param("dcgan", "bf16", "compile", marks=pytest.mark.slow),
     pytest.param("strong", "bf16", "cudagraphs", marks=pytest.mark.slow)])
 def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe, precision, opts):
@@ -61,6 +62,8 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe
     if recipe == "modern":  # r3gan, rpgan with lazy R1 + R2, EMA, and ADA moving p at every 3rd step
         extra.update(arch="r3gan", loss="rpgan", r1_gamma=1.0, r2_gamma=1.0, reg_every=2, ema=True, ada=True,
                      ada_interval=3, ada_kimg=0.5, ada_target=-1.0, beta1=0.0)
+    if recipe == "stylegan2":  # style mixing at every forward, w_avg, per-pixel noise, lazy R1, EMA
+        extra.update(arch="stylegan2", loss="nonsat", r1_gamma=1.0, reg_every=2, ema=True, g_mixing=1.0)
     one = tiny(synthetic_shards, tmp_path / "one", **extra)
     train(one)
     two = tiny(synthetic_shards, tmp_path / "two", **extra)

@@ -133,3 +133,17 @@ def test_entry_points(tmp_path, synthetic_shards, launcher):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "generator exported" in res.stderr
     assert (tmp_path / "run" / "generator.safetensors").exists()
+
+
+def test_stylegan2_preset_follows_stylegan2_ada_auto_by_resolution():
+    """R1 gamma = 0.0002 x res^2 / batch and an EMA half-life of batch x 10 / 32 kimg, as
+    StyleGAN2-ADA's "auto" config derives them; its loss, optimizer and lazy R1 interval."""
+    from facegan.training.presets import preset_config
+
+    for resolution, batch in ((32, 64), (64, 64), (128, 32)):
+        cfg = preset_config("stylegan2", resolution)
+        assert cfg.batch_size == batch and cfg.r1_gamma == pytest.approx(0.0002 * resolution**2 / batch)
+        assert cfg.ema_kimg == batch * 10 / 32
+        cfg.validate()
+    assert (cfg.arch, cfg.loss, cfg.reg_every, cfg.beta1, cfg.beta2, cfg.lr_g, cfg.ema) == (
+        "stylegan2", "nonsat", 16, 0.0, 0.99, 0.0025, True)

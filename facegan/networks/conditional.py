@@ -37,11 +37,16 @@ class ConditionalGenerator(nn.Module):
         self.z_dim = base.z_dim - len(self.attributes)  # the noise part of the input
         self.resolution = base.resolution
 
-    def forward(self, z: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, attrs: torch.Tensor, **kwargs) -> torch.Tensor:
+        """`kwargs` go to the arch's G (a style G's `psi`)."""
+        return self.net(self.inputs(z, attrs), **kwargs)
+
+    def inputs(self, z: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+        """What the arch's G takes: z and the attributes' signs, [B, z_dim + K]."""
         if attrs.shape != (z.shape[0], len(self.attributes)):
             raise ValueError(f"attrs of shape {tuple(attrs.shape)}: expected [{z.shape[0]}, {len(self.attributes)}] "
                              f"({', '.join(self.attributes)})")
-        return self.net(torch.cat([z.flatten(1), signs(attrs, z.dtype)], 1))
+        return torch.cat([z.flatten(1), signs(attrs, z.dtype)], 1)
 
     def to_channels_last(self) -> ConditionalGenerator:
         """The arch's own NHWC conversion where it has one (DCGAN keeps its first layer's layout)."""

@@ -33,6 +33,7 @@ ARCHS = {
     "dcgan": "facegan.networks.dcgan",
     "resnet": "facegan.networks.resnet",
     "r3gan": "facegan.networks.r3gan",
+    "stylegan2": "facegan.networks.stylegan2",
 }
 KINDS = {"generator": "Generator", "discriminator": "Discriminator"}
 PREFIXES = {"generator": "g_", "discriminator": "d_"}  # which network an option belongs to

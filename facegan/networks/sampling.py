@@ -37,20 +37,84 @@ def latents(num: int, z_dim: int, seed: int, truncation: float | None = None) ->
 
 
 @torch.no_grad()
+def style_generator(g: torch.nn.Module) -> torch.nn.Module | None:
+    """The style G (one with a mapping to W, `w_avg` and `synthesis`) inside `g`, or None."""
+    base = getattr(g, "net", g)  # a conditional G wraps the arch's
+    return base if hasattr(base, "w_avg") and hasattr(base, "synthesis") else None
+
+
+def check_psi(g: torch.nn.Module, psi: float | None, what: str = "the generator") -> None:
+    """One line where --psi cannot apply: a G without W, or psi outside [0, 1]."""
+    if psi is None:
+        return
+    if style_generator(g) is None:
+        arch = getattr(g, "spec", {}).get("arch", type(g).__name__)
+        raise ValueError(f"--psi: {what} ({arch}) has no W space to truncate in; --truncation T redraws z "
+                         "components beyond +-T instead")
+    if not 0 <= psi <= 1:
+        raise ValueError(f"--psi {psi:g}: must be in [0, 1] (1: no truncation, 0: the average face)")
+
+
+@torch.no_grad()
 def generate_uint8(g: torch.nn.Module, z: torch.Tensor, batch_size: int,
-                   attrs: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                   attrs: torch.Tensor | None = None, psi: float | None = None) -> Iterator[torch.Tensor]:
     """G(z) (G(z, attrs) for a conditional G) in batches as uint8 images, G in eval mode:
     BatchNorm uses its running statistics, so an image does not depend on its batch-mates, the
-    batch size or the number of ranks."""
+    batch size or the number of ranks. `psi` truncates a style G's w (check_psi first)."""
     was_training = g.training
     g.eval()
     device = next(g.parameters()).device
+    kwargs = {} if psi is None else {"psi": psi}
     try:
         for start in range(0, len(z), batch_size):
             inputs = [x[start:start + batch_size].to(device) for x in (z, attrs) if x is not None]
-            yield to_uint8(g(*inputs))
+            yield to_uint8(g(*inputs, **kwargs))
     finally:
         g.train(was_training)
+
+
+@torch.no_grad()
+def w_walk(g: torch.nn.Module, starts: torch.Tensor, ends: torch.Tensor, steps: int, psi: float = 1.0) -> torch.Tensor:
+    """Walks in W as uint8 [N*steps,3,H,W], walk-major: w moves on a straight line from each start's
+    w to its end's (W is where a style G's faces change smoothly; z is only its input)."""
+    style = style_generator(g)
+    was_training = style.training
+    style.eval()
+    try:
+        device = next(style.parameters()).device
+        a, b = style.map(starts.to(device), psi), style.map(ends.to(device), psi)  # [N,w_dim]
+        t = torch.linspace(0, 1, steps, device=device)[None, :, None]
+        ws = a[:, None].lerp(b[:, None], t).flatten(0, 1)  # [N*steps, w_dim]
+        return torch.cat([to_uint8(style.synthesis(ws[i:i + 64, None].expand(-1, style.num_ws, -1)))
+                          for i in range(0, len(ws), 64)])
+    finally:
+        style.train(was_training)
+
+
+@torch.no_grad()
+def style_mix(g: torch.nn.Module, rows: torch.Tensor, columns: torch.Tensor, layers: range,
+              psi: float = 1.0) -> torch.Tensor:
+    """StyleGAN's style-mixing figure as uint8 [(R+1)*(C+1),3,H,W], row-major: the top row shows
+    the column sources, the left column the row sources (the corner is black), and cell (r, c)
+    is row r's face with the w of `layers` taken from column c. `rows`, `columns`: G's inputs
+    ([N, z_dim], or z and attributes already joined for a conditional G: see its `inputs`)."""
+    style = style_generator(g)
+    was_training = style.training
+    style.eval()
+    try:
+        device = next(style.parameters()).device
+        w_rows, w_cols = (style.map(x.to(device), psi)[:, None].expand(-1, style.num_ws, -1) for x in (rows, columns))
+        take = torch.zeros(style.num_ws, dtype=torch.bool, device=device)
+        take[list(layers)] = True
+        mixed = torch.where(take[None, None, :, None], w_cols[None], w_rows[:, None])  # [R,C,num_ws,w_dim]
+        top = to_uint8(style.synthesis(w_cols))
+        left = to_uint8(style.synthesis(w_rows))
+        cells = to_uint8(style.synthesis(mixed.flatten(0, 1))).view(len(rows), len(columns), *top.shape[1:])
+        corner = torch.zeros_like(top[:1])
+        grid = [torch.cat([corner, top])] + [torch.cat([left[r:r + 1], cells[r]]) for r in range(len(rows))]
+        return torch.cat(grid)
+    finally:
+        style.train(was_training)
 
 
 def latent_attributes(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor | None:

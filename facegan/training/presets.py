@@ -49,10 +49,27 @@ MODERN_BY_RESOLUTION = {
 }
 
 
-PRESETS = {"dcgan": DCGAN, "strong": STRONG, "demo": DEMO, "modern": MODERN}
+# StyleGAN2 with StyleGAN2-ADA's small-data ("auto") settings (Karras et al. 2020, train.py's cfg
+# "auto"): the logistic non-saturating loss with lazy R1 every 16 D steps, Adam (0, 0.99) at
+# lr 0.0025, a 2-layer mapping network, style mixing 0.9 and minibatch-stddev groups of 4 (the
+# arch's defaults), EMA of G. By resolution, as "auto" derives them: R1 gamma = 0.0002 x res^2 /
+# batch and EMA half-life = batch x 10 / 32 kimg. Widths are facegan's (smaller than "auto"'s
+# 0.5 x 16384 / res channels, so a CPU can run them), as modern's are. Not yet measured against
+# modern and dcgan (docs/toolbox.md).
+STYLEGAN2 = dataclasses.replace(DCGAN, preset="stylegan2", arch="stylegan2", loss="nonsat", z_dim=128, beta1=0.0,
+                                beta2=0.99, lr_g=0.0025, lr_d=0.0025, reg_every=16, ema=True)
+STYLEGAN2_BY_RESOLUTION = {
+    32: dict(ngf=16, ndf=16, batch_size=64, r1_gamma=0.0002 * 32**2 / 64, ema_kimg=64 * 10 / 32),
+    64: dict(ngf=64, ndf=64, batch_size=64, r1_gamma=0.0002 * 64**2 / 64, ema_kimg=64 * 10 / 32),
+    128: dict(ngf=32, ndf=32, batch_size=32, r1_gamma=0.0002 * 128**2 / 32, ema_kimg=32 * 10 / 32),
+}
 
 
-BY_RESOLUTION = {"modern": MODERN_BY_RESOLUTION}  # presets whose values depend on the image size
+PRESETS = {"dcgan": DCGAN, "strong": STRONG, "demo": DEMO, "modern": MODERN, "stylegan2": STYLEGAN2}
+
+
+# presets whose values depend on the image size
+BY_RESOLUTION = {"modern": MODERN_BY_RESOLUTION, "stylegan2": STYLEGAN2_BY_RESOLUTION}
 
 
 def preset_config(name: str, resolution: int | None = None) -> TrainConfig:
