@@ -62,8 +62,9 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe
     if recipe == "modern":  # r3gan, rpgan with lazy R1 + R2, EMA, and ADA moving p at every 3rd step
         extra.update(arch="r3gan", loss="rpgan", r1_gamma=1.0, r2_gamma=1.0, reg_every=2, ema=True, ada=True,
                      ada_interval=3, ada_kimg=0.5, ada_target=-1.0, beta1=0.0)
-    if recipe == "stylegan2":  # style mixing at every forward, w_avg, per-pixel noise, lazy R1, EMA
-        extra.update(arch="stylegan2", loss="nonsat", r1_gamma=1.0, reg_every=2, ema=True, g_mixing=1.0)
+    if recipe == "stylegan2":  # style mixing at every forward, w_avg, per-pixel noise, lazy R1 and path length, EMA
+        extra.update(arch="stylegan2", loss="nonsat", r1_gamma=1.0, reg_every=2, ema=True, g_mixing=1.0,
+                     pl_weight=2.0, pl_every=3)
     one = tiny(synthetic_shards, tmp_path / "one", **extra)
     train(one)
     two = tiny(synthetic_shards, tmp_path / "two", **extra)
@@ -85,6 +86,9 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe
         # fell between two updates (3, 6), so the pending sums of r_t went through the checkpoint
         assert [r["aug/p"] for r in one_m] == [r["aug/p"] for r in two_m] and one_m[-1]["aug/p"] > 0
         assert [r.get("aug/rt") for r in one_m] == [r.get("aug/rt") for r in two_m]
+    if recipe == "stylegan2":  # the path-length penalty ran at G steps 0, 3 and 6 (logged with steps 2, 4, 8)
+        assert ["reg/pl" in r for r in one_m] == [True, True, False, True]
+        assert [r.get("reg/pl") for r in one_m] == [r.get("reg/pl") for r in two_m] and one_m[-1]["reg/pl"] > 0
     if recipe == "wgan":  # 8 steps x 5 D steps x 2 micro-batches x 4 images; lr read from Adam
         assert [r["kimg"] for r in one_m] == [0.08, 0.16, 0.24, 0.32] and "reg/gp" in one_m[0]
         lrs = [r["lr/G"] for r in one_m]

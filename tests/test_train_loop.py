@@ -162,3 +162,13 @@ def test_it_learns(tmp_path, synthetic_shards, standin):
     before = fid(untrained.g)
     after = fid(exports.load_generator(train(cfg))[0])
     assert after < 0.5 * before, (before, after)  # 43.2 -> 7.8 when written
+
+
+def test_path_length_needs_a_style_generator(tmp_path, synthetic_shards):
+    """--pl-weight is refused in one line where G has no W (checked where the step is built), and
+    with --compile (a double backward) by the config."""
+    with pytest.raises(ValueError, match=r"pl_weight=2: path-length regularisation needs a style generator "
+                                         r"\(--arch stylegan2\), not arch=dcgan"):
+        nets(tiny(synthetic_shards, tmp_path / "run", pl_weight=2.0))
+    with pytest.raises(ValueError, match=r"compile=default cannot be combined with pl_weight > 0"):
+        tiny(synthetic_shards, tmp_path / "run", arch="stylegan2", pl_weight=2.0, compile="default").validate()

@@ -135,6 +135,7 @@ class Generator(nn.Module):
         dims = [z_dim] + [self.w_dim] * mapping_layers
         self.mapping = nn.ModuleList(EqualLinear(a, b, lr_mul=0.01) for a, b in zip(dims, dims[1:]))
         self.register_buffer("w_avg", torch.zeros(self.w_dim))
+        self.register_buffer("pl_mean", torch.zeros(()))  # path-length regularisation's running mean
         self.const = nn.Parameter(torch.randn(widths[0], 4, 4))
         self.layers = nn.ModuleList([SynthesisLayer(widths[0], widths[0], self.w_dim, 4, up=False)])
         self.to_rgb = nn.ModuleList([ToRGB(widths[0], self.w_dim)])

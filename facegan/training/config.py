@@ -53,6 +53,8 @@ class TrainConfig:
     r1_gamma: float = 0.0  # R1 penalty weight (zero-centred, on real images); 0 is off
     r2_gamma: float = 0.0  # R2 penalty weight (zero-centred, on generated images); 0 is off
     reg_every: int = 16  # lazy R1/R2: apply every N D steps, scaled by N (1: every step)
+    pl_weight: float = 0.0  # path-length regularisation of a style G (stylegan2; StyleGAN2's 2); 0 is off
+    pl_every: int = 4  # lazy path-length regularisation: every N G steps, weighted N times
     diffaugment: NAMES = ()  # comma list of color, translation, cutout (DiffAugment); empty is off
     ada: bool = False  # adaptive discriminator augmentation (StyleGAN2-ADA): p follows D's overfitting
     ada_target: float = 0.6  # ADA's target for r_t = E[sign(D(real))]
@@ -139,8 +141,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
         for name in ("z_dim", "ngf", "ndf", "batch_size", "accumulate", "d_steps", "ckpt_every", "keep",
-                     "divergence_steps", "log_every", "sample_every", "num_samples", "reg_every", "eval_batch_size",
-                     "ada_interval"):
+                     "divergence_steps", "pl_every", "log_every", "sample_every", "num_samples", "reg_every",
+                     "eval_batch_size", "ada_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         for name in ("lr_g", "lr_d", "ema_kimg", "ada_kimg"):
@@ -149,8 +151,8 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 1)")
-        for name in ("max_steps", "max_kimg", "r1_gamma", "r2_gamma", "gp_lambda", "num_workers", "warmup_kimg",
-                     "ema_rampup", "eval_every", "max_minutes", "lr_decay_kimg"):
+        for name in ("max_steps", "max_kimg", "r1_gamma", "r2_gamma", "gp_lambda", "pl_weight", "num_workers",
+                     "warmup_kimg", "ema_rampup", "eval_every", "max_minutes", "lr_decay_kimg"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must not be negative")
         if not (self.max_steps or self.max_kimg):
@@ -185,7 +187,8 @@ class TrainConfig:
             raise ValueError("metrics=attr needs --attr-classifier FILE (python -m facegan.attributes train SHARDS "
                              "--out FILE)")
         second_order = [name for name, on in (("r1_gamma > 0", self.r1_gamma > 0), ("r2_gamma > 0", self.r2_gamma > 0),
-                                             ("loss=wgan-gp", self.loss == "wgan-gp")) if on]
+                                             ("loss=wgan-gp", self.loss == "wgan-gp"),
+                                             ("pl_weight > 0", self.pl_weight > 0)) if on]
         if self.compile != "off" and second_order:
             raise ValueError(f"compile={self.compile} cannot be combined with {second_order[0]}: torch.compile does "
                              "not support a gradient penalty's double backward")

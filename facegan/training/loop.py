@@ -20,6 +20,7 @@ from accelerate.utils import broadcast_object_list, set_seed
 from facegan.data import attributes as conditioning
 from facegan.data.shardset import ShardSet, load_shardset, shared_shards_warning
 from facegan.data.stream import to_float, train_loader
+from facegan.networks import sampling
 from facegan.runtime import make_accelerator, process_warnings, resolve_precision
 from facegan.training import checkpoint as ckpt
 from facegan.training.ada import AdaController
@@ -28,6 +29,7 @@ from facegan.training.health import Diverged, Health, NonFiniteLoss
 from facegan.training.lock import RunLock
 from facegan.training.losses import GANLoss, build_loss
 from facegan.training.models import ModelOptions, Models, build_models
+from facegan.training.path_length import PathLength
 from facegan.training.schedules import Schedule
 from facegan.training.state import UNBOUNDED, RunState, load_run, new_state, trim_metrics
 from facegan.training.step import GANStep, StepOptions
@@ -115,7 +117,13 @@ def make_step(cfg: TrainConfig, acc: Accelerator, models: Models, loss: GANLoss)
                           ema_rampup=cfg.ema_rampup, cuda_graphs=cfg.compile == "reduce-overhead")
     ada = AdaController(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval) if cfg.ada else None
     health = Health(acc.device, loss.plausible_loss if cfg.divergence_guard else 0.0, cfg.divergence_steps)
-    return GANStep(acc, models, loss, options, ada, health)
+    path_length = None
+    if cfg.pl_weight:
+        if sampling.style_generator(acc.unwrap_model(models.g)) is None:
+            raise ValueError(f"pl_weight={cfg.pl_weight:g}: path-length regularisation needs a style generator "
+                             f"(--arch stylegan2), not arch={cfg.arch}")
+        path_length = PathLength(cfg.pl_weight, cfg.pl_every)
+    return GANStep(acc, models, loss, options, ada, health, path_length)
 
 
 def _claim_run(acc: Accelerator, cfg: TrainConfig, lock: RunLock) -> tuple[Path | None, list[str]]:

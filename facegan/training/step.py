@@ -25,6 +25,7 @@ from facegan.training.ema import ema_beta
 from facegan.training.health import Health
 from facegan.training.losses import GANLoss, Pass
 from facegan.training.models import Models
+from facegan.training.path_length import PathLength
 from facegan.training.schedules import Schedule
 from facegan.training.state import RunState
 
@@ -73,8 +74,11 @@ class GANStep:
     `ada` (ADA's controller) and `health` (the watch over the losses) are the step's to update."""
 
     def __init__(self, acc: Accelerator, models: Models, loss: GANLoss, options: StepOptions,
-                 ada: AdaController | None = None, health: Health | None = None):
+                 ada: AdaController | None = None, health: Health | None = None,
+                 path_length: PathLength | None = None):
+        """`path_length`: a style G's lazy path-length regularisation, its own G phase when due."""
         self.acc, self.m, self.loss, self.options, self.ada = acc, models, loss, options, ada
+        self.path_length = path_length
         self.health = health if health is not None else Health(acc.device)
         self.stats = Stats(acc.device)
         self.z_dim = acc.unwrap_model(models.g).z_dim
@@ -129,8 +133,10 @@ class GANStep:
             (lambda real=real, z=z, fake=fake, a=a: self.loss.g_passes(
                 self._d_given(a), real, fake if keep else self._g(z, a), state.step))
             for real, z, fake, a in zip(reals, zs, fakes, attrs)])
-        m.d.requires_grad_(True)
         self.stats.add(g_logs)
+        if self.path_length is not None and self.path_length.due(state.step):
+            self.stats.add(self._path_length_phase(reals, attrs))
+        m.d.requires_grad_(True)
         state.step += 1
         state.nimg += self.step_nimg()
         if self.ada is not None:  # every ada_interval steps: one all-rank sum and a host read
@@ -139,6 +145,18 @@ class GANStep:
             beta = ema_beta(self.step_nimg(), state.nimg, o.ema_kimg, o.ema_rampup)
             m.ema.update(self.acc.unwrap_model(m.g), beta)
         self.health.observe(state.step, {**d_logs, **g_logs})
+
+    def _path_length_phase(self, reals: list[torch.Tensor], attrs: list[torch.Tensor | None]) -> dict:
+        """Path-length regularisation on half a micro-batch of new latents (StyleGAN2's shrink
+        of 2), the attributes of the real images beside them for a conditional G: its own
+        optimizer step, as StyleGAN2's lazy Greg phase."""
+        g = self.acc.unwrap_model(self.m.g)
+        n = max(1, len(reals[0]) // 2)
+        z = torch.randn(n, self.z_dim, device=reals[0].device)
+        inputs = z if attrs[0] is None else g.inputs(z, attrs[0][:n])
+        style = getattr(g, "net", g)  # a conditional G wraps the style G
+        mean = (lambda t: self.acc.reduce(t, "mean")) if self.acc.num_processes > 1 else (lambda t: t)
+        return self._phase(self.m.g, self.m.opt_g, [lambda: [lambda: self.path_length.terms(style, inputs, mean)]])
 
     def _g(self, z: torch.Tensor, attrs: torch.Tensor | None) -> torch.Tensor:
         return self.m.g(z) if attrs is None else self.m.g(z, attrs)
