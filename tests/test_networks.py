@@ -185,7 +185,7 @@ def test_specs_round_trip_and_options():
     (lambda: networks.build("generator", {"arch": "dcgan", "kwargs": {"ngf": 8}}),
      "generator of arch dcgan: unexpected kwarg 'ngf' (it takes: resolution, z_dim, width)"),
     (lambda: networks.build("discriminator", {"arch": "dcgan", "kwargs": {"resolution": 48}}),
-     "discriminator of arch dcgan: resolution 48 is not supported; choose one of (32, 64, 128)"),
+     "discriminator of arch dcgan: resolution 48 is not supported; choose one of (32, 64, 128, 256)"),
     (lambda: networks.build("critic", {"arch": "dcgan", "kwargs": {}}),
      "kind 'critic': expected one of generator, discriminator"),
 ])
@@ -403,3 +403,20 @@ def test_sample_psi_and_style_mixing_figure(tmp_path, capsys):
         assert sample.main(["--generator", dcgan, "--out", str(tmp_path / "x.png"), *flags]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "(dcgan) has no W space" in err, err
+
+
+def test_256_px_from_pack_to_every_d(tmp_path):
+    """256 px end to end in shape: packed shards at 256 px stream 256 px batches that D of every
+    arch scores (training there is not measured on this CPU)."""
+    from facegan.data.pack import pack
+    from facegan.data.sources.synthetic import SyntheticSource
+    from facegan.data.stream import train_loader
+
+    shards = tmp_path / "s256"
+    assert pack(SyntheticSource(4, seed=0, size=256), shards, size=256, shard_size=2, progress=False)["size"] == 256
+    batch = next(iter(train_loader(shards, 2, num_workers=0)))["image"]
+    assert batch.shape == (2, 3, 256, 256)
+    for arch in networks.ARCHS:
+        d = networks.build("discriminator", networks.make_specs(arch, 256, 16, 4, 4, {})[1]).eval()
+        with torch.no_grad():
+            assert d(batch).shape == (2,), arch

@@ -20,7 +20,7 @@ from facegan.data.sources.base import Item
 from facegan.files import write_json_atomic
 from facegan.progress import progress_bar
 
-SIZES = (32, 64, 128)
+SIZES = (32, 64, 128, 256)  # the networks' resolutions (facegan.networks.RESOLUTIONS)
 
 
 # Centre square cropped from aligned CelebA (178x218) before resizing. 140 keeps the face with

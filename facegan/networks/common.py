@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-RESOLUTIONS = (32, 64, 128)
+RESOLUTIONS = (32, 64, 128, 256)  # 256: shapes tested, training not measured here (2-core CPU)
 
 
 def stage_widths(resolution: int, width: int, cap: int = 8) -> list[int]:
