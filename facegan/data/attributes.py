@@ -42,8 +42,9 @@ class AttributeCounts:
 
 def parse_condition(text: str | tuple[str, ...], flag: str = "--condition") -> tuple[str, ...]:
     """'Smiling,Eyeglasses' (or its names) -> ('Smiling', 'Eyeglasses'); '' -> () (unconditional)."""
-    names = [n.strip() for n in text.split(",")] if isinstance(text, str) and text.strip() else \
-        [n.strip() for n in text] if not isinstance(text, str) else []
+    if isinstance(text, str):
+        text = text.split(",") if text.strip() else []
+    names = [n.strip() for n in text]
     shown = ",".join(names)
     if any(not n for n in names):
         raise ValueError(f"{flag} {shown!r}: an empty attribute name")

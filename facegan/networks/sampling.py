@@ -7,6 +7,7 @@ no distribution.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,40 +56,43 @@ def check_psi(g: torch.nn.Module, psi: float | None, what: str = "the generator"
         raise ValueError(f"--psi {psi:g}: must be in [0, 1] (1: no truncation, 0: the average face)")
 
 
+@contextlib.contextmanager
+def evaluating(net: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`net` in eval mode (BatchNorm's running statistics, a style G's fixed noise) for the block,
+    then back in the mode it had."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 @torch.no_grad()
 def generate_uint8(g: torch.nn.Module, z: torch.Tensor, batch_size: int,
                    attrs: torch.Tensor | None = None, psi: float | None = None) -> Iterator[torch.Tensor]:
     """G(z) (G(z, attrs) for a conditional G) in batches as uint8 images, G in eval mode:
     BatchNorm uses its running statistics, so an image does not depend on its batch-mates, the
     batch size or the number of ranks. `psi` truncates a style G's w (check_psi first)."""
-    was_training = g.training
-    g.eval()
     device = next(g.parameters()).device
     kwargs = {} if psi is None else {"psi": psi}
-    try:
+    with evaluating(g):
         for start in range(0, len(z), batch_size):
             inputs = [x[start:start + batch_size].to(device) for x in (z, attrs) if x is not None]
             yield to_uint8(g(*inputs, **kwargs))
-    finally:
-        g.train(was_training)
 
 
 @torch.no_grad()
 def w_walk(g: torch.nn.Module, starts: torch.Tensor, ends: torch.Tensor, steps: int, psi: float = 1.0) -> torch.Tensor:
     """Walks in W as uint8 [N*steps,3,H,W], walk-major: w moves on a straight line from each start's
     w to its end's (W is where a style G's faces change smoothly; z is only its input)."""
-    style = style_generator(g)
-    was_training = style.training
-    style.eval()
-    try:
+    with evaluating(style_generator(g)) as style:
         device = next(style.parameters()).device
         a, b = style.map(starts.to(device), psi), style.map(ends.to(device), psi)  # [N,w_dim]
         t = torch.linspace(0, 1, steps, device=device)[None, :, None]
         ws = a[:, None].lerp(b[:, None], t).flatten(0, 1)  # [N*steps, w_dim]
         return torch.cat([to_uint8(style.synthesis(ws[i:i + 64, None].expand(-1, style.num_ws, -1)))
                           for i in range(0, len(ws), 64)])
-    finally:
-        style.train(was_training)
 
 
 @torch.no_grad()
@@ -98,10 +102,7 @@ def style_mix(g: torch.nn.Module, rows: torch.Tensor, columns: torch.Tensor, lay
     the column sources, the left column the row sources (the corner is black), and cell (r, c)
     is row r's face with the w of `layers` taken from column c. `rows`, `columns`: G's inputs
     ([N, z_dim], or z and attributes already joined for a conditional G: see its `inputs`)."""
-    style = style_generator(g)
-    was_training = style.training
-    style.eval()
-    try:
+    with evaluating(style_generator(g)) as style:
         device = next(style.parameters()).device
         w_rows, w_cols = (style.map(x.to(device), psi)[:, None].expand(-1, style.num_ws, -1) for x in (rows, columns))
         take = torch.zeros(style.num_ws, dtype=torch.bool, device=device)
@@ -113,8 +114,6 @@ def style_mix(g: torch.nn.Module, rows: torch.Tensor, columns: torch.Tensor, lay
         corner = torch.zeros_like(top[:1])
         grid = [torch.cat([corner, top])] + [torch.cat([left[r:r + 1], cells[r]]) for r in range(len(rows))]
         return torch.cat(grid)
-    finally:
-        style.train(was_training)
 
 
 def latent_attributes(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor | None:
@@ -218,11 +217,9 @@ def write_samples(g: torch.nn.Module, z: torch.Tensor, path: Path,
     """A PNG grid of G(z) (G(z, attrs) for a conditional G) for the fixed latents, G in eval mode
     (BatchNorm running statistics); returns its uint8 [H,W,3] pixels, or None, writing nothing,
     when G's output is not finite."""
-    was_training = g.training
-    g.eval()
     device = next(g.parameters()).device
-    images = g(*[x.to(device) for x in (z, attrs) if x is not None]).float().cpu()  # [N,3,H,W] in [-1,1]
-    g.train(was_training)
+    with evaluating(g):
+        images = g(*[x.to(device) for x in (z, attrs) if x is not None]).float().cpu()  # [N,3,H,W] in [-1,1]
     if not torch.isfinite(images).all():
         return None
     grid = tile(images.clamp(-1, 1).add(1).div(2), grid_columns(len(images)))  # [3,H',W'] in [0,1]
