@@ -43,3 +43,16 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message ('' when it has none), cut to `limit` characters:
+    libraries' errors often run over many lines, a facegan error is one."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
+def describe_error(error: BaseException, limit: int | None = None) -> str:
+    """'Type: first line' of an exception (just 'Type' when its message is empty)."""
+    line = first_line(error, limit)
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from facegan.cli import first_line
+
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -60,5 +62,5 @@ def writing(path: Path):
     except (RuntimeError, SafetensorError) as e:
         disk = next(p for p in (Path(path), *Path(path).absolute().parents) if p.exists())
         free = shutil.disk_usage(disk).free / 2**20
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e) or type(e).__name__
         raise OSError(errno.EIO, f"cannot write ({reason}); {free:.0f} MiB free on its disk", str(path)) from e

@@ -19,6 +19,7 @@ from unittest import mock
 import torch
 from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
 
+from facegan.cli import describe_error
 from facegan.files import sha256_file
 
 EXTRACTOR = "inception-v3-compat"  # torch-fidelity's name for its TF-compatible InceptionV3
@@ -69,9 +70,7 @@ def read_weights(path: str | Path, flag: str = "--inception-weights", expected: 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line error
-        first = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
-        raise error(f"{flag} {path}: not a PyTorch weights file "
-                    f"({type(err).__name__}{': ' + first if first else ''})") from None
+        raise error(f"{flag} {path}: not a PyTorch weights file ({describe_error(err, 120)})") from None
     expected = expected if expected is not None else _expected_shapes()
     if not isinstance(state, dict) or set(state) != set(expected):
         keys = set(state) if isinstance(state, dict) else set()

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from facegan.cli import first_line
 from facegan.files import write_json_atomic, writing
 from facegan.networks.registry import build
 
@@ -93,7 +94,7 @@ def load_into(module: torch.nn.Module, path: Path, kind: str) -> None:
         load_tensors(module, path)
     except RuntimeError as e:  # load_state_dict lists every mismatch over many lines
         raise ValueError(f"{path}: its tensors do not fit the {kind} its spec describes "
-                         f"({str(e).strip().splitlines()[0]})") from None
+                         f"({first_line(e)})") from None
 
 
 def load_network(path: str | Path, kind: str) -> tuple[torch.nn.Module, dict]:

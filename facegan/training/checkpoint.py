@@ -18,6 +18,7 @@ import torch
 from accelerate.utils import load as accelerate_load
 from safetensors.torch import load_file
 
+from facegan.cli import describe_error
 from facegan.files import sha256_file, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
@@ -101,8 +102,7 @@ def _unloadable(file: Path) -> str | None:
             if file.name.startswith("random_states_"):
                 _try_rng_states(loaded)
     except Exception as e:  # unpickling, safetensors and RNG errors have many types
-        text = str(e).strip().splitlines()
-        return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+        return describe_error(e)
     return None
 
 

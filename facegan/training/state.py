@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 
 from facegan import files
+from facegan.cli import describe_error
 from facegan.networks import exports
 from facegan.training import checkpoint as ckpt
 from facegan.training.ada import AdaController
@@ -153,8 +154,7 @@ def load_run(path: Path, acc: Accelerator, models: Models, cfg: TrainConfig, res
         if models.ema is not None:
             exports.load_tensors(models.ema, path / ckpt.EMA_FILE)
     except Exception as e:  # pickle, safetensors and shape errors: many types, many lines
-        text = str(e).strip().splitlines()
-        raise ValueError(f"{path}: cannot be loaded ({type(e).__name__}: {text[0] if text else ''})") from None
+        raise ValueError(f"{path}: cannot be loaded ({describe_error(e)})") from None
     notes = []
     # Optimizer state brings back the saved betas: the config's win (the schedules set the lr at
     # every step), so a resume with --lr-g / --lr-d / --beta1 / --beta2 applies them.

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from accelerate import Accelerator
 
+from facegan.cli import first_line
+
 TRACKERS = ("wandb", "tensorboard")
 TENSORBOARD_DIR = "tensorboard"  # in the run folder
 
@@ -56,7 +58,7 @@ def init(acc: Accelerator, names: list[str], project: str, run_name: str, config
     except Exception as e:  # wandb.errors.UsageError, a traceback of wandb internals otherwise
         if type(e).__name__ != "UsageError":
             raise
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else "usage error"
+        reason = first_line(e) or "usage error"
         raise ValueError(f"--tracker wandb: {reason}; run `wandb login`, set WANDB_API_KEY, or set "
                          "WANDB_MODE=offline (upload later with `wandb sync`)") from None
     if not acc.is_main_process:
