@@ -137,6 +137,62 @@ def test_the_result_does_not_depend_on_when_the_run_stopped(tmp_path, synthetic_
     assert losses[0][-1] == losses[1][-1] == losses[2][-1]  # (earlier lines average other spans of steps)
 
 
+class StepClock:
+    """time.monotonic for budget.py that advances one second per training step: a run's clock
+    that does not depend on the machine."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_time_budgeted_anneal_is_planned_once_and_resumes_exactly(tmp_path, synthetic_shards, monkeypatch):
+    """--max-minutes 1 --lr-decay-minutes 0.5 on a clock of 1 s a step: base lr until 30 s, then
+    the plan (at the step-30 check: 30 steps' images at the measured rate) decays the lr to
+    --lr-final over the next 30 steps and ends the run by images at step 60. Stopped after the plan
+    (step 40) or before it (step 20, its 20 s kept in the checkpoint), the resumed runs make the
+    same plan and end with the same bits."""
+    from facegan.training import budget
+
+    clock = StepClock()
+    monkeypatch.setattr(budget, "time", clock)
+    real_step = GANStep.__call__
+    stop_at = {"step": None}
+
+    def step(self, batches, state):
+        real_step(self, batches, state)
+        clock.now += 1.0
+        if state.step == stop_at["step"]:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(GANStep, "__call__", step)
+    flags = {"max-steps": 0, "max-minutes": 1, "lr-decay-minutes": 0.5, "lr-schedule": "linear", "lr-final": 0.1,
+             "log-every": 5, "sample-every": 100, "ckpt-every": 1000, "num-workers": 2}
+
+    def start(run):
+        train(config_from_args(_flags(synthetic_shards, run, **flags))[0])
+
+    start(tmp_path / "one")
+    state = ckpt.read_state(ckpt.complete_checkpoints(tmp_path / "one")[-1])
+    assert state["step"] == 60 and state["anneal"] == {"step": 30, "start_nimg": 30 * 8, "end_nimg": 60 * 8}
+    assert state["train_seconds"] == 60.0
+    lrs = {r["step"]: r["lr/G"] for r in map(json.loads, (tmp_path / "one" / "metrics.jsonl").read_text().splitlines())}
+    base = lrs[5]
+    assert lrs[5] == lrs[30] == base and base > lrs[35] > lrs[45] > lrs[55] > lrs[60] - 1e-12
+    assert lrs[60] == pytest.approx(base * (0.1 + 0.9 / 30), rel=1e-6)  # set before the last step
+    for run, stop_step in (("after-plan", 31), ("before-plan", 11)):
+        stop_at["step"] = stop_step
+        start(tmp_path / run)
+        saved = [p.name for p in ckpt.complete_checkpoints(tmp_path / run)]
+        assert saved[-1] == f"step-0000000{stop_step + 9}", (run, saved)
+        stop_at["step"] = None
+        start(tmp_path / run)
+        for net in ("generator", "discriminator"):
+            assert sha(tmp_path / run / f"{net}.safetensors") == sha(tmp_path / "one" / f"{net}.safetensors"), run
+
+
 def test_resume_auto_skips_unfinished_checkpoints(tmp_path, synthetic_shards):
     run = tmp_path / "run"
     train(tiny(synthetic_shards, run, max_steps=4, keep=5))

@@ -134,8 +134,16 @@ def test_max_minutes_stops_cleanly_and_a_resume_goes_on(tmp_path, synthetic_shar
         dataclasses.replace(cfg, lr_schedule="cosine").validate()
     with pytest.raises(ValueError, match=r"^lr_final=1.5: must be in \[0, 1\]"):
         dataclasses.replace(cfg, lr_schedule="cosine", max_kimg=1.0, lr_final=1.5).validate()
-    with pytest.raises(ValueError, match=r"^lr_decay_kimg=100, lr_final=0: they shape a linear or cosine"):
+    with pytest.raises(ValueError, match=r"^lr_decay_kimg=100, lr_decay_minutes=0, lr_final=0: they shape a linear"):
         dataclasses.replace(cfg, lr_decay_kimg=100.0).validate()
+    timed = dataclasses.replace(cfg, max_minutes=10, lr_schedule="linear", lr_decay_minutes=4)
+    timed.validate()  # --lr-decay-minutes gives a decaying schedule its length
+    with pytest.raises(ValueError, match=r"^lr_decay_minutes=10: the anneal takes the last minutes of --max-minutes"):
+        dataclasses.replace(timed, lr_decay_minutes=10).validate()
+    with pytest.raises(ValueError, match=r"^lr_decay_minutes=4 and max_kimg=5: a time-budgeted anneal"):
+        dataclasses.replace(timed, max_kimg=5.0).validate()
+    with pytest.raises(ValueError, match=r"lr_decay_minutes=4, lr_final=0: they shape a linear or cosine"):
+        dataclasses.replace(timed, lr_schedule="constant").validate()
 
 
 def test_it_learns(tmp_path, synthetic_shards, standin):

@@ -71,6 +71,7 @@ class TrainConfig:
     lr_schedule_g: str = ""  # G's schedule when it differs from --lr-schedule
     lr_schedule_d: str = ""  # D's schedule when it differs from --lr-schedule
     lr_decay_kimg: float = 0.0  # linear/cosine: decay over the last this many kimg only (0: from the warm-up's end)
+    lr_decay_minutes: float = 0.0  # linear/cosine: decay over the last this many minutes of --max-minutes (budget.py)
     lr_final: float = 0.0  # linear/cosine: the multiplier of the base lr they end at
     warmup_kimg: float = 0.0  # linear lr warm-up over this many thousand images, for G and D
     warmup_kimg_g: float = -1.0  # G's warm-up when it differs from --warmup-kimg (negative: the same)
@@ -152,18 +153,21 @@ class TrainConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 1)")
         for name in ("max_steps", "max_kimg", "r1_gamma", "r2_gamma", "gp_lambda", "pl_weight", "num_workers",
-                     "warmup_kimg", "ema_rampup", "eval_every", "max_minutes", "lr_decay_kimg"):
+                     "warmup_kimg", "ema_rampup", "eval_every", "max_minutes", "lr_decay_kimg", "lr_decay_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must not be negative")
-        if not (self.max_steps or self.max_kimg):
+        if self.lr_decay_minutes:
+            self._check_time_anneal()
+        elif not (self.max_steps or self.max_kimg):
             for net in ("g", "d"):
                 kind = self.schedule(net)[0]
                 if kind != "constant":
                     name = f"lr_schedule_{net}" if getattr(self, f"lr_schedule_{net}") else "lr_schedule"
                     raise ValueError(f"{name}={kind} decays over the training length: set --max-kimg or "
                                      "--max-steps (--max-minutes alone has no length in images)")
-        if (self.lr_decay_kimg or self.lr_final) and all(self.schedule(n)[0] == "constant" for n in ("g", "d")):
-            raise ValueError(f"lr_decay_kimg={self.lr_decay_kimg:g}, lr_final={self.lr_final:g}: they shape a "
+        if (self.lr_decay_kimg or self.lr_decay_minutes or self.lr_final) and all(self.schedule(n)[0] == "constant" for n in ("g", "d")):
+            raise ValueError(f"lr_decay_kimg={self.lr_decay_kimg:g}, lr_decay_minutes={self.lr_decay_minutes:g}, "
+                             f"lr_final={self.lr_final:g}: they shape a "
                              "linear or cosine --lr-schedule; the schedule is constant")
         if not 0 <= self.lr_final <= 1:
             raise ValueError(f"lr_final={self.lr_final:g}: must be in [0, 1] (a multiplier of the base lr)")
@@ -192,6 +196,17 @@ class TrainConfig:
         if self.compile != "off" and second_order:
             raise ValueError(f"compile={self.compile} cannot be combined with {second_order[0]}: torch.compile does "
                              "not support a gradient penalty's double backward")
+
+    def _check_time_anneal(self) -> None:
+        """--lr-decay-minutes plans the anneal against --max-minutes, and against nothing else."""
+        m = self.lr_decay_minutes
+        if not self.max_minutes > m:
+            raise ValueError(f"lr_decay_minutes={m:g}: the anneal takes the last minutes of --max-minutes, which must "
+                             f"be longer (max_minutes={self.max_minutes:g})")
+        for name in ("max_steps", "max_kimg", "lr_decay_kimg"):
+            if getattr(self, name):
+                raise ValueError(f"lr_decay_minutes={m:g} and {name}={getattr(self, name):g}: a time-budgeted anneal "
+                                 "ends the run where its plan says; choose one length")
 
     def network_specs(self, resolution: int, condition: dict[str, float] | None = None) -> tuple[dict, dict]:
         """G's and D's {arch, kwargs} at `resolution`, conditional on `condition` ({attribute:

@@ -165,7 +165,11 @@ def _announce(acc: Accelerator, cfg: TrainConfig, state: RunState, shardset: Sha
     where = f"resuming from {resumed_from}" if resumed_from else "starting"
     global_batch = world * cfg.accumulate * cfg.batch_size
     until = [f"{state.total_nimg / 1000:g} kimg"] if state.total_nimg < UNBOUNDED else []
-    until += [f"{cfg.max_minutes:g} minutes of this start"] if cfg.max_minutes else []
+    if cfg.lr_decay_minutes and state.anneal is None:
+        until += [f"{cfg.max_minutes:g} minutes of training ({state.train_seconds / 60:.1f} spent), the lr annealed "
+                  f"over the last {cfg.lr_decay_minutes:g}"]
+    elif cfg.max_minutes and state.anneal is None:
+        until += [f"{cfg.max_minutes:g} minutes of this start"]
     print(f"facegan: {where} at {state.nimg / 1000:g} kimg; {world} process(es) x {cfg.accumulate} "
           f"micro-batch(es) x batch {cfg.batch_size} = global batch {global_batch}; until "
           f"{' or '.join(until)}; {shardset.count} images at {shardset.size} px; "

@@ -42,6 +42,8 @@ class RunState:
     best: dict | None = None  # generator-best's: {"by", "key", "step", "value"}
     bests: dict = dataclasses.field(default_factory=dict)  # every measured value's best: {key: {"value", "step"}}
     ada: dict | None = None  # ADA's controller (p, r_t and the sums pending since its last update)
+    train_seconds: float = 0.0  # training time over every start of the run (budget.py)
+    anneal: dict | None = None  # --lr-decay-minutes' plan, once made: {"step", "start_nimg", "end_nimg"}
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -77,7 +79,7 @@ def total_nimg(cfg: TrainConfig, step: int, nimg: int, step_nimg: int) -> int:
     if cfg.max_steps:
         return nimg + max(cfg.max_steps - step, 0) * step_nimg
     if cfg.max_minutes:
-        return UNBOUNDED  # only the clock ends it
+        return UNBOUNDED  # only the clock ends it (or the anneal planned against it: budget.py)
     raise ValueError("set --max-steps, --max-kimg or --max-minutes")
 
 
@@ -162,13 +164,13 @@ def load_run(path: Path, acc: Accelerator, models: Models, cfg: TrainConfig, res
         for group in opt.param_groups:
             group["betas"] = (cfg.beta1, cfg.beta2)
     for name in ("lr_g", "lr_d", "beta1", "beta2", "lr_schedule", "lr_schedule_g", "lr_schedule_d",
-                 "lr_decay_kimg", "lr_final", "warmup_kimg", "warmup_kimg_g", "warmup_kimg_d"):
+                 "lr_decay_kimg", "lr_decay_minutes", "lr_final", "warmup_kimg", "warmup_kimg_g", "warmup_kimg_d"):
         if saved["config"].get(name) != getattr(cfg, name):
             notes.append(f"{name} changed from {saved['config'].get(name)} to {getattr(cfg, name)}; applied")
     state = RunState.from_dict(saved)
     if ada is not None and state.ada is not None:
         ada.load(state.ada, acc.is_main_process)
-    if state.length != length(cfg):
+    if state.length != length(cfg) and state.anneal is None:  # a planned anneal ends the run where it planned
         state.total_nimg, state.length = total_nimg(cfg, state.step, state.nimg, step_nimg), length(cfg)
         notes.append(f"training length changed to {length(cfg)}: now ends at {state.total_nimg / 1000:g} kimg")
     if saved["world_size"] != acc.num_processes:

@@ -10,7 +10,9 @@ modify a tensor that a pending backward still needs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from facegan.training.losses import GANLoss, Pass
 from facegan.training.models import Models
 from facegan.training.path_length import PathLength
 from facegan.training.schedules import Schedule
-from facegan.training.state import RunState
+from facegan.training.state import UNBOUNDED, RunState
 
 
 class Stats:
@@ -89,9 +91,13 @@ class GANStep:
         o = self.options
         return o.batch_size * o.accumulate * o.d_steps * self.acc.num_processes
 
-    def set_learning_rates(self, nimg: int, total_nimg: int) -> None:
+    def set_learning_rates(self, nimg: int, total_nimg: int, anneal: dict | None = None) -> None:
+        """`anneal`: a plan of --lr-decay-minutes, which decays from its start to `total_nimg`;
+        before it, a run that only the clock ends (UNBOUNDED) stays at the warmed-up base lr."""
         for net, schedule in self.options.schedules.items():
-            lr = schedule.lr(nimg, total_nimg)
+            if anneal is not None:
+                schedule = dataclasses.replace(schedule, decay_kimg=(anneal["end_nimg"] - anneal["start_nimg"]) / 1000)
+            lr = schedule.lr(nimg, math.inf if total_nimg >= UNBOUNDED else total_nimg)
             for group in self.optimizers[net].param_groups:
                 group["lr"] = lr
 
@@ -108,7 +114,7 @@ class GANStep:
         o, m = self.options, self.m
         if o.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
-        self.set_learning_rates(state.nimg, state.total_nimg)
+        self.set_learning_rates(state.nimg, state.total_nimg, state.anneal)
         for k in range(o.d_steps):
             reals, attrs = _split([next(batches) for _ in range(o.accumulate)])
             # One draw for all micro-batches: the same z as one batch of B x accumulate.

@@ -42,12 +42,13 @@ class StopSignal:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    def agreed(self, acc: Accelerator, out_of_time: bool = False) -> tuple[bool, bool]:
-        """(whether any rank got a signal or sees the stop file, whether any rank is past the
-        --max-minutes deadline). One process needs no collective, and no host-device sync that
-        would drain the GPU queue; several ranks all-reduce both flags at once."""
-        local = (self.received is not None or self.stop_file.exists(), out_of_time)
+    def agreed(self, acc: Accelerator, *clock: bool) -> tuple[bool, ...]:
+        """(whether any rank got a signal or sees the stop file, then for each of the `clock` flags
+        (past --max-minutes, the anneal's plan due) whether any rank raised it). One process needs
+        no collective, and no host-device sync that would drain the GPU queue; several ranks
+        all-reduce every flag at once."""
+        local = (self.received is not None or self.stop_file.exists(), *clock)
         if acc.num_processes == 1:
             return local
         flags = acc.reduce(torch.tensor(local, dtype=torch.float32, device=acc.device), "max")
-        return bool(flags[0] > 0), bool(flags[1] > 0)
+        return tuple(bool(f > 0) for f in flags)

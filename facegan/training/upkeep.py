@@ -17,6 +17,7 @@ from facegan import files, networks
 from facegan.metrics import registry
 from facegan.networks import exports, sampling
 from facegan.training import stop
+from facegan.training.budget import TimeBudget
 from facegan.training.config import TrainConfig
 from facegan.training.health import Diverged, NonFiniteLoss
 from facegan.training.models import Models
@@ -79,7 +80,7 @@ class Upkeep:
         self.last_saved = state.step if resumed else -1
         self.checkpoint_due = False  # a checkpoint held back by an unhealthy step, taken at the next healthy one
         self.warned_since: int | None = None  # the streak of unhealthy steps already warned about
-        self.deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
+        self.clock = TimeBudget(cfg, state)
 
     def planned_steps(self) -> int | None:
         if self.state.total_nimg >= UNBOUNDED:  # only --max-minutes ends it
@@ -96,10 +97,12 @@ class Upkeep:
         if cfg.eval_every and step % cfg.eval_every == 0:  # every rank takes part
             self.measure()
         self.progress.update(record)
-        signalled = out_of_time = False
+        signalled = out_of_time = plan_due = False
         if step % stop.SIGNAL_CHECK_EVERY == 0:
-            signalled, out_of_time = self.stop.agreed(
-                self.acc, self.deadline is not None and time.monotonic() >= self.deadline)
+            signalled, out_of_time, plan_due = self.stop.agreed(
+                self.acc, self.clock.out_of_time(self.state), self.clock.plan_due(self.state))
+        if plan_due:
+            self.plan_anneal()
         if out_of_time:
             self.finish()  # the time budget is spent: an ordinary end (saved, exported, last grid)
             if self.acc.is_main_process:
@@ -111,6 +114,23 @@ class Upkeep:
             if signalled and self.acc.is_main_process:
                 print(f"facegan: stop signal received; saved step {step}, exiting", file=sys.stderr)
         return signalled
+
+    def plan_anneal(self) -> None:
+        """--lr-decay-minutes: fix where the anneal ends, in images, the same on every rank (the
+        least of the ranks' estimates), and end the run there."""
+        state = self.state
+        end = self.clock.planned_end(state)
+        if self.acc.num_processes > 1:
+            end = int(self.acc.reduce(torch.tensor([end], dtype=torch.float64, device=self.acc.device), "min")[0])
+        state.anneal = {"step": state.step, "start_nimg": state.nimg, "end_nimg": end}
+        state.total_nimg = end
+        self.progress.bar.total = self.planned_steps()
+        if self.acc.is_main_process:
+            cfg, spent = self.cfg, self.clock.spent() / 60
+            print(f"facegan: lr anneal planned at step {state.step} ({state.nimg / 1000:g} kimg, {spent:.1f} of "
+                  f"{cfg.max_minutes:g} minutes): {cfg.lr_schedule} to {cfg.lr_final:g} x base lr over the next "
+                  f"{(end - state.nimg) / 1000:g} kimg; the run ends at {end / 1000:g} kimg", file=sys.stderr,
+                  flush=True)
 
     def finish(self) -> None:
         """The last step is always saved, exported and has its grid, whatever the intervals."""
@@ -232,6 +252,7 @@ class Upkeep:
         if self.checkpoint_due:
             return
         self.state.segment, self.state.segment_batches = self.data.position()
+        self.state.train_seconds = self.clock.spent()
         save_run(self.run_dir, self.acc, self.m, self.state, self.cfg, self.resolution, self.gan_step.ada)
         self.export()
         self.last_saved = self.state.step
