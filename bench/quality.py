@@ -51,14 +51,16 @@ from facegan.networks import exports  # noqa: E402
 
 # Each recipe is a preset as users run it; resnet is the strong recipe (hinge, spectral norm,
 # EMA) on the SNGAN-style ResNet, at width 32 so that a CPU step takes about as long as modern's.
-# The default --recipes are the first four; others are variants to compare against them.
+# The default --recipes are dcgan, strong, resnet and modern; others are variants to compare against them.
 RECIPES = {
     "dcgan": ["--preset", "dcgan"],
     "strong": ["--preset", "strong"],
     "resnet": ["--preset", "strong", "--arch", "resnet", "--ngf", "32", "--ndf", "32"],
     "modern": ["--preset", "modern"],
+    "stylegan2": ["--preset", "stylegan2"],
     # modern with the paper's 2 residual blocks per stage (the 32 px preset has 1): slower per image
     "modern-2blocks": ["--preset", "modern", "--g-blocks", "2", "--d-blocks", "2"],
+    # StyleGAN2-ADA's small-data settings at facegan's widths (with an anneal: see --recipe-flags)
 }
 EXTRA: dict[str, list[str]] = {}  # --recipe-flags: more flags for one recipe (a planned length, say)
 MEANS = ("kimg", "step", "img/s", "fid_val", "fid_test")  # averaged over seeds
@@ -198,7 +200,7 @@ def write_report(path: Path, args, rows: list[dict], weights_note: str, grids: d
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipes", default=",".join(list(RECIPES)[:4]), help="comma list of " + ", ".join(RECIPES))
+    p.add_argument("--recipes", default="dcgan,strong,resnet,modern", help="comma list of " + ", ".join(RECIPES))
     p.add_argument("--size", type=int, default=32, choices=(32, 64, 128))
     p.add_argument("--minutes", type=float, default=6.0, help="training wall time per recipe")
     p.add_argument("--marks", type=int, default=2, help="starts per recipe (an FID after each)")

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     else:  # one frame per step, the walks side by side; there and back again
         frames = [sampling.grid_image(images[:, s], nrow=math.ceil(math.sqrt(num))) for s in range(args.steps)]
         frames += frames[-2:0:-1]
-        frames[0].save(out, save_all=True, append_images=frames[1:], duration=80, loop=0)
+        sampling.write_gif(frames, out)
     print(f"{prog}: {num} latent walks of {args.steps} steps in {out}", file=sys.stderr)
     return 0
 

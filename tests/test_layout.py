@@ -16,12 +16,14 @@ WINGS = [
     ("data", ["facegan.data"]),
     ("networks", ["facegan.networks"]),
     ("metrics", ["facegan.metrics"]),
+    ("toolbox", ["facegan.toolbox"]),
     ("watch", ["facegan.watch"]),
     ("training", ["facegan.training"]),
     ("commands", ["facegan.train", "facegan.pack", "facegan.evaluate", "facegan.sample", "facegan.report",
-                  "facegan.attributes"]),
+                  "facegan.attributes", "facegan.project", "facegan.edit"]),
 ]
-DOCSTRING_ONLY = ["facegan.data", "facegan.data.sources", "facegan.training", "facegan.metrics", "facegan.watch"]
+DOCSTRING_ONLY = ["facegan.data", "facegan.data.sources", "facegan.training", "facegan.metrics", "facegan.watch",
+                  "facegan.toolbox"]
 
 
 def modules() -> dict[str, Path]:

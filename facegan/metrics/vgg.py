@@ -59,25 +59,31 @@ def _expected_shapes() -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
+def read_vgg16(weights: str | Path | None, needed_by: str) -> tuple[Path, dict]:
+    """(resolved path, state dict) of torchvision VGG16 weights: the file given, or the standard
+    one from torch hub's cache, downloaded there first where it is missing (internet needed)."""
+    if weights is None:
+        path = default_weights_path()
+        if not path.is_file():
+            try:
+                torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1)
+            except Exception as err:  # noqa: BLE001
+                raise VGGWeightsError(
+                    f"{needed_by} needs VGG16 weights, and the standard ones could not be downloaded "
+                    f"({type(err).__name__}); on an offline machine pass {FLAG} PATH to a copy of "
+                    f"{STANDARD_FILE}") from None
+        weights = path
+    path = Path(weights).resolve()
+    return path, read_weights(path, FLAG, _expected_shapes(), "torchvision VGG16", VGGWeightsError)
+
+
 class VGG16:
     """The extractor and a description of its weights, like `inception.Inception`."""
 
     dim = 4096
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu"):
-        if weights is None:
-            path = default_weights_path()
-            if not path.is_file():
-                try:  # torchvision downloads it into torch hub's cache (internet needed)
-                    torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1)
-                except Exception as err:  # noqa: BLE001
-                    raise VGGWeightsError(
-                        f"precision/recall need VGG16 weights, and the standard ones could not be downloaded "
-                        f"({type(err).__name__}); on an offline machine pass {FLAG} PATH to a copy of "
-                        f"{STANDARD_FILE}") from None
-            weights = path
-        self.path = Path(weights).resolve()
-        state = read_weights(self.path, FLAG, _expected_shapes(), "torchvision VGG16", VGGWeightsError)
+        self.path, state = read_vgg16(weights, "precision/recall")
         self.module = _build(state).to(device)
         self.sha256 = weights_sha256(self.path)
         self.standard = self.sha256.startswith(STANDARD_SHA256_PREFIX)

@@ -206,6 +206,11 @@ def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
     return Image.fromarray(tile(images, nrow).permute(1, 2, 0).numpy())
 
 
+def write_gif(frames: list[Image.Image], path: Path, duration_ms: int = 80) -> None:
+    """An endlessly looping GIF of `frames`."""
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+
+
 def grid_columns(num: int) -> int:
     """Images per row of a sample grid of `num` (square where `num` is a square)."""
     return int(math.sqrt(num))

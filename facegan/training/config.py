@@ -165,7 +165,8 @@ class TrainConfig:
                     name = f"lr_schedule_{net}" if getattr(self, f"lr_schedule_{net}") else "lr_schedule"
                     raise ValueError(f"{name}={kind} decays over the training length: set --max-kimg or "
                                      "--max-steps (--max-minutes alone has no length in images)")
-        if (self.lr_decay_kimg or self.lr_decay_minutes or self.lr_final) and all(self.schedule(n)[0] == "constant" for n in ("g", "d")):
+        constant = all(self.schedule(n)[0] == "constant" for n in ("g", "d"))
+        if (self.lr_decay_kimg or self.lr_decay_minutes or self.lr_final) and constant:
             raise ValueError(f"lr_decay_kimg={self.lr_decay_kimg:g}, lr_decay_minutes={self.lr_decay_minutes:g}, "
                              f"lr_final={self.lr_final:g}: they shape a "
                              "linear or cosine --lr-schedule; the schedule is constant")

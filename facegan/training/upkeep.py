@@ -261,8 +261,10 @@ class Upkeep:
         if self.acc.is_main_process:
             d = self.m.unwrapped()[1]
             step, nimg = self.state.step, self.state.nimg
+            manifest = self.data.shardset.manifest  # how its faces were cropped: facegan.project crops targets alike
             exports.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step, nimg=nimg,
-                                  ema=self.m.ema is not None)
+                                     ema=self.m.ema is not None, data={"crop": manifest.get("crop"),
+                                                                       "size": manifest.get("size")})
             exports.export_discriminator(d, self.run_dir / "discriminator.safetensors", step=step)
             if self.cfg.wandb_artifacts:
                 trackers.log_generator(self.acc, self.trackers, self.run_dir, step, nimg / 1000)

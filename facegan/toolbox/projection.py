@@ -1,0 +1,193 @@
+"""Projection: the latent whose image matches a target face, found as StyleGAN2-ADA's projector
+finds it (Karras et al. 2020, section 5 and projector.py), in pure PyTorch.
+
+- A style G (stylegan2): start at the mean w of `w_samples` mapped z, optimise w (`w`: one w for
+  every layer; `w+`: one per layer) and every layer's noise map with Adam (betas 0.9, 0.999).
+  The lr ramps up over the first 5% of the steps and down (cosine) over the last 25%; w gets
+  Gaussian noise of 0.05 x W's standard deviation, fading out over the first 75% of the steps
+  (quadratically), so the search looks around before it settles; the noise maps are pulled
+  towards white noise (their autocorrelation at every scale down to 8x8, weight 1e5) and
+  renormalised after each step, so they cannot learn the image.
+- Another arch (no W): the same on z, from z = 0, with noise of 0.05 x z's unit std.
+
+The distance is LPIPS-VGG (metrics/perceptual.py) alone, as in StyleGAN2-ADA; the pixel MSE is
+reported beside it. Images are in [-1, 1]; MSE is reported on [0, 1] pixels.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from facegan.metrics.perceptual import LPIPS
+from facegan.networks import sampling
+from facegan.networks.common import attributes
+from facegan.progress import progress_bar
+
+SPACES = ("w", "w+", "z")
+
+
+@dataclass(frozen=True)
+class ProjectOptions:
+    steps: int = 1000  # Adam steps (StyleGAN2-ADA's default)
+    space: str = "w"  # w, w+ (a style G) or z (any G)
+    lr: float = 0.1  # the peak learning rate
+    lr_rampup: float = 0.05  # fraction of the steps the lr ramps up over
+    lr_rampdown: float = 0.25  # fraction of the steps it ramps down over (cosine)
+    noise_factor: float = 0.05  # initial noise on the latent, times the latent space's std
+    noise_ramp: float = 0.75  # fraction of the steps that noise fades out over
+    noise_reg: float = 1e5  # weight of the noise maps' regularisation (style G)
+    mse_weight: float = 0.0  # weight of a pixel MSE term beside LPIPS (StyleGAN2-ADA: none)
+    w_samples: int = 10000  # z mapped to find W's mean and std
+    frames: int = 40  # images kept along the way (for the progress GIF)
+    seed: int = 0
+
+
+@dataclass
+class Projection:
+    latent: torch.Tensor  # [num_ws, w_dim] for w and w+, [z_dim] for z
+    space: str
+    noise: list[torch.Tensor]  # a style G's noise maps [1,1,r,r], one per synthesis layer
+    image: torch.Tensor  # [3,R,R] in [-1,1]
+    frames: list[torch.Tensor] = field(default_factory=list)  # uint8 [3,R,R]
+    lpips: float = math.nan
+    mse: float = math.nan  # on [0,1] pixels
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What a latent file holds: `w` or `z`, and `noise.i`."""
+        out = {"z" if self.space == "z" else "w": self.latent.detach().cpu().contiguous()}
+        out.update({f"noise.{i}": n.detach().cpu().contiguous() for i, n in enumerate(self.noise)})
+        return out
+
+
+def check_space(g: torch.nn.Module, space: str) -> None:
+    """One line where the space does not fit the generator."""
+    if space not in SPACES:
+        raise ValueError(f"--space {space!r}: expected one of {', '.join(SPACES)}")
+    style = sampling.style_generator(g)
+    arch = getattr(g, "spec", {}).get("arch", type(g).__name__)
+    if space != "z" and style is None:
+        raise ValueError(f"--space {space}: the generator ({arch}) has no W space; use --space z")
+    if space == "z" and attributes(g):
+        raise ValueError(f"--space z: the generator ({arch}) is conditional, and its z alone does not make a face; "
+                         "project a conditional style generator in W")
+
+
+@torch.no_grad()
+def w_statistics(g: torch.nn.Module, samples: int, seed: int) -> tuple[torch.Tensor, float]:
+    """(mean w [w_dim], W's std: the root mean squared distance of w from it) over mapped z (with
+    attributes drawn at their training frequencies, for a conditional G)."""
+    style = sampling.style_generator(g)
+    device = next(style.parameters()).device
+    z = sampling.latents(samples, getattr(g, "z_dim", style.z_dim), seed)
+    attrs = sampling.latent_attributes(g, samples, seed)
+    inputs = z if attrs is None else g.inputs(z, attrs)
+    with sampling.evaluating(style):
+        w = torch.cat([style.map(x.to(device), update=False) for x in inputs.split(2000)])
+    mean = w.mean(0)
+    return mean, float((w - mean).square().sum(1).mean().sqrt())
+
+
+def noise_regularisation(noise: list[torch.Tensor]) -> torch.Tensor:
+    """Squared autocorrelation of each noise map at one pixel's shift, at every scale to 8x8."""
+    loss = noise[0].new_zeros(())
+    for n in noise:
+        while True:
+            loss = loss + (n * n.roll(1, 3)).mean().square() + (n * n.roll(1, 2)).mean().square()
+            if n.shape[2] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return loss
+
+
+def learning_rate(options: ProjectOptions, step: int) -> float:
+    t = step / options.steps
+    ramp = min(1.0, (1 - t) / options.lr_rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    return options.lr * ramp * min(1.0, t / options.lr_rampup)
+
+
+def project(g: torch.nn.Module, target: torch.Tensor, lpips: LPIPS, options: ProjectOptions = ProjectOptions(),
+            progress: bool = True, label: str = "projecting") -> Projection:
+    """`target` [3,R,R] in [-1,1] at G's resolution."""
+    check_space(g, options.space)
+    g = copy.deepcopy(g).eval().requires_grad_(False)  # the noise maps are swapped below
+    device = next(g.parameters()).device
+    target = target[None].to(device, torch.float32)
+    with torch.no_grad():
+        target_features = lpips.features(target)
+    gen = torch.Generator().manual_seed(options.seed)
+    style = sampling.style_generator(g)
+    noise: list[torch.Tensor] = []
+    if options.space == "z":
+        start, std = torch.zeros(1, g.z_dim), 1.0
+    else:
+        mean, std = w_statistics(g, options.w_samples, options.seed)
+        copies = style.num_ws if options.space == "w+" else 1
+        start = mean.cpu()[None].repeat(copies, 1)
+        for layer in style.layers:  # each layer's fixed noise becomes a variable, white to start with
+            noise.append(torch.randn(layer.noise_const.shape, generator=gen).to(device).requires_grad_(True))
+            layer.noise_const = noise[-1]
+    latent = start.to(device).requires_grad_(True)
+    opt = torch.optim.Adam([latent, *noise], betas=(0.9, 0.999), lr=options.lr)
+
+    def render(x: torch.Tensor) -> torch.Tensor:
+        if options.space == "z":
+            return g(x)
+        return style.synthesis(x.expand(style.num_ws, -1)[None])
+
+    frames, every = [], max(1, options.steps // max(options.frames, 1))
+    bar = progress_bar(options.steps, label, unit="step", enabled=progress, leave=False)
+    for step in range(options.steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(options, step)
+        scale = std * options.noise_factor * max(0.0, 1 - step / (options.steps * options.noise_ramp)) ** 2
+        jitter = torch.randn(latent.shape, generator=gen).to(device) * scale
+        image = render(latent + jitter)
+        dist = lpips.distance_to(image, target_features).sum()
+        loss = dist + options.mse_weight * ((image - target) / 2).square().mean()
+        if noise:
+            loss = loss + options.noise_reg * noise_regularisation(noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for n in noise:
+                n -= n.mean()
+                n *= n.square().mean().rsqrt()
+        if step % every == 0:
+            frames.append(sampling.to_uint8(image.detach()[0]).cpu())
+        bar.update()
+        bar.set_postfix(lpips=f"{dist.item():.4f}", refresh=False)
+    bar.close()
+    with torch.no_grad():
+        image = render(latent).float()
+        distance = float(lpips.distance_to(image, target_features)[0])
+        mse = float(((image - target) / 2).square().mean())
+    frames.append(sampling.to_uint8(image[0]).cpu())
+    final = latent.detach().cpu()
+    final = final[0] if options.space == "z" else final.expand(style.num_ws, -1).clone()
+    return Projection(final, options.space, [n.detach().cpu() for n in noise], image[0].cpu(), frames, distance, mse)
+
+
+@torch.no_grad()
+def render_latent(g: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The image [1,3,R,R] in [-1,1] of a latent file's tensors: `z`, or `w` ([w_dim]: every layer's,
+    or [num_ws, w_dim]) with the noise maps `noise.i` where it has them (a projection's)."""
+    device = next(g.parameters()).device
+    if "z" in tensors:
+        with sampling.evaluating(g):
+            return g(tensors["z"].reshape(1, g.z_dim).to(device))
+    style = sampling.style_generator(g)
+    if any(k.startswith("noise.") for k in tensors):
+        style = copy.deepcopy(style)
+        for i, layer in enumerate(style.layers):
+            if f"noise.{i}" in tensors:
+                layer.noise_const = tensors[f"noise.{i}"].to(device)
+    w = tensors["w"].to(device)
+    with sampling.evaluating(style):
+        return style.synthesis(w.expand(style.num_ws, -1)[None] if w.dim() == 1 else w[None])
