@@ -6,6 +6,7 @@
     python -m facegan.sample --generator G --out smiling.png --attributes Smiling=1,Eyeglasses=0
     python -m facegan.sample --generator G --out sweep.png --sweep Smiling,Eyeglasses [--num 8]
     python -m facegan.sample --generator G --out grid.png --psi 0.7          # a style G (stylegan2): truncation in W
+    python -m facegan.sample --generator G --out psi.png --psi-sweep 1,0.7,0.4,0 [--num 8]   # a row per psi
     python -m facegan.sample --generator G --out mix.png --style-mix 4x6 [--mix-layers 0-3]
 
 A conditional generator's attributes not named in --attributes are drawn at random, each with
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--psi", type=float, default=None,
                    help="a style generator's truncation in W: pull each w towards the average w (1: none, 0: the "
                         "average face); other archs have --truncation")
+    p.add_argument("--psi-sweep", default="", metavar="PSI,...",
+                   help="a style generator's truncation figure (--out .png): one row per psi, the same --num faces")
     p.add_argument("--style-mix", default="", metavar="ROWSxCOLS",
                    help="a style-mixing figure (--out .png): ROWS faces take the --mix-layers styles of COLS faces")
     p.add_argument("--mix-layers", default="0-3", metavar="A-B",
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "facegan.sample"
-    default_num = 10000 if args.images_dir else 8 if args.interpolate or args.sweep else 64
+    default_num = 10000 if args.images_dir else 8 if args.interpolate or args.sweep or args.psi_sweep else 64
     num = args.num if args.num is not None else default_num
     if num < 1 or args.steps < 2 or args.batch_size < 1:
         print(f"{prog}: error: --num and --batch-size must be at least 1, --steps at least 2", file=sys.stderr)
@@ -76,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if (args.interpolate or args.sweep) and args.images_dir:
         print(f"{prog}: error: --interpolate and --sweep write to --out, not --images-dir", file=sys.stderr)
         return 2
-    if sum(map(bool, (args.interpolate, args.sweep, args.style_mix))) > 1:
-        print(f"{prog}: error: one of --interpolate, --sweep and --style-mix", file=sys.stderr)
+    if sum(map(bool, (args.interpolate, args.sweep, args.style_mix, args.psi_sweep))) > 1:
+        print(f"{prog}: error: one of --interpolate, --sweep, --style-mix and --psi-sweep", file=sys.stderr)
         return 2
     if args.style_mix and args.images_dir:
         print(f"{prog}: error: --style-mix writes to --out, not --images-dir", file=sys.stderr)
@@ -99,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         attrs = sampling.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed) \
             if names else None
         sampling.check_psi(g, args.psi, args.generator)
+        psis = _psi_list(args.psi_sweep) if args.psi_sweep else []
+        for psi in psis:
+            sampling.check_psi(g, psi, args.generator)
         mix = _mix_shape(args.style_mix, args.mix_layers, g, args.generator) if args.style_mix else None
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -133,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: {rows} faces x {cols} style sources, w layers {layers.start}-{layers.stop - 1} from the "
               f"columns, in {out}", file=sys.stderr)
         return 0
+    if psis:  # one row per psi, the same faces in every row
+        images = torch.cat([torch.cat(list(generate_uint8(g, z, args.batch_size, attrs, psi))) for psi in psis])
+        sampling.grid_image(images.cpu(), nrow=num).save(out)
+        print(f"{prog}: {num} faces at psi {', '.join(f'{p:g}' for p in psis)} (one row each) in {out}",
+              file=sys.stderr)
+        return 0
     if swept:  # one row per latent: each swept attribute off, then on
         columns = 2 * len(swept)
         grid_attrs = sampling.sweep_attributes(attrs, swept)
@@ -166,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         sampling.write_gif(frames, out)
     print(f"{prog}: {num} latent walks of {args.steps} steps in {out}", file=sys.stderr)
     return 0
+
+
+def _psi_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--psi-sweep {text!r}: expected a comma list of numbers in [0, 1], e.g. 1,0.7,0") from None
 
 
 def _mix_shape(text: str, layers: str, g: torch.nn.Module, what: str) -> tuple[tuple[int, int], range]:

@@ -379,6 +379,11 @@ def test_sample_psi_and_style_mixing_figure(tmp_path, capsys):
     assert sample.main(["--generator", style, "--out", str(tmp_path / "avg.png"), "--psi", "0", "--num", "4"]) == 0
     faces = [t for row in tiles(tmp_path / "avg.png", 2, 2) for t in row]
     assert all(np.array_equal(faces[0], f) for f in faces[1:]) and faces[0].std() > 0
+    assert sample.main(["--generator", style, "--out", str(tmp_path / "psi.png"), "--psi-sweep", "1,0", "--num",
+                        "3"]) == 0
+    top, average = tiles(tmp_path / "psi.png", 2, 3)  # psi 1: the grid's faces; psi 0: the average face thrice
+    assert np.array_equal(average[0], faces[0]) and all(np.array_equal(average[0], f) for f in average[1:])
+    assert not np.array_equal(top[0], top[1])
     assert sample.main(["--generator", style, "--out", str(tmp_path / "mix.png"), "--style-mix", "2x3"]) == 0
     grid = tiles(tmp_path / "mix.png", 3, 4)
     assert grid[0][0].max() == 0  # the corner
@@ -399,7 +404,7 @@ def test_sample_psi_and_style_mixing_figure(tmp_path, capsys):
         assert not close(walk[i][1], samples[i])
     capsys.readouterr()
     dcgan = str(tmp_path / "dcgan.safetensors")
-    for flags in (["--psi", "0.5"], ["--style-mix", "2x2"]):
+    for flags in (["--psi", "0.5"], ["--style-mix", "2x2"], ["--psi-sweep", "1,0.5"]):
         assert sample.main(["--generator", dcgan, "--out", str(tmp_path / "x.png"), *flags]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "(dcgan) has no W space" in err, err
