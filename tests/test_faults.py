@@ -179,8 +179,12 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
     test_launch.py's: 2 ranks stop on it, and the restart removes it and resumes exactly.)"""
     run = tmp_path / "run"
     prefix = TORCHRUN if how.startswith("torchrun") else []
+    # Under torchrun: stylegan2 with lazy path-length regularisation every 2nd step, whose phase
+    # all-reduces its gradients like the others (the ranks stay identical) and pl_mean over ranks.
+    style = {"arch": "stylegan2", "loss": "nonsat", "pl_weight": 2.0, "pl_every": 2} if prefix else {}
     proc = subprocess.Popen([*(prefix or [sys.executable]), TRAIN_PY] + _flags(
-        synthetic_shards, run, **{"max-steps": 100000, "ckpt-every": 100000, "log-every": 10, "num-workers": 2}),
+        synthetic_shards, run, **{"max-steps": 100000, "ckpt-every": 100000, "log-every": 10, "num-workers": 2},
+        **{k.replace("_", "-"): v for k, v in style.items()}),
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() and time.time() < deadline:
@@ -196,10 +200,13 @@ def test_stop_request_saves_and_exits_zero(tmp_path, synthetic_shards, how):
     state = json.loads((saved[0] / ckpt.STATE_FILE).read_text())
     step = state["step"]
     assert step > 0 and step % 10 == 0  # ranks agree at a signal check, every 10 steps
-    assert len(state["rank_param_sha256"]) == (2 if prefix else 1)
+    assert len(state["rank_param_sha256"]) == (2 if prefix else 1) and len(set(state["rank_param_sha256"])) == 1
     assert exports.read_network_meta(run / "generator.safetensors")["step"] == step
+    if prefix:
+        assert exports.load_generator(run / "generator.safetensors")[0].pl_mean > 0
+        assert any(json.loads(line).get("reg/pl", 0) > 0 for line in (run / "metrics.jsonl").read_text().splitlines())
     # The restart (a requeued job) trains on.
-    train(tiny(synthetic_shards, run, max_steps=step + 4, num_samples=4))
+    train(tiny(synthetic_shards, run, max_steps=step + 4, num_samples=4, **style))
     assert json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())["step"] == step + 4
 
 
