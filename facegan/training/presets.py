@@ -54,8 +54,8 @@ MODERN_BY_RESOLUTION = {
 # lr 0.0025, a 2-layer mapping network, style mixing 0.9 and minibatch-stddev groups of 4 (the
 # arch's defaults), EMA of G. By resolution, as "auto" derives them: R1 gamma = 0.0002 x res^2 /
 # batch and EMA half-life = batch x 10 / 32 kimg. Widths are facegan's (smaller than "auto"'s
-# 0.5 x 16384 / res channels, so a CPU can run them), as modern's are. Not yet measured against
-# modern and dcgan (docs/toolbox.md).
+# 0.5 x 16384 / res channels, so a CPU can run them), as modern's are. At 8 CPU minutes it is
+# behind modern and dcgan (bench/QUALITY-stylegan2.md).
 STYLEGAN2 = dataclasses.replace(DCGAN, preset="stylegan2", arch="stylegan2", loss="nonsat", z_dim=128, beta1=0.0,
                                 beta2=0.99, lr_g=0.0025, lr_d=0.0025, reg_every=16, ema=True)
 STYLEGAN2_BY_RESOLUTION = {
