@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from facegan import __version__
 from facegan.data.imaging import FORMATS, sample_layout
 from facegan.data.pack import CELEBA_CROP, SIZES, PackError, pack
 from facegan.data.shardset import ShardSetError, load_shardset, shared_shards_warning
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(prog="python -m facegan.pack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s (facegan {__version__})")
     sub = parser.add_subparsers(dest="source", required=True)
     c = sub.add_parser("celeba", parents=[common], help="CelebA, official or Kaggle layout")
     c.add_argument("root", type=Path, help="folder holding img_align_celeba/ or its zip")

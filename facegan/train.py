@@ -122,7 +122,11 @@ def main(argv=None) -> int:
         cfg, args = config_from_args(argv)
         if args.dry_run:
             cfg.validate()
+            from facegan.runtime import resolve_precision  # Accelerate and torch: not for --help or a bad flag
+
+            precision, source = resolve_precision(cfg.mixed_precision, cfg.cpu)
             print(json.dumps(cfg.to_dict(), indent=1))
+            print(f"facegan/train.py: dry run: mixed precision {precision} ({source})", file=sys.stderr)
             return 0
     except ValueError as e:
         print(f"facegan/train.py: error: {e}", file=sys.stderr)

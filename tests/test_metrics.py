@@ -331,12 +331,21 @@ def test_evaluate_bad_weights_one_line(tmp_path, small_shards, problem, capsys):
             "wrong-model": "not torch-fidelity InceptionV3 weights"}[problem] in err
 
 
-def test_evaluate_argument_errors(tmp_path, small_shards, standin, capsys):
+def test_evaluate_argument_errors(tmp_path, small_shards, standin, capsys, monkeypatch):
     assert evaluate.main(["--data", str(small_shards)]) == 2
     assert "give --generator, --images, or a second --data" in capsys.readouterr().err
     code = evaluate.main(["--images", str(tmp_path / "none"), "--data", str(small_shards),
                           "--inception-weights", str(standin)])
     assert code == 2 and "none: no such folder" in capsys.readouterr().err
+    # The inputs are checked before any weights are loaded or downloaded (it took minutes, then said the path).
+    monkeypatch.setattr(evaluate.score, "build_extractors", lambda *a, **k: pytest.fail("loaded weights first"))
+    for argv, message in [(["--data", str(tmp_path / "gone"), "--data", str(small_shards)], "--data " +
+                           str(tmp_path / "gone") + ": no such folder"),
+                          (["--data", str(small_shards), "--generator", str(tmp_path / "g.safetensors")],
+                           "g.safetensors: exported network not found")]:
+        assert evaluate.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 def test_evaluate_help_states_each_default_once(capsys):

@@ -12,6 +12,7 @@ from facegan.train import config_from_args
 from facegan.training.config import TrainConfig
 from facegan.training.presets import STRONG
 
+from .conftest import REPO
 from .runs import (
     TRAIN_PY,
     _flags,
@@ -147,3 +148,23 @@ def test_stylegan2_preset_follows_stylegan2_ada_auto_by_resolution():
         cfg.validate()
     assert (cfg.arch, cfg.loss, cfg.reg_every, cfg.beta1, cfg.beta2, cfg.lr_g, cfg.ema) == (
         "stylegan2", "nonsat", 16, 0.0, 0.99, 0.0025, True)
+
+
+def test_every_command_has_a_console_script_and_version(capsys):
+    """pyproject's scripts name every command module, and each answers --version with facegan's."""
+    import importlib
+
+    import tomllib
+
+    import facegan
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = ["train", "pack", "evaluate", "sample", "report", "attributes", "project", "edit"]
+    assert sorted(scripts) == sorted(f"facegan-{c}" for c in commands)
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert module == "facegan." + name.removeprefix("facegan-") and func == "main"
+        with pytest.raises(SystemExit) as done:
+            getattr(importlib.import_module(module), func)(["--version"])
+        assert done.value.code == 0
+        assert capsys.readouterr().out.strip().endswith(f"(facegan {facegan.__version__})"), name
