@@ -168,3 +168,29 @@ def test_every_command_has_a_console_script_and_version(capsys):
             getattr(importlib.import_module(module), func)(["--version"])
         assert done.value.code == 0
         assert capsys.readouterr().out.strip().endswith(f"(facegan {facegan.__version__})"), name
+
+
+def test_config_replays_a_run_and_flags_win(tmp_path, synthetic_shards):
+    """--config RUN/config.json gives back the config the run wrote (every value, typed: lists as
+    tuples, arch options), flags on the command line win, and a bad file is one line."""
+    import dataclasses
+    import json
+
+    cfg, _ = config_from_args(["--data", str(synthetic_shards), "--run-dir", str(tmp_path / "a"), "--preset", "modern",
+                               "--condition", "Smiling", "--g-blocks", "2", "--max-kimg", "3"])
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict(), indent=1))  # as train() writes RUN/config.json
+    replay, _ = config_from_args(["--config", str(path)])
+    assert replay == cfg
+    changed, _ = config_from_args(["--config", str(path), "--run-dir", str(tmp_path / "b"), "--lr-g", "1e-3"])
+    assert changed == dataclasses.replace(cfg, run_dir=str(tmp_path / "b"), lr_g=1e-3)
+    for text, message in [("{", "unreadable"), ('{"lr_gg": 1}', "unknown key 'lr_gg'"),
+                          ('{"batch_size": "64"}', "batch_size='64': expected int"),
+                          ('{"ema": 1}', "ema=1: expected bool")]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"^--config {path}: .*{message}"):
+            config_from_args(["--config", str(path)])
+    with pytest.raises(ValueError, match="--preset dcgan with --config"):
+        config_from_args(["--config", str(path), "--preset", "dcgan"])
+    with pytest.raises(ValueError, match="no such file"):
+        config_from_args(["--config", str(tmp_path / "none.json")])
