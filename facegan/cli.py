@@ -7,7 +7,7 @@ import argparse
 import inspect
 import typing
 
-from facegan import __version__
+from facegan.version import __version__
 
 
 def field_comments(cls: type) -> dict[str, str]:

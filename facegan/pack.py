@@ -14,13 +14,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from facegan import __version__
 from facegan.data.imaging import FORMATS, sample_layout
 from facegan.data.pack import CELEBA_CROP, SIZES, PackError, pack
 from facegan.data.shardset import ShardSetError, load_shardset, shared_shards_warning
 from facegan.data.sources.celeba import CelebAError, CelebASource
 from facegan.data.sources.folder import FolderSource
 from facegan.data.sources.synthetic import SyntheticSource
+from facegan.version import __version__
 
 
 def summary(manifest: dict, out: Path) -> str:
