@@ -23,6 +23,7 @@ import torch
 import torch_fidelity
 from PIL import Image
 
+import facegan
 from facegan import evaluate, networks, report, sample
 from facegan.data.shardset import load_shardset
 from facegan.data.sources.synthetic import render_face
@@ -275,6 +276,13 @@ def test_metrics_during_training(tmp_path, standin, small_shards):
                              "value": best["kid_nonstandard"]}
     meta = exports.read_network_meta(run / "generator-best.safetensors")
     assert meta["step"] == best["step"] and meta["metrics"]["kid_nonstandard"] == best["kid_nonstandard"]
+    # Training wrote its report: at each measurement, and at the end with the progress GIF.
+    page = (run / "report" / "index.html").read_text()
+    grids = sorted(p.name for p in (run / "report" / "grids").iterdir())
+    assert (run / "report" / "progress.gif").is_file() and grids == ["step-000000004.png", "step-000000008.png"]
+    for fact in ("training time", f"facegan</th><td>{facegan.__version__}", f"{small_shards}: 24 images at 32 px",
+                 "Protocol of the latest measurement", sha(standin), "num_generated</th><td>10"):
+        assert fact in page, fact
     # Measuring leaves training untouched: the same run without metrics ends bitwise equal.
     plain = tmp_path / "plain"
     train(tiny(small_shards, plain, max_steps=8))

@@ -145,7 +145,8 @@ class Upkeep:
                   flush=True)
 
     def finish(self) -> None:
-        """The last step is always saved, exported and has its grid, whatever the intervals."""
+        """The last step is always saved, exported and has its grid, whatever the intervals; a run
+        that measured writes its report."""
         step = self.state.step
         if self.last_saved != step:
             self.checkpoint(ending=True)
@@ -153,6 +154,17 @@ class Upkeep:
             self.export()
         if step % self.cfg.sample_every:  # decided from the step alone: every rank joins its check
             self.sample_grid()
+        if self.acc.is_main_process and self.cfg.eval_every:
+            self.write_report(live=False)
+
+    def write_report(self, live: bool) -> None:
+        """RUN/report/index.html (main process); a report that fails is a warning, not a stopped run."""
+        from facegan.watch import run_report  # matplotlib: only runs that measure draw their report
+
+        try:
+            run_report.write_report(self.run_dir, live=live)
+        except Exception as e:  # noqa: BLE001 - a figure or a file: the run goes on
+            print(f"facegan: warning: the report could not be written ({type(e).__name__}: {e})", file=sys.stderr)
 
     def close(self) -> None:
         self.stop.restore()
@@ -266,6 +278,7 @@ class Upkeep:
         if acc.is_main_process:
             print(f"facegan: {self.score.describe(entry)} ({clock(time.perf_counter() - started)})", file=sys.stderr,
                   flush=True)
+            self.write_report(live=True)
         bests = state.bests  # every value's best, for the trackers' summaries
         improved = {k: v for k, v in values.items()
                     if registry.improves(self.metric_names, k, v, bests.get(k, {}).get("value"))}
