@@ -145,6 +145,11 @@ def write_report(run: str | Path, smoothing: float = 0.9, duration_ms: int = 300
         written["progress"] = str(out / "progress.gif")
     if grids:
         kimg_at = {r["step"]: r["kimg"] for r in records if "kimg" in r}
+        export = run / "generator.json"  # the last step, which a log line may not have reached
+        if export.is_file():
+            meta = json.loads(export.read_text())
+            if "step" in meta and "nimg" in meta:
+                kimg_at.setdefault(meta["step"], meta["nimg"] / 1000)
         shown = copy_grids(grids, out, kimg_at)
     config_file = run / "config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
