@@ -181,6 +181,7 @@ def test_precision_recall_equal_torch_fidelity(tmp_path, standin, vgg_standin, s
 
 
 def test_missing_vgg_weights_name_the_flag(tmp_path, standin, small_shards, capsys):
+    Image.new("RGB", (32, 32)).save(tmp_path / "one.png")  # (the inputs are checked before the weights)
     code = evaluate.main(["--images", str(tmp_path), "--data", str(small_shards), "--metrics", "fid,pr",
                           "--inception-weights", str(standin), "--vgg16-weights", str(tmp_path / "vgg.pth")])
     err = capsys.readouterr().err
@@ -332,6 +333,7 @@ def test_evaluate_bad_weights_one_line(tmp_path, small_shards, problem, capsys):
         path.write_text("not weights")
     elif problem == "wrong-model":
         torch.save({"conv.weight": torch.zeros(3)}, path)
+    Image.new("RGB", (32, 32)).save(tmp_path / "one.png")  # (the inputs are checked before the weights)
     code = evaluate.main(["--images", str(tmp_path), "--data", str(small_shards), "--inception-weights", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and str(path) in err
