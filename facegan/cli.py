@@ -7,6 +7,8 @@ import argparse
 import inspect
 import typing
 
+from facegan.version import __version__
+
 
 def field_comments(cls: type) -> dict[str, str]:
     """Field name -> its trailing `# comment` in a dataclass's source: the --help text of
@@ -29,7 +31,12 @@ def parse_bool(text: str) -> bool:
 
 
 class OneLineErrors(argparse.ArgumentParser):
-    """Bad flags and values get one line, not the whole usage of fifty flags."""
+    """Bad flags and values get one line, not the whole usage of fifty flags; every command (and
+    sub-command) has --version."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s (facegan {__version__})")
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

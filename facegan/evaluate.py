@@ -94,14 +94,20 @@ def main(argv: list[str] | None = None) -> int:
               "reduce": lambda t: acc.reduce(t, "sum"), "progress": acc.is_main_process}
     cache_dir = "" if args.no_cache else args.cache_dir
     try:
-        extractors = score.build_extractors(names, args.inception_weights, args.vgg16_weights, acc.device,
-                                              args.attr_classifier)
+        # The inputs first: a wrong path is one line before any weights are loaded (or downloaded).
         real = open_set(args.data[0])
+        if args.images:
+            features.list_images(args.images, "--images")
+        if args.data[1:]:
+            open_set(args.data[1])
         if args.generator:
             g, _ = load_generator(args.generator)
             size = real.size if isinstance(real, ShardSet) else None
             if size is not None and g.resolution != size:
                 raise ValueError(f"{args.generator} makes {g.resolution} px images, {args.data[0]} holds {size} px")
+        extractors = score.build_extractors(names, args.inception_weights, args.vgg16_weights, acc.device,
+                                            args.attr_classifier)
+        if args.generator:
             record = score.score_generator(extractors, names, g.to(acc.device), real, args.num_samples,
                                              seed=args.seed, num_workers=args.num_workers, cache_dir=cache_dir,
                                              **common)

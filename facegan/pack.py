@@ -20,6 +20,7 @@ from facegan.data.shardset import ShardSetError, load_shardset, shared_shards_wa
 from facegan.data.sources.celeba import CelebAError, CelebASource
 from facegan.data.sources.folder import FolderSource
 from facegan.data.sources.synthetic import SyntheticSource
+from facegan.version import __version__
 
 
 def summary(manifest: dict, out: Path) -> str:
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(prog="python -m facegan.pack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s (facegan {__version__})")
     sub = parser.add_subparsers(dest="source", required=True)
     c = sub.add_parser("celeba", parents=[common], help="CelebA, official or Kaggle layout")
     c.add_argument("root", type=Path, help="folder holding img_align_celeba/ or its zip")

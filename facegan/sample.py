@@ -8,6 +8,7 @@
     python -m facegan.sample --generator G --out grid.png --psi 0.7          # a style G (stylegan2): truncation in W
     python -m facegan.sample --generator G --out psi.png --psi-sweep 1,0.7,0.4,0 [--num 8]   # a row per psi
     python -m facegan.sample --generator G --out mix.png --style-mix 4x6 [--mix-layers 0-3]
+    python -m facegan.sample --generator G --export-program G.pt2 [--psi 0.7]   # torch.export.load(...) alone
 
 A conditional generator's attributes not named in --attributes are drawn at random, each with
 its frequency in the training shards (independently of the others).
@@ -28,6 +29,7 @@ from facegan.cli import OneLineErrors
 from facegan.data import attributes as conditioning
 from facegan.networks import sampling
 from facegan.networks.exports import load_generator
+from facegan.networks.portable import export_program
 from facegan.networks.sampling import generate_uint8, latents
 from facegan.progress import progress_bar
 
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", metavar="FILE", help="the grid (.png) or the latent walk (.png grid or .gif)")
     out.add_argument("--images-dir", metavar="DIR", help="write --num individual PNGs here")
+    out.add_argument("--export-program", metavar="FILE.pt2",
+                     help="write G as a torch.export program that loads with torch alone (--psi baked in)")
     p.add_argument("--num", type=int, default=None,
                    help="images (grid: 64, --images-dir: 10000) or walks (--interpolate: 8)")
     p.add_argument("--seed", type=int, default=0)
@@ -109,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    if args.export_program and (args.interpolate or args.sweep or args.style_mix or args.psi_sweep):
+        print(f"{prog}: error: --export-program writes the generator itself; --interpolate, --sweep, --style-mix "
+              "and --psi-sweep make pictures with --out", file=sys.stderr)
+        return 2
+    if args.export_program:  # on the CPU: a program exported there runs on any machine's CPU
+        signature = export_program(g, args.export_program, args.psi, source=args.generator)
+        print(f"{prog}: wrote {args.export_program} and its .json: torch.export.load(path).module()"
+              f"({', '.join(signature['inputs'])}) -> {signature['output']}", file=sys.stderr)
+        return 0
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     g = g.to(device)
 

@@ -83,9 +83,42 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs = _flag_kwargs(name, kind, f"[{', '.join(archs)}] {help_text}", default)
         kwargs.setdefault("metavar", name.upper())
         group.add_argument("--" + name.replace("_", "-"), dest=f"option:{name}", **kwargs)
+    parser.add_argument("--config", metavar="RUN/config.json",
+                        help="replay a run's config (every value it ran with); flags given here win")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and exit without training")
     return parser
+
+
+def read_config(path: str) -> TrainConfig:
+    """The TrainConfig a run's config.json holds; a missing file, bad JSON, an unknown key or a
+    value of the wrong type is one line naming the file and the key."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--config {path}: unreadable ({e})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config keys")
+    hints = typing.get_type_hints(TrainConfig)
+    values = {}
+    for key, value in saved.items():
+        if key not in hints:
+            raise ValueError(f"--config {path}: unknown key {key!r} (not a facegan/train.py setting)")
+        kind = hints[key]
+        if key in LISTS or key == "arch_options":
+            ok = isinstance(value, list if key in LISTS else dict)
+            value = tuple(value) if key in LISTS and ok else value
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not ok:
+            raise ValueError(f"--config {path}: {key}={value!r}: expected {getattr(kind, '__name__', kind)}")
+        values[key] = value
+    return dataclasses.replace(TrainConfig(), **values)
 
 
 def config_from_args(argv: list[str] | None = None, resolution: int | None = None
@@ -94,13 +127,19 @@ def config_from_args(argv: list[str] | None = None, resolution: int | None = Non
     A preset whose values depend on the image size reads the size from --data's manifest, unless
     `resolution` gives it (benchmarks without shards)."""
     args = build_parser().parse_args(argv)
-    name = args.preset or "dcgan"
-    if name in BY_RESOLUTION and resolution is None:  # read the image size from the shards' manifest
-        if not args.data:
-            raise ValueError(f"--preset {name} needs --data SHARDS_DIR (its settings depend on the image size)")
-        resolution = load_shardset(args.data).size
-    base = preset_config(name, resolution)
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "dry_run"}
+    if args.config:
+        if args.preset:
+            raise ValueError(f"--preset {args.preset} with --config {args.config}: the config holds every value "
+                             "already; give the flags to change instead")
+        base = read_config(args.config)
+    else:
+        name = args.preset or "dcgan"
+        if name in BY_RESOLUTION and resolution is None:  # read the image size from the shards' manifest
+            if not args.data:
+                raise ValueError(f"--preset {name} needs --data SHARDS_DIR (its settings depend on the image size)")
+            resolution = load_shardset(args.data).size
+        base = preset_config(name, resolution)
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("dry_run", "config")}
     fields = {k: v for k, v in given.items() if not k.startswith("option:")}
     options = {k.split(":", 1)[1]: v for k, v in given.items() if k.startswith("option:")}
     arch = fields.get("arch", base.arch)
@@ -122,7 +161,11 @@ def main(argv=None) -> int:
         cfg, args = config_from_args(argv)
         if args.dry_run:
             cfg.validate()
+            from facegan.runtime import resolve_precision  # Accelerate and torch: not for --help or a bad flag
+
+            precision, source = resolve_precision(cfg.mixed_precision, cfg.cpu)
             print(json.dumps(cfg.to_dict(), indent=1))
+            print(f"facegan/train.py: dry run: mixed precision {precision} ({source})", file=sys.stderr)
             return 0
     except ValueError as e:
         print(f"facegan/train.py: error: {e}", file=sys.stderr)

@@ -8,6 +8,9 @@ fi
 : "${DATA:?set DATA=shards/... or pass the shard folder as the first argument}"
 : "${RUN_DIR:?set RUN_DIR=runs/... or pass the run folder as the second argument}"
 PYTHON="${PYTHON:-python3}"
+# Every script launches the same way: Accelerate's launcher as a module of the Python that trains
+# (no `accelerate` on PATH needed, no other environment's), with facegan's config.
+LAUNCH=("$PYTHON" -m accelerate.commands.launch --config_file "$REPO/accelerate_config.yaml")
 
 run() {  # print the command (always), then run it unless DRY_RUN=1, passing stop signals on as RUN_DIR/STOP
     printf '%q ' "$@"; printf '\n'

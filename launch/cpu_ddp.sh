@@ -6,5 +6,5 @@
 # behaviour). torchrun works too: python -m torch.distributed.run --standalone --nproc_per_node 2 ...
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-run "$PYTHON" -m accelerate.commands.launch --config_file "$REPO/accelerate_config.yaml" --multi_gpu \
+run "${LAUNCH[@]}" --multi_gpu \
     --num_processes "${NPROC:-2}" --mixed_precision no "$REPO/facegan/train.py" --data "$DATA" --run-dir "$RUN_DIR" "$@"

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 
 from facegan.pack import main as pack_main
 from facegan.training import checkpoint as ckpt
@@ -47,8 +49,8 @@ def test_slurm_dry_run_resolves_two_nodes(tmp_path):
     srun = shlex.split(res.stdout)
     assert srun[:4] == ["srun", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     node = shlex.split(srun[-1])  # what each node's shell runs
-    assert node[:2] == ["accelerate", "launch"]
-    opts = dict(zip(node[2::1], node[3::1]))
+    assert node[:3] == ["python3", "-m", "accelerate.commands.launch"]
+    opts = dict(zip(node[3::1], node[4::1]))
     assert (opts["--num_machines"], opts["--num_processes"], opts["--main_process_ip"],
             opts["--main_process_port"], opts["--machine_rank"]) == ("2", "8", "gpu07", "29500", "$SLURM_NODEID")
     assert node[node.index(str(REPO / "facegan" / "train.py")) + 1:] == [
@@ -58,15 +60,23 @@ def test_slurm_dry_run_resolves_two_nodes(tmp_path):
     assert "#SBATCH --signal=B:USR1@120" in text and "#SBATCH --requeue" in text
 
 
-def test_single_and_multi_gpu_dry_run():
+def test_single_and_multi_gpu_dry_run(tmp_path):
     res = bash("single_gpu.sh", "shards/a", "runs/b", "--max-kimg", "10", extra_env={"DRY_RUN": "1"})
     assert res.returncode == 0 and shlex.split(res.stdout) == [
-        "accelerate", "launch", "--config_file", str(REPO / "accelerate_config.yaml"), "--num_processes", "1",
+        "python3", "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_config.yaml"),
+        "--num_processes", "1",
         str(REPO / "facegan" / "train.py"), "--data", "shards/a", "--run-dir", "runs/b", "--max-kimg", "10"]
     res = bash("multi_gpu.sh", extra_env={"DRY_RUN": "1", "NUM_GPUS": "4", "DATA": "shards/a", "RUN_DIR": "r"})
     assert res.returncode == 0 and "--multi_gpu --num_processes 4" in res.stdout and "--data shards/a" in res.stdout
     res = bash("cpu_ddp.sh")
     assert res.returncode != 0 and "pass the shard folder as the first argument" in res.stderr
+    # Without nvidia-smi (and NUM_GPUS) it said nothing and exited 127.
+    bare = tmp_path / "bin"  # a PATH with the tools the scripts use, and no nvidia-smi
+    bare.mkdir()
+    for tool in ("bash", "dirname", "wc"):
+        (bare / tool).symlink_to(shutil.which(tool))
+    res = bash("multi_gpu.sh", "shards/a", "r", extra_env={"DRY_RUN": "1", "PATH": str(bare)})
+    assert res.returncode == 2 and "nvidia-smi not found" in res.stderr and "set NUM_GPUS=N" in res.stderr
 
 
 @pytest.mark.slow
@@ -115,11 +125,15 @@ ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--config_file
 
 
 def test_accelerate_config_starts_one_process(tmp_path):
-    """The shipped config must not name a GPU count (it said 8: 8 ranks on a 2-core laptop)."""
+    """The shipped config must not name a GPU count (it said 8: 8 ranks on a 2-core laptop), nor a
+    precision that a CPU would train in."""
     res = subprocess.run(ACCELERATE + [str(REPO / "facegan" / "train.py"), "--data", "d", "--run-dir", "r",
                                        "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env())
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count('"preset"') == 1  # one process printed its config
+    # It said bf16 once, and a CPU run under it trained in bf16: now it leaves the choice to facegan.
+    if not torch.cuda.is_available():
+        assert "dry run: mixed precision no (auto: CPU)" in res.stderr, res.stderr[-2000:]
 
 
 def test_pack_warns_when_shards_are_fewer_than_readers(tmp_path, capsys):

@@ -23,6 +23,7 @@ import torch
 import torch_fidelity
 from PIL import Image
 
+import facegan
 from facegan import evaluate, networks, report, sample
 from facegan.data.shardset import load_shardset
 from facegan.data.sources.synthetic import render_face
@@ -180,6 +181,7 @@ def test_precision_recall_equal_torch_fidelity(tmp_path, standin, vgg_standin, s
 
 
 def test_missing_vgg_weights_name_the_flag(tmp_path, standin, small_shards, capsys):
+    Image.new("RGB", (32, 32)).save(tmp_path / "one.png")  # (the inputs are checked before the weights)
     code = evaluate.main(["--images", str(tmp_path), "--data", str(small_shards), "--metrics", "fid,pr",
                           "--inception-weights", str(standin), "--vgg16-weights", str(tmp_path / "vgg.pth")])
     err = capsys.readouterr().err
@@ -275,6 +277,13 @@ def test_metrics_during_training(tmp_path, standin, small_shards):
                              "value": best["kid_nonstandard"]}
     meta = exports.read_network_meta(run / "generator-best.safetensors")
     assert meta["step"] == best["step"] and meta["metrics"]["kid_nonstandard"] == best["kid_nonstandard"]
+    # Training wrote its report: at each measurement, and at the end with the progress GIF.
+    page = (run / "report" / "index.html").read_text()
+    grids = sorted(p.name for p in (run / "report" / "grids").iterdir())
+    assert (run / "report" / "progress.gif").is_file() and grids == ["step-000000004.png", "step-000000008.png"]
+    for fact in ("training time", f"facegan</th><td>{facegan.__version__}", f"{small_shards}: 24 images at 32 px",
+                 "Protocol of the latest measurement", sha(standin), "num_generated</th><td>10"):
+        assert fact in page, fact
     # Measuring leaves training untouched: the same run without metrics ends bitwise equal.
     plain = tmp_path / "plain"
     train(tiny(small_shards, plain, max_steps=8))
@@ -324,6 +333,7 @@ def test_evaluate_bad_weights_one_line(tmp_path, small_shards, problem, capsys):
         path.write_text("not weights")
     elif problem == "wrong-model":
         torch.save({"conv.weight": torch.zeros(3)}, path)
+    Image.new("RGB", (32, 32)).save(tmp_path / "one.png")  # (the inputs are checked before the weights)
     code = evaluate.main(["--images", str(tmp_path), "--data", str(small_shards), "--inception-weights", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and str(path) in err
@@ -331,12 +341,21 @@ def test_evaluate_bad_weights_one_line(tmp_path, small_shards, problem, capsys):
             "wrong-model": "not torch-fidelity InceptionV3 weights"}[problem] in err
 
 
-def test_evaluate_argument_errors(tmp_path, small_shards, standin, capsys):
+def test_evaluate_argument_errors(tmp_path, small_shards, standin, capsys, monkeypatch):
     assert evaluate.main(["--data", str(small_shards)]) == 2
     assert "give --generator, --images, or a second --data" in capsys.readouterr().err
     code = evaluate.main(["--images", str(tmp_path / "none"), "--data", str(small_shards),
                           "--inception-weights", str(standin)])
     assert code == 2 and "none: no such folder" in capsys.readouterr().err
+    # The inputs are checked before any weights are loaded or downloaded (it took minutes, then said the path).
+    monkeypatch.setattr(evaluate.score, "build_extractors", lambda *a, **k: pytest.fail("loaded weights first"))
+    for argv, message in [(["--data", str(tmp_path / "gone"), "--data", str(small_shards)], "--data " +
+                           str(tmp_path / "gone") + ": no such folder"),
+                          (["--data", str(small_shards), "--generator", str(tmp_path / "g.safetensors")],
+                           "g.safetensors: exported network not found")]:
+        assert evaluate.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 def test_evaluate_help_states_each_default_once(capsys):
@@ -345,7 +364,7 @@ def test_evaluate_help_states_each_default_once(capsys):
         evaluate.main(["--help"])
     text = capsys.readouterr().out.split("options:")[1]
     options = ["  -" + block for block in text.split("\n  -")[1:]]  # one block per option, wrapped lines too
-    assert len(options) == 15
+    assert len(options) == 16  # (--version included)
     for block in options:
         assert block.count("(default") <= 1, block
     weights = next(b for b in options if b.startswith("  --inception-weights"))

@@ -12,6 +12,7 @@ from facegan.train import config_from_args
 from facegan.training.config import TrainConfig
 from facegan.training.presets import STRONG
 
+from .conftest import REPO
 from .runs import (
     TRAIN_PY,
     _flags,
@@ -147,3 +148,49 @@ def test_stylegan2_preset_follows_stylegan2_ada_auto_by_resolution():
         cfg.validate()
     assert (cfg.arch, cfg.loss, cfg.reg_every, cfg.beta1, cfg.beta2, cfg.lr_g, cfg.ema) == (
         "stylegan2", "nonsat", 16, 0.0, 0.99, 0.0025, True)
+
+
+def test_every_command_has_a_console_script_and_version(capsys):
+    """pyproject's scripts name every command module, and each answers --version with facegan's."""
+    import importlib
+
+    import tomllib
+
+    import facegan
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = ["train", "pack", "evaluate", "sample", "report", "attributes", "project", "edit"]
+    assert sorted(scripts) == sorted(f"facegan-{c}" for c in commands)
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert module == "facegan." + name.removeprefix("facegan-") and func == "main"
+        with pytest.raises(SystemExit) as done:
+            getattr(importlib.import_module(module), func)(["--version"])
+        assert done.value.code == 0
+        assert capsys.readouterr().out.strip().endswith(f"(facegan {facegan.__version__})"), name
+
+
+def test_config_replays_a_run_and_flags_win(tmp_path, synthetic_shards):
+    """--config RUN/config.json gives back the config the run wrote (every value, typed: lists as
+    tuples, arch options), flags on the command line win, and a bad file is one line."""
+    import dataclasses
+    import json
+
+    cfg, _ = config_from_args(["--data", str(synthetic_shards), "--run-dir", str(tmp_path / "a"), "--preset", "modern",
+                               "--condition", "Smiling", "--g-blocks", "2", "--max-kimg", "3"])
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict(), indent=1))  # as train() writes RUN/config.json
+    replay, _ = config_from_args(["--config", str(path)])
+    assert replay == cfg
+    changed, _ = config_from_args(["--config", str(path), "--run-dir", str(tmp_path / "b"), "--lr-g", "1e-3"])
+    assert changed == dataclasses.replace(cfg, run_dir=str(tmp_path / "b"), lr_g=1e-3)
+    for text, message in [("{", "unreadable"), ('{"lr_gg": 1}', "unknown key 'lr_gg'"),
+                          ('{"batch_size": "64"}', "batch_size='64': expected int"),
+                          ('{"ema": 1}', "ema=1: expected bool")]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"^--config {path}: .*{message}"):
+            config_from_args(["--config", str(path)])
+    with pytest.raises(ValueError, match="--preset dcgan with --config"):
+        config_from_args(["--config", str(path), "--preset", "dcgan"])
+    with pytest.raises(ValueError, match="no such file"):
+        config_from_args(["--config", str(tmp_path / "none.json")])

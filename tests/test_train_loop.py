@@ -30,8 +30,12 @@ def test_run_folder_contents(tmp_path, synthetic_shards):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4, 6, 8]
     assert [r["kimg"] for r in records] == [0.016, 0.032, 0.048, 0.064]  # steps x batch 8 x 1 rank
-    for key in ("loss/D", "loss/G", "D(x)", "D(G(z))", "img/s", "lr/G", "lr/D"):
+    for key in ("loss/D", "loss/G", "D(x)", "D(G(z))", "img/s", "lr/G", "lr/D", "sec/kimg", "elapsed_s", "time",
+                "percent", "eta_s"):
         assert all(isinstance(r[key], float) for r in records), key
+    assert [r["percent"] for r in records] == [25.0, 50.0, 75.0, 100.0] and records[-1]["eta_s"] == 0
+    assert all(a["time"] <= b["time"] and a["elapsed_s"] <= b["elapsed_s"] for a, b in zip(records, records[1:]))
+    assert all(r["sec/kimg"] == pytest.approx(1000 / r["img/s"]) for r in records)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-000000004.png", "step-000000008.png"]
     assert Image.open(run / "samples" / "step-000000008.png").size == (4 * 34 + 2, 4 * 34 + 2)  # 4x4 grid
     assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000000004", "step-000000008"]

@@ -26,6 +26,14 @@ from facegan.training.step import GANStep
 from facegan.watch import trackers
 
 
+def clock(seconds: float) -> str:
+    """1h02m, 4m05s or 12s."""
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 class Progress:
     """tqdm on a terminal, or one concise line per log interval in a log file."""
 
@@ -40,7 +48,11 @@ class Progress:
             return
         text = (f"step {record['step']} kimg {record['kimg']:.1f} loss/D {record['loss/D']:.3f} "
                 f"loss/G {record['loss/G']:.3f} D(x) {record['D(x)']:.3f} D(G(z)) {record['D(G(z))']:.3f} "
-                f"{record['img/s']:.0f} img/s")
+                f"{record['img/s']:.0f} img/s {record['sec/kimg']:.1f} sec/kimg {clock(record['elapsed_s'])} elapsed")
+        if "percent" in record:
+            text += f" {record['percent']:.0f}% ETA {clock(record['eta_s'])}"
+        if "mem/peak_gb" in record:
+            text += f" mem {record['mem/peak_gb']:.1f} GB"
         if self.tty:
             self.bar.set_postfix_str(text.split(" ", 4)[-1])
         else:
@@ -133,7 +145,8 @@ class Upkeep:
                   flush=True)
 
     def finish(self) -> None:
-        """The last step is always saved, exported and has its grid, whatever the intervals."""
+        """The last step is always saved, exported and has its grid, whatever the intervals; a run
+        that measured writes its report."""
         step = self.state.step
         if self.last_saved != step:
             self.checkpoint(ending=True)
@@ -141,6 +154,17 @@ class Upkeep:
             self.export()
         if step % self.cfg.sample_every:  # decided from the step alone: every rank joins its check
             self.sample_grid()
+        if self.acc.is_main_process and self.cfg.eval_every:
+            self.write_report(live=False)
+
+    def write_report(self, live: bool) -> None:
+        """RUN/report/index.html (main process); a report that fails is a warning, not a stopped run."""
+        from facegan.watch import run_report  # matplotlib: only runs that measure draw their report
+
+        try:
+            run_report.write_report(self.run_dir, live=live)
+        except Exception as e:  # noqa: BLE001 - a figure or a file: the run goes on
+            print(f"facegan: warning: the report could not be written ({type(e).__name__}: {e})", file=sys.stderr)
 
     def close(self) -> None:
         self.stop.restore()
@@ -154,14 +178,30 @@ class Upkeep:
     def log(self) -> dict:
         self.healthy()
         now = time.perf_counter()
+        speed = (self.state.nimg - self.tick_nimg) / (now - self.tick_time)
         record = {"step": self.state.step, "kimg": self.kimg(),
                   **self.gan_step.stats.take(lambda t: self.acc.reduce(t, "sum")),
-                  "img/s": (self.state.nimg - self.tick_nimg) / (now - self.tick_time),
-                  **self.gan_step.learning_rates(), **self.gan_step.aug_logs()}
+                  "img/s": speed, **self.gan_step.learning_rates(), **self.gan_step.aug_logs(),
+                  **self.timing(speed)}
         self.tick_time, self.tick_nimg = now, self.state.nimg
-        self.append_metrics(record)
+        self.append_metrics({**record, "time": round(time.time(), 3)})  # wall-clock time: the trackers stamp their own
         self.acc.log(record, step=record["step"])
         return record
+
+    def timing(self, speed: float) -> dict:
+        """Seconds per kimg, the run's training time, and where the end is known (images planned, or
+        the clock's budget) the percent done and the time left; the peak GPU memory on a GPU."""
+        state, cfg = self.state, self.cfg
+        out = {"sec/kimg": 1000 / speed if speed > 0 else math.inf, "elapsed_s": round(self.clock.spent(), 1)}
+        if state.total_nimg < UNBOUNDED:
+            out["percent"] = 100 * state.nimg / state.total_nimg
+            out["eta_s"] = round(max(state.total_nimg - state.nimg, 0) / speed, 1) if speed > 0 else math.inf
+        elif cfg.max_minutes:  # only the clock ends it
+            out["percent"] = min(100.0, 100 * self.clock.budget_spent() / (cfg.max_minutes * 60))
+            out["eta_s"] = round(max(cfg.max_minutes * 60 - self.clock.budget_spent(), 0), 1)
+        if self.acc.device.type == "cuda":
+            out["mem/peak_gb"] = torch.cuda.max_memory_allocated(self.acc.device) / 2**30
+        return out
 
     def append_metrics(self, record: dict) -> None:
         if self.acc.is_main_process:
@@ -212,6 +252,9 @@ class Upkeep:
             return
         cfg, acc, state = self.cfg, self.acc, self.state
         started = time.perf_counter()
+        if acc.is_main_process:  # a measurement takes minutes: say so before, not only after
+            print(f"facegan: measuring {','.join(self.metric_names)} at step {state.step} on {cfg.eval_samples} "
+                  "generated images...", file=sys.stderr, flush=True)
         record = self.score.score_generator(
             self.extractors, self.metric_names, self.m.sampler, self.data.shardset, cfg.eval_samples, seed=cfg.seed,
             batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
@@ -233,7 +276,9 @@ class Upkeep:
         entry = {"step": step, "kimg": self.kimg(), **record}
         self.append_metrics(entry)
         if acc.is_main_process:
-            print(f"facegan: {self.score.describe(entry)}", file=sys.stderr, flush=True)
+            print(f"facegan: {self.score.describe(entry)} ({clock(time.perf_counter() - started)})", file=sys.stderr,
+                  flush=True)
+            self.write_report(live=True)
         bests = state.bests  # every value's best, for the trackers' summaries
         improved = {k: v for k, v in values.items()
                     if registry.improves(self.metric_names, k, v, bests.get(k, {}).get("value"))}

@@ -52,13 +52,19 @@ def pick(items: list, most: int) -> list:
 
 
 def copy_grids(grids: list[Path], out: Path, kimg_at: dict[int, float]) -> list[dict]:
-    """The slider's grids, copied into out/grids/ (stale copies removed): [{file, step, kimg}]."""
+    """The slider's grids, copied into out/grids/: [{file, step, kimg}]. A copy already there (of
+    the same size) is kept, so a report rewritten during training copies only the new grids;
+    copies no longer picked are removed."""
     folder = out / "grids"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    picked = pick(grids, MAX_GRIDS)
+    for stale in set(p.name for p in folder.iterdir()) - {p.name for p in picked}:
+        (folder / stale).unlink()
     shown = []
-    for path in pick(grids, MAX_GRIDS):
-        shutil.copyfile(path, folder / path.name)
+    for path in picked:
+        copy = folder / path.name
+        if not (copy.is_file() and copy.stat().st_size == path.stat().st_size):
+            shutil.copyfile(path, copy)
         step = int(path.stem.split("-")[-1])
         kimg = kimg_at.get(step)
         shown.append({"file": f"grids/{path.name}", "step": step, "kimg": "?" if kimg is None else f"{kimg:g}"})
@@ -83,12 +89,19 @@ def _best_table(best: dict[str, dict]) -> str:
             f"{rows}</table>")
 
 
+def _rows(rows) -> str:
+    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
 def write_page(out: Path, *, title: str, subtitle: str, cards: list[tuple[str, str]], config: dict,
                figures: dict[str, str], best: dict[str, dict], grids: list[dict], gif: str | None,
-               notes: list[str]) -> Path:
-    """report/index.html from what report.py measured and drew (file names relative to `out`)."""
+               notes: list[str], facts: list[tuple[str, str]] = (), protocol: list[tuple[str, str]] = ()) -> Path:
+    """report/index.html from what run_report.py measured and drew (file names relative to `out`).
+    `facts`: when, how long, versions, data; `protocol`: how the metrics were measured."""
     parts = [f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header><main>", _cards(cards)]
     parts += [f"<p class='warn'>{_e(note)}</p>" for note in notes]
+    if facts:
+        parts.append("<section><h2>The run</h2>" + _rows(facts) + "</section>")
     if grids:
         last = grids[-1]
         strip = ""
@@ -102,7 +115,9 @@ def write_page(out: Path, *, title: str, subtitle: str, cards: list[tuple[str, s
             "<figcaption id='slide-label'></figcaption></figure>" + strip +
             f"<figure><img class='grid' src='{_e(last['file'])}' alt='final grid'><figcaption>final grid: step "
             f"{last['step']}, {_e(last['kimg'])} kimg</figcaption></figure></div></section>")
-    for name, (heading, extra) in {"metrics": ("Metrics against kimg (best marked)", _best_table(best)),
+    extra_metrics = _best_table(best) + ("<h2>Protocol of the latest measurement</h2>" + _rows(protocol)
+                                         if protocol else "")
+    for name, (heading, extra) in {"metrics": ("Metrics against kimg (best marked)", extra_metrics),
                                    "curves": ("Losses, D outputs and regularisers against kimg", ""),
                                    "throughput": ("Throughput", "")}.items():
         if name in figures:
