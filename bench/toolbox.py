@@ -5,8 +5,9 @@ and attribute edits, each made by the command docs/toolbox.md shows.
         --train-shards runs/quality-sg2/celeba-32-train
 
 The generator is a stylegan2 trained on the CelebA sample's train split (bench/quality.py's run);
-the faces projected are the first --faces of the sample's test split (never trained on); the
-attribute classifier is trained on --train-shards' labels. Without --vgg16-weights, LPIPS runs on
+the faces projected are the first --faces of the sample's test split (never trained on). The CelebA
+sample has no attribute labels, so the edits use a stylegan2 trained on synthetic faces
+(--edit-generator) and a classifier trained on their labels (--edit-shards). Without --vgg16-weights, LPIPS runs on
 a STAND-IN VGG16 trunk (Kaiming-initialised): its values rank reconstructions of the same faces
 only, and the projection adds a pixel term (--mse-weight 1), since a random trunk alone does not
 pin pixels down. Writes the pictures into docs/img/ and bench/TOOLBOX.md (text after
@@ -35,7 +36,9 @@ from reporting import write_keeping_observations  # noqa: E402  (bench/, the scr
 from facegan.metrics.vgg import make_standin_weights  # noqa: E402
 from facegan.networks import sampling  # noqa: E402
 
-ATTRIBUTES = "Smiling,Eyeglasses,Male"
+# The CelebA sample has no attribute labels (no list_attr_celeba.txt) and the synthetic faces no
+# Male: the edits are fitted on a stylegan2 trained on synthetic faces, for three of their labels.
+ATTRIBUTES = "Smiling,Eyeglasses,Blond_Hair"
 
 
 def run(cmd: list[str], log: list[str]) -> str:
@@ -62,7 +65,10 @@ def held_out_faces(sample: Path, count: int) -> list[Path]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--generator", default=str(ROOT / "runs/quality-sg2/stylegan2-32/seed-0/generator.safetensors"))
-    p.add_argument("--train-shards", default=str(ROOT / "runs/quality-sg2/celeba-32-train"))
+    p.add_argument("--edit-generator", default=str(ROOT / "runs/toolbox/sg2-synthetic/generator.safetensors"),
+                   help="the generator the edits are fitted on (trained on --edit-shards)")
+    p.add_argument("--edit-shards", default=str(ROOT / "shards/synthetic-32"),
+                   help="shards with attribute labels, to train the attribute classifier on")
     p.add_argument("--sample-data", default=str(ROOT.parent / "shared" / "data" / "celeba-sample"))
     p.add_argument("--vgg16-weights", default="", help="the standard VGG16 file (default: a stand-in)")
     p.add_argument("--faces", type=int, default=8)
@@ -90,17 +96,17 @@ def main() -> None:
     tiles = [pixels(r["target"]) for r in projections] + [pixels(r["projected"]) for r in projections]
     sampling.grid_image(torch.stack(tiles), nrow=len(projections)).save(img / "toolbox-projection.png")
     classifier = work / "attributes.safetensors"
-    run([py, "-m", "facegan.attributes", "train", args.train_shards, "--out", str(classifier), "--attributes",
+    run([py, "-m", "facegan.attributes", "train", args.edit_shards, "--out", str(classifier), "--attributes",
          ATTRIBUTES], log)
-    fit = run([py, "-m", "facegan.edit", "fit", "--generator", g, "--classifier", str(classifier), "--attributes",
+    eg = args.edit_generator
+    run([py, "-m", "facegan.sample", "--generator", eg, "--out", str(img / "toolbox-synthetic.png"), "--num", "32"],
+        log)
+    fit = run([py, "-m", "facegan.edit", "fit", "--generator", eg, "--classifier", str(classifier), "--attributes",
                ATTRIBUTES, "--samples", str(args.samples), "--out", str(work / "directions.safetensors"),
                "--no-progress"], log)
     for name in ATTRIBUTES.split(","):
-        run([py, "-m", "facegan.edit", "apply", "--generator", g, "--directions", str(work / "directions.safetensors"),
+        run([py, "-m", "facegan.edit", "apply", "--generator", eg, "--directions", str(work / "directions.safetensors"),
              "--sweep", name, "--num", "6", "--range", "3", "--out", str(img / f"toolbox-{name.lower()}.png")], log)
-    run([py, "-m", "facegan.edit", "apply", "--generator", g, "--directions", str(work / "directions.safetensors"),
-         "--sweep", "Smiling", "--latent", *[r["latent"] for r in projections[:4]], "--out",
-         str(img / "toolbox-projected-smiling.png")], log)
 
     lines = ["# The face toolbox on CelebA-sample faces", "",
              f"Written by `python bench/toolbox.py {shlex.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}; "
@@ -115,10 +121,10 @@ def main() -> None:
              f"| mean | {sum(r['lpips'] for r in projections) / len(projections):.4f} | "
              f"{sum(r['mse'] for r in projections) / len(projections):.4f} |", "",
              "![targets above, projections below](../docs/img/toolbox-projection.png)", "",
-             "## Directions (`facegan.edit fit`)", "", "```", fit.strip(), "```", ""]
+             f"## Directions (`facegan.edit fit` on `{Path(eg).name}`, trained on synthetic faces)", "",
+             "![its samples](../docs/img/toolbox-synthetic.png)", "", "```", fit.strip(), "```", ""]
     lines += [f"![{n}](../docs/img/toolbox-{n.lower()}.png)\n" for n in ATTRIBUTES.split(",")]
-    lines += ["Projected faces, Smiling from -3 to +3:", "", "![](../docs/img/toolbox-projected-smiling.png)", "",
-              "Truncation (rows psi 1, 0.7, 0.4, 0) and style mixing:", "",
+    lines += ["Truncation (rows psi 1, 0.7, 0.4, 0) and style mixing:", "",
               "![psi](../docs/img/toolbox-psi.png)", "", "![mix](../docs/img/toolbox-mix.png)"]
     write_keeping_observations(Path(args.out), lines)
     print(f"wrote {args.out}")

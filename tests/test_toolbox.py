@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from facegan import edit as edit_cmd
 from facegan import networks
@@ -131,7 +131,7 @@ def brightness_reader(tmp_path_factory):
     return root, g, classifier
 
 
-def test_edit_fit_and_apply_move_the_classifiers_verdict(brightness_reader, capsys):
+def test_edit_fit_and_apply_move_the_classifiers_verdict(brightness_reader, lpips_standin, capsys):
     """fit finds a direction per attribute that its held-out boundary reads well; the conditioned
     one is orthogonal to the other's; apply +3 makes the classifier see the attribute in most
     faces, -3 in few, where it saw it in about two thirds of the same faces unedited."""
@@ -163,6 +163,16 @@ def test_edit_fit_and_apply_move_the_classifiers_verdict(brightness_reader, caps
                           str(root / "dirs.safetensors"), "--sweep", "Pale_Skin", "--num", "3", "--columns", "5",
                           "--out", str(root / "sweep.png")]) == 0
     assert Image.open(root / "sweep.png").size == (5 * 34 + 2, 3 * 34 + 2)
+    # A projected face (its w+ and noise maps) moves along the same directions.
+    latent = root / "face-latent.safetensors"
+    save_file(project(g, dirs.render(g, dirs.sample_latents(g, 1, seed=9))[0].float() / 127.5 - 1, lpips_standin,
+                      ProjectOptions(steps=3, space="w+", w_samples=100), progress=False).tensors(), str(latent))
+    assert edit_cmd.main(["apply", "--generator", str(root / "g.safetensors"), "--directions",
+                          str(root / "dirs.safetensors"), "--sweep", "Pale_Skin", "--latent", str(latent), str(latent),
+                          "--columns", "3", "--out", str(root / "projected.png")]) == 0
+    tiles = np.array(Image.open(root / "projected.png"))
+    assert tiles.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
+    assert tiles[2:34, 2:34].mean() < tiles[2:34, 70:102].mean()  # -3 std of Pale_Skin, then +3: brighter
 
 
 def test_edit_errors_are_one_line(brightness_reader, tmp_path, capsys):

@@ -69,15 +69,15 @@ def available(shardset: ShardSet) -> dict[str, int]:
     return summary if summary is not None else _scan(shardset)
 
 
-def check_names(names: Iterable[str], shardset: ShardSet) -> dict[str, float]:
+def check_names(names: Iterable[str], shardset: ShardSet, flag: str = "--condition") -> dict[str, float]:
     """{name: its frequency in the shard set}, in the names' order; an attribute the shards do
-    not have is a one-line error listing the ones they have."""
+    not have is a one-line error naming `flag` and listing the ones they have."""
     have = available(shardset)
     missing = [n for n in names if n not in have]
     if missing:
         listed = ", ".join(have) if have else "none (their source records no attributes; CelebA's come from " \
                                               "list_attr_celeba, the synthetic faces have CelebA-named ones)"
-        raise ValueError(f"--condition {','.join(missing)}: not an attribute of the shards at {shardset.root}; "
+        raise ValueError(f"{flag} {','.join(missing)}: not an attribute of the shards at {shardset.root}; "
                          f"they have: {listed}")
     return {n: have[n] / shardset.count for n in names}
 

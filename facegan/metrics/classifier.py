@@ -96,7 +96,7 @@ def train_classifier(shards: str | Path, names: list[str] | None = None, *, epoc
     names = names or list(have)
     if not names:
         raise ValueError(f"{shards}: the shards have no attributes to learn")
-    check_names(names, shardset)
+    check_names(names, shardset, "--attributes")
     torch.manual_seed(seed)
     images, attrs, index = _load_images(Path(shards), names, min(max_images, shardset.count), progress)
     held = index % HOLDOUT_EVERY == 0
