@@ -30,7 +30,7 @@ def tiny(data: Path, run_dir: Path, **overrides) -> TrainConfig:
     ...) may be given like fields."""
     base = dict(data=str(data), run_dir=str(run_dir), z_dim=16, ngf=8, ndf=8, batch_size=8,
                 max_steps=8, ckpt_every=4, log_every=2, sample_every=4, num_samples=16, num_workers=2,
-                shuffle_buffer=50, deterministic=True)
+                shuffle_buffer=50, deterministic=True, live_report=False)  # (test_metrics_during_training has it)
     options = {k: overrides.pop(k) for k in list(overrides) if k in networks.option_fields()}
     return dataclasses.replace(DEMO, **{**base, **overrides}, arch_options=options)
 
@@ -143,5 +143,5 @@ def _run(cmd, timeout=300, environment=None, **kwargs):
 def _flags(data, run, **kw):
     flags = {"data": data, "run-dir": run, "preset": "demo", "z-dim": 16, "ngf": 8, "ndf": 8,
              "batch-size": 8, "max-steps": 6, "ckpt-every": 3, "log-every": 3, "sample-every": 3,
-             "num-samples": 4, "num-workers": 1, **kw}
+             "num-samples": 4, "num-workers": 1, "live-report": "false", **kw}
     return [x for k, v in flags.items() for x in (f"--{k}", str(v))]

@@ -261,7 +261,7 @@ def test_metrics_during_training(tmp_path, standin, small_shards):
     run = tmp_path / "run"
     cfg = tiny(small_shards, run, max_steps=8, eval_every=4, eval_samples=10, eval_batch_size=5,
                metrics="fid,kid,is", best_by="kid", inception_weights=str(standin),
-               eval_cache=str(tmp_path / "cache"))
+               eval_cache=str(tmp_path / "cache"), live_report=True)
     train(cfg)
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "kid_nonstandard" in r]
@@ -284,7 +284,7 @@ def test_metrics_during_training(tmp_path, standin, small_shards):
     for fact in ("training time", f"facegan</th><td>{facegan.__version__}", f"{small_shards}: 24 images at 32 px",
                  "Protocol of the latest measurement", sha(standin), "num_generated</th><td>10"):
         assert fact in page, fact
-    # Measuring leaves training untouched: the same run without metrics ends bitwise equal.
+    # Measuring (and reporting) leaves training untouched: the same run without metrics ends bitwise equal.
     plain = tmp_path / "plain"
     train(tiny(small_shards, plain, max_steps=8))
     assert sha(plain / "generator.safetensors") == sha(run / "generator.safetensors")

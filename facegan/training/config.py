@@ -113,6 +113,7 @@ class TrainConfig:
     vgg16_weights: str = ""  # torchvision VGG16 weights file for pr (default: standard, downloaded)
     attr_classifier: str = ""  # attribute classifier for --metrics attr (python -m facegan.attributes train)
     eval_cache: str = ""  # folder for cached real-data features (default: ~/.cache/facegan/fid-stats)
+    live_report: bool = True  # with --eval-every: write RUN/report/ at every evaluation and at the end
     warm_start_g: str = ""  # exported generator (.safetensors) to start G from
     warm_start_d: str = ""  # exported discriminator (.safetensors) to start D from
 

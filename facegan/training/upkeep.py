@@ -154,7 +154,7 @@ class Upkeep:
             self.export()
         if step % self.cfg.sample_every:  # decided from the step alone: every rank joins its check
             self.sample_grid()
-        if self.acc.is_main_process and self.cfg.eval_every:
+        if self.acc.is_main_process and self.cfg.eval_every and self.cfg.live_report:
             self.write_report(live=False)
 
     def write_report(self, live: bool) -> None:
@@ -278,7 +278,8 @@ class Upkeep:
         if acc.is_main_process:
             print(f"facegan: {self.score.describe(entry)} ({clock(time.perf_counter() - started)})", file=sys.stderr,
                   flush=True)
-            self.write_report(live=True)
+            if cfg.live_report:
+                self.write_report(live=True)
         bests = state.bests  # every value's best, for the trackers' summaries
         improved = {k: v for k, v in values.items()
                     if registry.improves(self.metric_names, k, v, bests.get(k, {}).get("value"))}
