@@ -116,6 +116,19 @@ def style_mix(g: torch.nn.Module, rows: torch.Tensor, columns: torch.Tensor, lay
         return torch.cat(grid)
 
 
+@torch.no_grad()
+def mapped_w(g: torch.nn.Module, num: int, seed: int, batch_size: int = 1000) -> torch.Tensor:
+    """[num, w_dim] on the CPU: a style G's w of `num` seeded latents (a conditional G's with
+    attributes drawn at their training frequencies), mapped in eval mode without moving w_avg."""
+    style = style_generator(g)
+    z = latents(num, g.z_dim, seed)
+    attrs = latent_attributes(g, num, seed)
+    inputs = z if attrs is None else g.inputs(z, attrs)
+    device = next(style.parameters()).device
+    with evaluating(style):
+        return torch.cat([style.map(x.to(device), update=False).cpu() for x in inputs.split(batch_size)])
+
+
 def latent_attributes(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor | None:
     """[num, K] attributes drawn from a conditional G's training frequencies (seeded apart from
     the latents), or None for an unconditional G."""

@@ -43,15 +43,9 @@ def space_of(g: torch.nn.Module) -> str:
 @torch.no_grad()
 def sample_latents(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor:
     """[num, D]: w (mapped from seeded z, with attributes at their frequencies for a conditional G) or z."""
-    z = sampling.latents(num, g.z_dim, seed)
-    style = sampling.style_generator(g)
-    if style is None:
-        return z
-    attrs = sampling.latent_attributes(g, num, seed)
-    inputs = z if attrs is None else g.inputs(z, attrs)
-    device = next(style.parameters()).device
-    with sampling.evaluating(style):
-        return torch.cat([style.map(x.to(device), update=False).cpu() for x in inputs.split(1000)])
+    if sampling.style_generator(g) is None:
+        return sampling.latents(num, g.z_dim, seed)
+    return sampling.mapped_w(g, num, seed)
 
 
 @torch.no_grad()

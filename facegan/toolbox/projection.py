@@ -81,13 +81,7 @@ def check_space(g: torch.nn.Module, space: str) -> None:
 def w_statistics(g: torch.nn.Module, samples: int, seed: int) -> tuple[torch.Tensor, float]:
     """(mean w [w_dim], W's std: the root mean squared distance of w from it) over mapped z (with
     attributes drawn at their training frequencies, for a conditional G)."""
-    style = sampling.style_generator(g)
-    device = next(style.parameters()).device
-    z = sampling.latents(samples, getattr(g, "z_dim", style.z_dim), seed)
-    attrs = sampling.latent_attributes(g, samples, seed)
-    inputs = z if attrs is None else g.inputs(z, attrs)
-    with sampling.evaluating(style):
-        w = torch.cat([style.map(x.to(device), update=False) for x in inputs.split(2000)])
+    w = sampling.mapped_w(g, samples, seed)
     mean = w.mean(0)
     return mean, float((w - mean).square().sum(1).mean().sqrt())
 
