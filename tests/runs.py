@@ -78,28 +78,25 @@ def wrapped_train(tmp_path: Path, patch: str) -> list[str]:
     return [sys.executable, str(script)]
 
 
-def read_tensorboard(folder: Path) -> list:
-    """Every Event in the TensorBoard event files under `folder` (TFRecord framing: length,
-    its CRC, the record, its CRC)."""
-    from tensorboardX.proto.event_pb2 import Event
+def tensorboard_runs(folder: Path) -> dict:
+    """{run: EventAccumulator} as TensorBoard itself reads `folder` (every sub-folder with event
+    files is a run of its own)."""
+    from tensorboard.backend.event_processing import event_accumulator, plugin_event_multiplexer
 
-    events = []
-    for path in sorted(folder.rglob("events.out.tfevents.*")):
-        data, at = path.read_bytes(), 0
-        while at < len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
-            event = Event()
-            event.ParseFromString(data[at + 12:at + 12 + length])
-            events.append(event)
-            at += 12 + length + 4
-    return events
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(folder))
+    runs = {}
+    for run in multiplexer.Runs():
+        runs[run] = event_accumulator.EventAccumulator(str(folder / run), size_guidance={"scalars": 0, "images": 0})
+        runs[run].Reload()
+    return runs
 
 
 def read_wandb(path: Path, kinds=("summary", "history")) -> tuple[dict, list[dict]]:
     """(summary, rows of the other `kinds`) of an offline W&B run file: LevelDB-log framing
     (32 KiB blocks of records with a 7-byte header: CRC, length, type) of wandb_internal_pb2.Record
     messages. History rows are {key: value}; metric rows {"name", "step_metric"}; artifact rows
-    {"type", "aliases", "files"}."""
+    {"name", "type", "aliases", "files", "metadata"}."""
     from wandb.proto import wandb_internal_pb2
 
     data = Path(path).read_bytes()
@@ -130,8 +127,9 @@ def read_wandb(path: Path, kinds=("summary", "history")) -> tuple[dict, list[dic
                                 "step_metric": record.metric.step_metric})
             elif kind_name == "artifact" and kind_name in kinds:
                 a = record.artifact
-                history.append({"type": a.type, "aliases": list(a.aliases),
-                                "files": [f.path for f in a.manifest.contents]})
+                history.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                                "files": [f.path for f in a.manifest.contents],
+                                "metadata": json.loads(a.metadata or "{}")})
     return summary, history
 
 

@@ -29,9 +29,9 @@ from .runs import (
     _flags,
     _run,
     env,
-    read_tensorboard,
     read_wandb,
     sha,
+    tensorboard_runs,
     tiny,
     wrapped_train,
 )
@@ -404,9 +404,9 @@ def test_two_process_ddp_resumes_a_one_process_run(tmp_path, small_shards, stand
     _, history = read_wandb(next(run.glob("wandb/offline-run-*/run-*.wandb")))
     logged = [h for h in history if "metrics/kid_nonstandard" in h]
     assert len(logged) == 1 and all(logged[0][f"metrics/{k}"] == pytest.approx(measured[0][k]) for k in values)
-    scalars = {(v.tag, e.step): v.simple_value for e in read_tensorboard(run / "tensorboard")
-               for v in e.summary.value if v.HasField("simple_value")}
-    assert all(scalars[(f"metrics/{k}", 6)] == pytest.approx(measured[0][k], rel=1e-6) for k in values)
+    tb = tensorboard_runs(run / "tensorboard")["."]  # its step: images seen, 72 at step 6
+    assert all([(e.step, e.value) for e in tb.Scalars(f"metrics/{k}")] ==
+               [(72, pytest.approx(measured[0][k], rel=1e-6))] for k in values)
     # ... and the run's report page has each of them in its table of bests.
     assert report.main([str(run)]) == 0
     shown = re.findall(r"<tr><td>(\w+)</td><td>([\d.e-]+)</td>", (run / "report" / "index.html").read_text())

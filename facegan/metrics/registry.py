@@ -91,6 +91,12 @@ def value_keys(record: dict) -> list[str]:
     return keys
 
 
+def ranked(key: str) -> bool:
+    """Whether a value has a best worth keeping: not a spread (kid_std, is_std), which says how
+    sure another value is, not how good the generator is."""
+    return not base_value(key).endswith("_std")
+
+
 def value(record: dict, name: str) -> float:
     return record[value_key(record, name)]
 

@@ -92,6 +92,12 @@ def compute(names: list[str], extractors: Extractors, fake: Features, real: Feat
     return values
 
 
+def planned_keys(names: list[str], extractors: Extractors) -> list[str]:
+    """The keys the records of `names` measured with `extractors` will hold (attr's parts aside)."""
+    return [k + ("" if _standard(extractors, name) else NONSTANDARD)
+            for name in names for k in metric(name).lower_is_better]
+
+
 def describe_extractors(extractors: Extractors, names: list[str]) -> dict:
     info = extractors.inception.describe() if extractors.inception is not None else {}
     if extractors.vgg is not None and uses_vgg(names):

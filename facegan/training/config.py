@@ -184,9 +184,10 @@ class TrainConfig:
         if self.eval_every and self.eval_samples < 2:
             raise ValueError(f"eval_samples={self.eval_samples}: must be at least 2")
         names = registry.parse_metrics(self.metrics, "metrics")
-        if self.best_by and self.best_by not in registry.directions(names):
-            raise ValueError(f"best_by={self.best_by!r}: not a value of metrics={','.join(names)} (they give: "
-                             f"{', '.join(registry.directions(names))})")
+        rankable = [k for k in registry.directions(names) if registry.ranked(k)]
+        if self.best_by and self.best_by not in rankable:
+            raise ValueError(f"best_by={self.best_by!r}: not a value of metrics={','.join(names)} to rank by (they "
+                             f"give: {', '.join(rankable)})")
         if "attr" in names and not self.condition:
             raise ValueError("metrics=attr scores a conditional generator: add --condition NAME,...")
         if "attr" in names and self.eval_every and not self.attr_classifier:

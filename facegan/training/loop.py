@@ -36,6 +36,7 @@ from facegan.training.step import GANStep, StepOptions
 from facegan.training.stop import STOP_FILE
 from facegan.training.upkeep import Upkeep
 from facegan.watch import trackers
+from facegan.watch.trackers import Trackers
 
 __all__ = ["train", "NonFiniteLoss", "Diverged", "STOP_FILE"]
 
@@ -182,8 +183,9 @@ def train(cfg: TrainConfig) -> Path:
     precision, precision_source = resolve_precision(cfg.mixed_precision, cfg.cpu)
     cfg = dataclasses.replace(cfg, mixed_precision=precision)
     acc = make_accelerator(cpu=cfg.cpu, mixed_precision=precision, deterministic=cfg.deterministic,
-                           trackers=cfg.tracker, project_dir=cfg.run_dir,
+                           trackers=trackers.accelerate_trackers(cfg.tracker), project_dir=cfg.run_dir,
                            logging_dir=str(Path(cfg.run_dir) / trackers.TENSORBOARD_DIR))
+    run_trackers = Trackers(acc, cfg.tracker, Path(cfg.run_dir))
     tracking = False  # a tracker whose init failed cannot be finished
     lock = RunLock(cfg.run_dir)
     try:
@@ -202,11 +204,11 @@ def train(cfg: TrainConfig) -> Path:
             state = new_state(cfg, gan_step.step_nimg())
             set_seed(cfg.seed * acc.num_processes + acc.process_index)  # other z and augmentations per rank
         _announce(acc, cfg, state, shardset, notes, resume_from, f"{precision} ({precision_source})")
-        trackers.init(acc, cfg.tracker, cfg.wandb_project,
-                      cfg.run_name or Path(cfg.run_dir).name, cfg.to_dict(), Path(cfg.run_dir))
+        run_trackers.start(cfg.wandb_project, cfg.run_name or Path(cfg.run_dir).name, cfg.to_dict())
         tracking = True
         data = RealBatches(cfg, acc, shardset)
-        upkeep = Upkeep(cfg, acc, models, gan_step, state, data, shardset.size, resumed=resume_from is not None)
+        upkeep = Upkeep(cfg, acc, models, gan_step, state, data, shardset.size, resumed=resume_from is not None,
+                        tracking=run_trackers)
         acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it
 
         # Train.
@@ -224,7 +226,7 @@ def train(cfg: TrainConfig) -> Path:
     finally:
         lock.release()
         if tracking:
-            acc.end_training()
+            run_trackers.finish()
         # Accelerate keeps its state per process: reset it so another train() in this process
         # (tests, notebooks) may choose another mixed precision.
         AcceleratorState._reset_state()

@@ -23,7 +23,7 @@ from facegan.training.health import Diverged, NonFiniteLoss
 from facegan.training.models import Models
 from facegan.training.state import UNBOUNDED, RunState, save_run
 from facegan.training.step import GANStep
-from facegan.watch import trackers
+from facegan.watch.trackers import Trackers
 
 
 def clock(seconds: float) -> str:
@@ -66,12 +66,12 @@ class Upkeep:
     """The per-step upkeep phase, like EDM's tick: log, sample grid, FID, checkpoint, stop."""
 
     def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, step: GANStep, state: RunState,
-                 data, resolution: int, resumed: bool):
+                 data, resolution: int, resumed: bool, tracking: Trackers):
         """`data`: the loop's RealBatches, whose position each checkpoint saves."""
         self.cfg, self.acc, self.m, self.gan_step, self.state, self.data = cfg, acc, models, step, state, data
         self.run_dir, self.resolution = Path(cfg.run_dir), resolution
         # Load the extractors' weights now: a wrong path fails in seconds, not at the first measurement.
-        self.trackers, self.metric_names = cfg.tracker, cfg.metrics
+        self.trackers, self.metric_names = tracking, cfg.metrics
         self.score = self.extractors = None
         if cfg.eval_every:
             # Here, not at the top: scoring loads torch-fidelity and torchvision (~3 s per process),
@@ -81,6 +81,8 @@ class Upkeep:
             self.score = score
             self.extractors = score.build_extractors(self.metric_names, cfg.inception_weights or None,
                                                      cfg.vgg16_weights or None, acc.device, cfg.attr_classifier or None)
+        keys = score.planned_keys(self.metric_names, self.extractors) if cfg.eval_every else []
+        tracking.declare(keys, [k for k in keys if registry.ranked(k)])
         self.best_by = cfg.best_by or registry.metric(self.metric_names[0]).headline
         self.fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
         names = networks.attributes(models.sampler)  # a conditional run's grid rows show attribute settings
@@ -156,6 +158,8 @@ class Upkeep:
             self.sample_grid()
         if self.acc.is_main_process and self.cfg.eval_every and self.cfg.live_report:
             self.write_report(live=False)
+        if self.state.nimg >= self.state.total_nimg:  # its planned end (not the clock's): the session ends
+            self.trackers.ended()
 
     def write_report(self, live: bool) -> None:
         """RUN/report/index.html (main process); a report that fails is a warning, not a stopped run."""
@@ -185,7 +189,7 @@ class Upkeep:
                   **self.timing(speed)}
         self.tick_time, self.tick_nimg = now, self.state.nimg
         self.append_metrics({**record, "time": round(time.time(), 3)})  # wall-clock time: the trackers stamp their own
-        self.acc.log(record, step=record["step"])
+        self.trackers.log(record, record["step"], self.state.nimg)
         return record
 
     def timing(self, speed: float) -> dict:
@@ -242,7 +246,7 @@ class Upkeep:
         with files.writing(path):
             pixels = sampling.write_samples(self.m.sampler, self.fixed_z, path, self.fixed_attrs)
         if pixels is not None:
-            trackers.log_grid(self.acc, self.trackers, pixels.numpy(), step)
+            self.trackers.log_grid(pixels.numpy(), step, self.state.nimg)
 
     def measure(self) -> None:
         """--metrics of the sampler (EMA-G when enabled), each rank extracting features for its
@@ -271,8 +275,11 @@ class Upkeep:
                                                                   best["value"]):
             state.best = {"by": self.best_by, "key": key, "step": step, "value": value}
             if acc.is_main_process:
-                exports.export_generator(self.m.sampler, self.run_dir / "generator-best.safetensors", step=step,
-                                      ema=self.m.ema is not None, metrics=record)
+                path = self.run_dir / "generator-best.safetensors"
+                exports.export_generator(self.m.sampler, path, step=step, ema=self.m.ema is not None, metrics=record)
+                if cfg.wandb_artifacts:
+                    counts = {k: record[k] for k in ("num_generated", "num_real") if k in record}
+                    self.trackers.log_generator(path, "best", step, state.nimg, {**values, **counts})
         entry = {"step": step, "kimg": self.kimg(), **record}
         self.append_metrics(entry)
         if acc.is_main_process:
@@ -281,14 +288,14 @@ class Upkeep:
             if cfg.live_report:
                 self.write_report(live=True)
         bests = state.bests  # every value's best, for the trackers' summaries
-        improved = {k: v for k, v in values.items()
-                    if registry.improves(self.metric_names, k, v, bests.get(k, {}).get("value"))}
+        improved = {k: v for k, v in values.items() if registry.ranked(k)
+                    and registry.improves(self.metric_names, k, v, bests.get(k, {}).get("value"))}
         bests.update({k: {"value": v, "step": step} for k, v in improved.items()})
-        trackers.update_summary(acc, self.trackers, improved, step)
+        self.trackers.improved(improved, step, state.nimg)
+        # Numbers only: the weights' file and hash, the notes and the protocol stay in metrics.jsonl.
         logged = {f"metrics/{k}": v for k, v in values.items()}
-        if "weights" in record:  # the Inception's, where a metric used it (attr alone does not)
-            logged["metrics/inception_weights"] = f"{record['weights']} (sha256 {record['weights_sha256'][:12]})"
-        acc.log({**logged, "metrics/num_generated": record["num_generated"], "kimg": self.kimg()}, step=step)
+        self.trackers.log({**logged, "metrics/num_generated": record["num_generated"], "kimg": self.kimg()}, step,
+                          state.nimg)
 
     def checkpoint(self, ending: bool = False) -> None:
         """Save the resumable state, the stream's position included, and export G and D. The
@@ -313,4 +320,4 @@ class Upkeep:
                                                                        "size": manifest.get("size")})
             exports.export_discriminator(d, self.run_dir / "discriminator.safetensors", step=step)
             if self.cfg.wandb_artifacts:
-                trackers.log_generator(self.acc, self.trackers, self.run_dir, step, nimg / 1000)
+                self.trackers.log_generator(self.run_dir / "generator.safetensors", "latest", step, nimg)
