@@ -5,10 +5,12 @@
     python -m facegan.evaluate --data SHARDS_OR_DIR --data SHARDS_OR_DIR
 
 The reference (the first --data) is a packed shard set or a folder of images; so is a second
---data. --metrics picks from fid, kid, is (generated side only) and pr (precision and recall,
-VGG16 features). Runs on one process or under `accelerate launch` / `torchrun`, each rank
-extracting features for its share once for all metrics. Features of real sets are cached (see
---cache-dir). The JSON names the weights used.
+--data. --metrics picks from fid, kid, is (generated side only), pr (precision and recall,
+VGG16 features), fd_dinov2 and pr_dinov2 (DINOv2 features: Stein et al. 2023). Runs on one
+process or under `accelerate launch` / `torchrun`, each rank extracting features for its share
+once for all metrics. Features of real sets are cached (see --cache-dir). The JSON states the
+protocol: the weights used and their sha256, the resize, the counts, the reference's content
+hash and torch-fidelity's version.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from accelerate import Accelerator
 
 from facegan.cli import DefaultsHelp, OneLineErrors
 from facegan.data.shardset import ShardSet, ShardSetError, load_shardset
-from facegan.metrics import features, registry, score
+from facegan.metrics import dinov2, features, registry, score
+from facegan.metrics.dinov2 import DINOv2WeightsError
 from facegan.metrics.inception import InceptionWeightsError
 from facegan.metrics.vgg import VGGWeightsError
 from facegan.networks.exports import load_generator
@@ -48,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vgg16-weights", metavar="PATH",
                    help="torchvision VGG16 weights file for pr (default: torchvision's standard "
                         "IMAGENET1K_V1 weights, downloaded once)")
+    p.add_argument("--dinov2-weights", metavar="PATH",
+                   help="Meta's DINOv2 weights file for fd_dinov2 and pr_dinov2, e.g. dinov2_vitl14_pretrain.pth "
+                        "(default: from torch hub's cache, downloaded once)")
+    p.add_argument("--dinov2-model", default=dinov2.DEFAULT, choices=list(dinov2.MODELS),
+                   help="the DINOv2 network of fd_dinov2 and pr_dinov2 (Stein et al. report ViT-L/14)")
     p.add_argument("--attr-classifier", metavar="FILE",
                    help="attribute classifier for --metrics attr (python -m facegan.attributes train)")
     p.add_argument("--batch-size", type=int, default=100, help="images per feature batch per process")
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             if size is not None and g.resolution != size:
                 raise ValueError(f"{args.generator} makes {g.resolution} px images, {args.data[0]} holds {size} px")
         extractors = score.build_extractors(names, args.inception_weights, args.vgg16_weights, acc.device,
-                                            args.attr_classifier)
+                                            args.attr_classifier, args.dinov2_weights, args.dinov2_model)
         if args.generator:
             record = score.score_generator(extractors, names, g.to(acc.device), real, args.num_samples,
                                              seed=args.seed, num_workers=args.num_workers, cache_dir=cache_dir,
@@ -114,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             record = {"generator": args.generator, "data": args.data[0], "metrics": names, **record}
         else:
             record = score_sets(extractors, names, real, args, cache_dir, common)
-    except (InceptionWeightsError, VGGWeightsError, ShardSetError, ValueError, FileNotFoundError) as e:
+    except (InceptionWeightsError, VGGWeightsError, DINOv2WeightsError, ShardSetError, ValueError,
+            FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if acc.is_main_process:
@@ -145,7 +154,8 @@ def score_sets(extractors, names: list[str], real, args, cache_dir, common: dict
         cached["data2_stats_cached"] = hit
     counts = {"num_real": ref.count} if ref is not None else {}
     record = score.make_record(names, extractors, score.compute(names, extractors, other_features, ref),
-                               **counts, num_other=other_features.count)
+                               features.data_key(real) if ref is not None else None, **counts,
+                               num_other=other_features.count, other=features.data_key(other))
     inputs = {flag: args.images or args.data[1], "data": args.data[0], "metrics": names}
     return {**inputs, **record, **cached}
 

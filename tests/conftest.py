@@ -179,3 +179,12 @@ def vgg_standin(tmp_path_factory) -> Path:
     from facegan.metrics.vgg import make_standin_weights
 
     return make_standin_weights(tmp_path_factory.mktemp("vgg16") / "standin-vgg16.pth", seed=0)
+
+
+@pytest.fixture(scope="session")
+def dinov2_standin(tmp_path_factory) -> Path:
+    """A random DINOv2 ViT-S/14 in Meta's layout (88 MB): FD-DINOv2 runs its real code path
+    offline, reported as non-standard."""
+    from facegan.metrics.dinov2 import make_standin_weights
+
+    return make_standin_weights(tmp_path_factory.mktemp("dinov2") / "standin-dinov2-vits14.pth", seed=0)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -180,6 +181,84 @@ def test_precision_recall_equal_torch_fidelity(tmp_path, standin, vgg_standin, s
     assert noisy["precision_nonstandard"] < theirs["precision"]
 
 
+def _torch_hub_dinov2(weights: Path):
+    """torch.hub.load as torch-fidelity calls it for DINOv2, answered offline: facegan's ViT (the
+    same outputs as Meta's code: bench/dinov2_parity.py) holding `weights`."""
+    from facegan.metrics import dinov2
+
+    def load(repo, name, *args, **kwargs):
+        assert repo == "facebookresearch/dinov2", repo
+        arch = next(a for a in dinov2.MODELS.values() if a.hub == name)
+        module = dinov2.ViT(arch)
+        module.load_state_dict(torch.load(weights, weights_only=True))
+        return module
+
+    return mock.patch.object(torch.hub, "load", load)
+
+
+def test_fd_dinov2_equal_torch_fidelity(tmp_path, dinov2_standin, small_shards):
+    """evaluate --metrics fd_dinov2,pr_dinov2 (a folder against the packed shards) equals
+    torch_fidelity.calculate_metrics(feature_extractor="dinov2-vit-s-14") on the same images and
+    weights: its resize, normalisation and maths. The record states its protocol."""
+    generated, reference = _metric_sets(tmp_path, small_shards)
+    with _torch_hub_dinov2(dinov2_standin):
+        theirs = torch_fidelity.calculate_metrics(
+            input1=str(generated), input2=str(reference), fid=True, prc=True, feature_extractor="dinov2-vit-s-14",
+            cuda=False, cache=False, verbose=False, batch_size=16)
+    argv = ["--images", str(generated), "--data", str(small_shards), "--metrics", "fd_dinov2,pr_dinov2",
+            "--dinov2-model", "dinov2-vit-s-14", "--dinov2-weights", str(dinov2_standin),
+            "--cache-dir", str(tmp_path / "cache"), "--batch-size", "16", "--num-workers", "0"]
+    code, out = run_main(evaluate.main, argv)
+    ours = json.loads(out)
+    assert code == 0
+    assert _close(ours["fd_dinov2_nonstandard"], theirs["frechet_inception_distance"])
+    assert _close(ours["precision_dinov2_nonstandard"], theirs["precision"])
+    assert _close(ours["recall_dinov2_nonstandard"], theirs["recall"])
+    assert theirs["frechet_inception_distance"] > 1  # the stand-in tells the two sets apart
+    # The protocol: extractor, weights and hash, resize, counts, reference and its content hash, versions.
+    assert (ours["dinov2_model"], ours["dinov2_weights_sha256"], ours["dinov2_standard_weights"]) == (
+        "dinov2-vit-s-14", sha(dinov2_standin), False)
+    assert "not comparable to published" in ours["note"] and "fd_dinov2" not in ours
+    assert (ours["num_real"], ours["num_other"], ours["torch_fidelity"]) == (24, 20, torch_fidelity.__version__)
+    assert ours["resize"] == "torch-fidelity's TF1-compatible bilinear, uint8 in, to dinov2-vit-s-14 224 px"
+    assert ours["reference"] == {"content_sha256": load_shardset(small_shards).content_hash, "size": 32, "count": 24}
+    assert ours["other"]["count"] == 20 and len(ours["other"]["files_sha256"]) == 64
+    # A set against itself: 0, from the cache.
+    argv[1] = str(reference)
+    code, out = run_main(evaluate.main, argv)
+    same = json.loads(out)
+    assert code == 0 and same["real_stats_cached"] is True and abs(same["fd_dinov2_nonstandard"]) < 1e-3
+
+
+def test_dinov2_weights_errors_are_one_line(tmp_path, standin, dinov2_standin, small_shards, capsys):
+    """A missing file, another network's weights, another DINOv2 size, ViT-g: one line each."""
+    Image.new("RGB", (32, 32)).save(tmp_path / "one.png")
+    base = ["--images", str(tmp_path), "--data", str(small_shards), "--metrics", "fd_dinov2"]
+    for extra, expected in [
+            (["--dinov2-weights", str(tmp_path / "no.pth")], f"--dinov2-weights {tmp_path / 'no.pth'}: no such file"),
+            (["--dinov2-weights", str(standin)], "not DINOv2 dinov2-vit-l-14 weights"),
+            (["--dinov2-weights", str(dinov2_standin), "--dinov2-model", "dinov2-vit-b-14"],
+             "cls_token has shape (1, 1, 384), dinov2-vit-b-14 needs (1, 1, 768)")]:
+        code = evaluate.main(base + extra)
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and expected in err, err
+    with pytest.raises(SystemExit):
+        evaluate.main(base + ["--dinov2-model", "dinov2-vit-g-14"])
+    assert "invalid choice: 'dinov2-vit-g-14'" in capsys.readouterr().err
+    # The standard rule: Meta publishes no checksum, so Meta's file name on Meta's architecture
+    # (a link counts by its target's name); every record carries the sha256 to compare by.
+    from facegan.metrics.dinov2 import DINOv2, standard_file
+
+    link = tmp_path / "links" / standard_file("dinov2-vit-s-14")
+    link.parent.mkdir()
+    link.symlink_to(dinov2_standin)
+    assert DINOv2(link, model="dinov2-vit-s-14").standard is False
+    named = tmp_path / standard_file("dinov2-vit-s-14")
+    shutil.copy(dinov2_standin, named)
+    extractor = DINOv2(named, model="dinov2-vit-s-14")
+    assert extractor.standard is True and extractor.describe()["dinov2_weights_sha256"] == sha(dinov2_standin)
+
+
 def test_missing_vgg_weights_name_the_flag(tmp_path, standin, small_shards, capsys):
     Image.new("RGB", (32, 32)).save(tmp_path / "one.png")  # (the inputs are checked before the weights)
     code = evaluate.main(["--images", str(tmp_path), "--data", str(small_shards), "--metrics", "fid,pr",
@@ -229,14 +308,16 @@ def test_cache_hit_then_miss_when_shards_change(tmp_path, inception):
 
 
 @pytest.mark.slow
-def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin):
-    """fid, kid, is and pr of a generator on 2 processes (torchrun; each rank extracts its share of
+def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin, dinov2_standin):
+    """Every metric of a generator on 2 processes (torchrun; each rank extracts its share of
     both sides and caches the reference's features) and on 1 (reading that cache): the same.
     11 real images in shards of 7 (ranks get unequal shares), 8 generated (VGG16 is slow here)."""
     gen, reference = tiny_generator(tmp_path / "g.safetensors"), pack_small(tmp_path / "ref", seed=4, num=11)
     argv = ["--generator", str(gen), "--data", str(reference), "--num-samples", "8", "--seed", "3",
-            "--metrics", "fid,kid,is,pr", "--inception-weights", str(standin), "--vgg16-weights", str(vgg_standin),
-            "--batch-size", "6", "--num-workers", "1", "--cache-dir", str(tmp_path / "cache")]
+            "--metrics", "fid,kid,is,pr,fd_dinov2,pr_dinov2", "--inception-weights", str(standin),
+            "--vgg16-weights", str(vgg_standin), "--dinov2-weights", str(dinov2_standin),
+            "--dinov2-model", "dinov2-vit-s-14", "--batch-size", "6", "--num-workers", "1",
+            "--cache-dir", str(tmp_path / "cache")]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     res = subprocess.run(torchrun + ["-m", "facegan.evaluate", *argv], cwd=REPO, capture_output=True, text=True,
                          timeout=300, env=env())
@@ -248,7 +329,9 @@ def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin):
     code, out = run_main(evaluate.main, argv)
     single = json.loads(out)
     assert code == 0 and single["real_stats_cached"] is True
-    assert len(registry.value_keys(single)) == 8  # fid, kid, kid_std, is, is_std, precision, recall, pr_f_score
+    # fid, kid, kid_std, is, is_std, precision, recall, pr_f_score, and fd, precision, recall, F in DINOv2 space
+    assert len(registry.value_keys(single)) == 12
+    assert single["fd_dinov2_nonstandard"] > 0 and single["seed"] == 3
     for key in registry.value_keys(single):
         assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
 
@@ -257,17 +340,19 @@ def test_two_ranks_equal_one_for_every_metric(tmp_path, standin, vgg_standin):
 # During training.
 
 
-def test_metrics_during_training(tmp_path, standin, small_shards):
+def test_metrics_during_training(tmp_path, standin, dinov2_standin, small_shards):
     run = tmp_path / "run"
     cfg = tiny(small_shards, run, max_steps=8, eval_every=4, eval_samples=10, eval_batch_size=5,
-               metrics="fid,kid,is", best_by="kid", inception_weights=str(standin),
+               metrics="fid,kid,is,fd_dinov2", best_by="kid", inception_weights=str(standin),
+               dinov2_weights=str(dinov2_standin), dinov2_model="dinov2-vit-s-14",
                eval_cache=str(tmp_path / "cache"), live_report=True)
     train(cfg)
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "kid_nonstandard" in r]
     assert [r["step"] for r in evals] == [4, 8] and all(r["num_generated"] == 10 for r in evals)
-    assert all({"fid_nonstandard", "kid_std_nonstandard", "is_nonstandard", "is_std_nonstandard"} <= set(r)
-               for r in evals)
+    assert all({"fid_nonstandard", "kid_std_nonstandard", "is_nonstandard", "is_std_nonstandard",
+                "fd_dinov2_nonstandard"} <= set(r) for r in evals)
+    assert all(r["dinov2_weights_sha256"] == sha(dinov2_standin) and r["reference"]["count"] == 24 for r in evals)
     assert [r["real_stats_cached"] for r in evals] == [False, True]  # computed once, then cached
     assert all(r["weights_sha256"] == sha(standin) and not {"fid", "kid", "is"} & set(r) for r in evals)
     state = json.loads((ckpt.complete_checkpoints(run)[-1] / ckpt.STATE_FILE).read_text())

@@ -85,11 +85,13 @@ class Moments:
 
 
 class Extractors:
-    """Inception (pool3 features and logits from one forward) and, where a metric needs it,
-    VGG16 (fc2 features). Calling it on uint8 images gives the kinds asked for."""
+    """Inception (pool3 features and logits from one forward) and, where a metric needs them,
+    VGG16 (fc2 features) and DINOv2 (the CLS token). Calling it on uint8 images gives the kinds
+    asked for."""
 
-    def __init__(self, inception: Inception | None, vgg=None, attr=None, device: str | torch.device | None = None):
-        self.inception, self.vgg = inception, vgg  # no Inception where only attr is measured
+    def __init__(self, inception: Inception | None, vgg=None, attr=None, device: str | torch.device | None = None,
+                 dinov2=None):
+        self.inception, self.vgg, self.dinov2 = inception, vgg, dinov2  # no Inception where only attr is measured
         self.attr, self.attr_meta = attr if attr is not None else (None, None)  # (classifier, its metadata)
         self.attr_columns: list[int] = []  # the classifier's outputs for the generator's attributes, in its order
         self.device = inception.device if inception is not None else torch.device(device or "cpu")
@@ -98,6 +100,8 @@ class Extractors:
         dims = {"pool": FEATURE_DIM, "logits": self.inception.num_logits} if self.inception is not None else {}
         if self.vgg is not None:
             dims["vgg"] = self.vgg.dim
+        if self.dinov2 is not None:
+            dims["dinov2"] = self.dinov2.dim
         if self.attr is not None:
             dims["attr"] = len(self.attr_columns)
         return dims
@@ -121,6 +125,10 @@ class Extractors:
             if self.vgg is None:
                 raise ValueError("a metric needs VGG16 features, but no VGG16 was given")
             out["vgg"] = self.vgg(images)
+        if "dinov2" in kinds:
+            if self.dinov2 is None:
+                raise ValueError("a metric needs DINOv2 features, but no DINOv2 was given")
+            out["dinov2"] = self.dinov2(images)
         if "attr" in kinds:
             if self.attr is None:
                 raise ValueError("a metric needs the attribute classifier, but none was given")
@@ -295,8 +303,12 @@ def _cache_files(cache: Path, data: dict, extractors: Extractors, needs: Needs) 
     if needs.moments:
         files["moments"] = cache / f"real-{_key(data, f'{EXTRACTOR}-{FEATURE}', extractors.inception.sha256)[:32]}.npz"
     for kind in sorted(needs.rows):
-        weights = extractors.vgg.sha256 if kind == "vgg" else extractors.inception.sha256
-        files[kind] = cache / f"real-{_key(data, f'{kind}-rows', weights)[:32]}.npy"
+        name, weights = f"{kind}-rows", extractors.inception.sha256 if kind in ("pool", "logits") else None
+        if kind == "vgg":
+            weights = extractors.vgg.sha256
+        elif kind == "dinov2":
+            name, weights = f"{extractors.dinov2.model_name}-rows", extractors.dinov2.sha256
+        files[kind] = cache / f"real-{_key(data, name, weights)[:32]}.npy"
     return files
 
 

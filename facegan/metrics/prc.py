@@ -20,9 +20,14 @@ REAL_NEEDS = Needs(rows=frozenset({"vgg"}))
 NEIGHBOURHOOD, BATCH = 3, 10000  # torch-fidelity's defaults
 
 
-def compute(fake: Features, real: Features) -> dict[str, float]:
+def precision_recall(fake, real) -> dict[str, float]:
+    """torch-fidelity's precision, recall and F-score of generated rows against real rows."""
     # torch-fidelity's convention: input 1 is generated, input 2 is real.
-    out = prc_features_to_metric(fake.rows["vgg"], real.rows["vgg"], prc_neighborhood=NEIGHBOURHOOD,
-                                 prc_batch_size=BATCH, save_cpu_ram=False, verbose=False)
+    out = prc_features_to_metric(fake, real, prc_neighborhood=NEIGHBOURHOOD, prc_batch_size=BATCH,
+                                 save_cpu_ram=False, verbose=False)
     return {"precision": out[KEY_METRIC_PRECISION], "recall": out[KEY_METRIC_RECALL],
             "pr_f_score": out[KEY_METRIC_F_SCORE]}
+
+
+def compute(fake: Features, real: Features) -> dict[str, float]:
+    return precision_recall(fake.rows["vgg"], real.rows["vgg"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Metric:
     module: str  # the module that computes it
-    extractor: str  # the network its features come from: inception, vgg16 or attributes
+    extractor: str  # the network its features come from: inception, vgg16, dinov2 or attributes
     lower_is_better: dict[str, bool]  # every value it reports -> whether lower is better
     headline: str  # the value --best-by follows by default
 
@@ -28,8 +28,12 @@ METRICS = {
     "pr": Metric("facegan.metrics.prc", "vgg16", {"precision": False, "recall": False, "pr_f_score": False},
                  "precision"),
     "attr": Metric("facegan.metrics.attr", "attributes", {"attr": False}, "attr"),
+    "fd_dinov2": Metric("facegan.metrics.fd_dinov2", "dinov2", {"fd_dinov2": True}, "fd_dinov2"),
+    "pr_dinov2": Metric("facegan.metrics.pr_dinov2", "dinov2", {"precision_dinov2": False, "recall_dinov2": False,
+                                                                 "pr_f_score_dinov2": False}, "precision_dinov2"),
 }
 DEFAULT = ("fid",)
+DINOV2_MODELS = ("dinov2-vit-s-14", "dinov2-vit-b-14", "dinov2-vit-l-14")  # torch-fidelity's names (dinov2.py)
 NONSTANDARD = "_nonstandard"
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+import torch_fidelity
 
 from facegan.data.shardset import ShardSet
+from facegan.metrics import dinov2
 from facegan.metrics import fid as _fid
 from facegan.metrics.classifier import WEAK, load_classifier, weak
 from facegan.metrics.features import (
@@ -24,6 +26,7 @@ from facegan.metrics.features import (
     Needs,
     Reduce,
     _identity,
+    data_key,
     extract,
     generated_batches,
     real_features,
@@ -33,6 +36,8 @@ from facegan.metrics.registry import METRICS, NONSTANDARD, fid_key, metric
 from facegan.metrics.vgg import VGG16
 from facegan.networks.common import attributes
 from facegan.networks.sampling import latent_attributes
+
+INCEPTION_SIZE, VGG_SIZE = 299, 224  # what torch-fidelity resizes to for each
 
 
 def metric_module(name: str) -> ModuleType:
@@ -59,28 +64,35 @@ def uses_inception(names: list[str]) -> bool:
     return any(metric(n).extractor == "inception" for n in names)
 
 
+def uses_dinov2(names: list[str]) -> bool:
+    return any(metric(n).extractor == "dinov2" for n in names)
+
+
 def build_extractors(names: list[str], inception_weights: str | Path | None, vgg_weights: str | Path | None,
-                     device: str | torch.device, attr_classifier: str | Path | None = None) -> Extractors:
+                     device: str | torch.device, attr_classifier: str | Path | None = None,
+                     dinov2_weights: str | Path | None = None, dinov2_model: str = dinov2.DEFAULT) -> Extractors:
     """Each network a metric needs, and only those (attr alone needs neither Inception nor VGG16);
     weights are checked at once."""
-    inception = vgg = attr = None
+    inception = vgg = attr = dino = None
     if uses_inception(names):
         inception = Inception(inception_weights, device)
     if uses_vgg(names):
         vgg = VGG16(vgg_weights, device)
+    if uses_dinov2(names):
+        dino = dinov2.DINOv2(dinov2_weights, device, dinov2_model)
     if "attr" in names:
         if not attr_classifier:
             raise ValueError("--metrics attr needs --attr-classifier FILE (made by python -m facegan.attributes "
                              "train SHARDS --out FILE)")
         attr = load_classifier(attr_classifier, device)
-    return Extractors(inception, vgg, attr, device)
+    return Extractors(inception, vgg, attr, device, dino)
 
 
 def _standard(extractors: Extractors, name: str) -> bool:
     extractor = metric(name).extractor
     if extractor == "attributes":  # the user's own classifier: there is no standard one
         return True
-    return (extractors.vgg if extractor == "vgg16" else extractors.inception).standard
+    return {"vgg16": extractors.vgg, "dinov2": extractors.dinov2}.get(extractor, extractors.inception).standard
 
 
 def compute(names: list[str], extractors: Extractors, fake: Features, real: Features | None) -> dict[str, float]:
@@ -102,13 +114,34 @@ def describe_extractors(extractors: Extractors, names: list[str]) -> dict:
     info = extractors.inception.describe() if extractors.inception is not None else {}
     if extractors.vgg is not None and uses_vgg(names):
         info.update(extractors.vgg.describe())
+    if extractors.dinov2 is not None and uses_dinov2(names):
+        info.update(extractors.dinov2.describe())
     return info
 
 
-def make_record(names: list[str], extractors: Extractors, values: dict[str, float], **counts) -> dict:
-    """One measurement: the values, the counts, the weights that produced them, and the notes
-    and warnings they need."""
-    record = {**values, **counts, **describe_extractors(extractors, names)}
+def protocol(names: list[str], extractors: Extractors, reference: dict | None) -> dict:
+    """How the values were measured, beside the extractors' weights: the maths' version, how each
+    extractor resizes, and which reference set (its content hash, or its listing's)."""
+    sizes = []
+    if uses_inception(names):
+        sizes.append(f"Inception {INCEPTION_SIZE}")
+    if uses_vgg(names):
+        sizes.append(f"VGG16 {VGG_SIZE}")
+    if uses_dinov2(names):
+        sizes.append(f"{extractors.dinov2.model_name} {dinov2.INPUT_SIZE}")
+    out = {"torch_fidelity": torch_fidelity.__version__}
+    if sizes:
+        out["resize"] = f"torch-fidelity's TF1-compatible bilinear, uint8 in, to {', '.join(sizes)} px"
+    if reference is not None:
+        out["reference"] = reference
+    return out
+
+
+def make_record(names: list[str], extractors: Extractors, values: dict[str, float], reference: dict | None = None,
+                **counts) -> dict:
+    """One measurement: the values, the counts, the weights that produced them, the protocol
+    (`reference`: features.data_key of the real set), and the notes and warnings they need."""
+    record = {**values, **counts, **describe_extractors(extractors, names), **protocol(names, extractors, reference)}
     notes = []
     if extractors.inception is not None and not extractors.inception.standard and uses_inception(names):
         notes.append("not torch-fidelity's standard Inception weights: FID, KID and IS here are not "
@@ -116,6 +149,9 @@ def make_record(names: list[str], extractors: Extractors, values: dict[str, floa
     if extractors.vgg is not None and not extractors.vgg.standard and uses_vgg(names):
         notes.append("not the standard VGG16 weights: precision and recall here are not comparable to "
                      "published ones")
+    if extractors.dinov2 is not None and not extractors.dinov2.standard and uses_dinov2(names):
+        notes.append(f"not Meta's {extractors.dinov2.model_name} weights: FD-DINOv2 (and precision/recall in "
+                     "DINOv2 space) here are not comparable to published ones")
     if notes:
         record["note"] = "; ".join(notes)
     warnings = []
@@ -165,8 +201,9 @@ def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module
     fake = extract(extractors, batches, num, fake_needs, reduce=reduce, progress=progress, desc="generated")
     fake.attrs, fake.attr_names = latent_attributes(g, num, seed), attributes(g)
     counts = {"num_real": real_features_.count if real_features_ is not None else None, "num_generated": num}
-    record = make_record(names, extractors, compute(names, extractors, fake, real_features_),
-                         **{k: v for k, v in counts.items() if v is not None})
+    reference = data_key(real) if real_needs is not None else None
+    record = make_record(names, extractors, compute(names, extractors, fake, real_features_), reference,
+                         **{k: v for k, v in counts.items() if v is not None}, seed=seed)
     if hit is not None:
         record["real_stats_cached"] = hit
     return record

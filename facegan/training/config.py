@@ -111,6 +111,8 @@ class TrainConfig:
     best_by: str = ""  # value generator-best follows: fid, kid, is, precision, recall (default: the first metric's)
     inception_weights: str = ""  # torch-fidelity InceptionV3 weights file (default: standard, downloaded)
     vgg16_weights: str = ""  # torchvision VGG16 weights file for pr (default: standard, downloaded)
+    dinov2_weights: str = ""  # Meta's DINOv2 weights file for fd_dinov2, pr_dinov2 (default: hub cache, downloaded)
+    dinov2_model: str = "dinov2-vit-l-14"  # DINOv2 of fd_dinov2, pr_dinov2 (dinov2-vit-b-14: about 4x cheaper)
     attr_classifier: str = ""  # attribute classifier for --metrics attr (python -m facegan.attributes train)
     eval_cache: str = ""  # folder for cached real-data features (default: ~/.cache/facegan/fid-stats)
     live_report: bool = True  # with --eval-every: write RUN/report/ at every evaluation and at the end
@@ -184,6 +186,9 @@ class TrainConfig:
         if self.eval_every and self.eval_samples < 2:
             raise ValueError(f"eval_samples={self.eval_samples}: must be at least 2")
         names = registry.parse_metrics(self.metrics, "metrics")
+        if self.dinov2_model not in registry.DINOV2_MODELS:
+            raise ValueError(f"dinov2_model={self.dinov2_model!r}: unknown; choose from "
+                             f"{', '.join(registry.DINOV2_MODELS)}")
         rankable = [k for k in registry.directions(names) if registry.ranked(k)]
         if self.best_by and self.best_by not in rankable:
             raise ValueError(f"best_by={self.best_by!r}: not a value of metrics={','.join(names)} to rank by (they "

@@ -80,7 +80,8 @@ class Upkeep:
 
             self.score = score
             self.extractors = score.build_extractors(self.metric_names, cfg.inception_weights or None,
-                                                     cfg.vgg16_weights or None, acc.device, cfg.attr_classifier or None)
+                                                     cfg.vgg16_weights or None, acc.device, cfg.attr_classifier or None,
+                                                     cfg.dinov2_weights or None, cfg.dinov2_model)
         keys = score.planned_keys(self.metric_names, self.extractors) if cfg.eval_every else []
         tracking.declare(keys, [k for k in keys if registry.ranked(k)])
         self.best_by = cfg.best_by or registry.metric(self.metric_names[0]).headline

@@ -22,8 +22,9 @@ from facegan.version import __version__
 from facegan.watch.page import copy_grids, write_page
 from facegan.watch.plots import plot_curves, plot_losses, plot_metrics, plot_throughput, progress_gif
 
-PROTOCOL_KEYS = ("extractor", "weights", "weights_sha256", "vgg16_weights_sha256", "num_real", "num_generated",
-                 "real_stats_cached", "torch_fidelity", "resize")
+PROTOCOL_KEYS = ("extractor", "weights", "weights_sha256", "vgg16_weights_sha256", "dinov2_model",
+                 "dinov2_weights_sha256", "num_real", "num_generated", "seed", "reference", "real_stats_cached",
+                 "torch_fidelity", "resize")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -109,7 +110,14 @@ def protocol(records: list[dict]) -> list[tuple[str, str]]:
     if not measured:
         return []
     last = measured[-1]
-    return [(k, str(last[k])) for k in PROTOCOL_KEYS if k in last]
+    return [(k, _reference(last[k]) if k == "reference" else str(last[k])) for k in PROTOCOL_KEYS if k in last]
+
+
+def _reference(key: dict) -> str:
+    """A real set's data key (metrics.features.data_key) in a line."""
+    if "content_sha256" in key:
+        return f"shards of {key.get('count')} images at {key.get('size')} px, content sha256 {key['content_sha256']}"
+    return f"{key.get('folder')}: {key.get('count')} files, listing sha256 {key.get('files_sha256')}"
 
 
 def write_report(run: str | Path, smoothing: float = 0.9, duration_ms: int = 300, live: bool = False) -> dict:
