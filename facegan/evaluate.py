@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data[1:]:
             open_set(args.data[1])
         if args.generator:
-            g, _ = load_generator(args.generator)
+            g, meta = load_generator(args.generator)
             size = real.size if isinstance(real, ShardSet) else None
             if size is not None and g.resolution != size:
                 raise ValueError(f"{args.generator} makes {g.resolution} px images, {args.data[0]} holds {size} px")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.generator:
             record = score.score_generator(extractors, names, g.to(acc.device), real, args.num_samples,
                                              seed=args.seed, num_workers=args.num_workers, cache_dir=cache_dir,
-                                             **common)
+                                             balance=(meta.get("data") or {}).get("balance"), **common)
             record = {"generator": args.generator, "data": args.data[0], "metrics": names, **record}
         else:
             record = score_sets(extractors, names, real, args, cache_dir, common)

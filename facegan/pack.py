@@ -3,17 +3,21 @@
     python -m facegan.pack synthetic --num 10000 --out shards/synthetic-64
     python -m facegan.pack celeba /data/celeba --split train --out shards/celeba-64
     python -m facegan.pack folder /data/faces --out shards/faces-64
-    python -m facegan.pack inspect shards/celeba-64 [--verify]
+    python -m facegan.pack synthetic --num 10000 --attribute-share Eyeglasses=0.1 --out shards/glasses-10
+    python -m facegan.pack inspect shards/celeba-64 [--verify] [--joint Male,Young]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 
+from facegan.data.attributes import available, parse_condition
+from facegan.data.balance import label, plan
 from facegan.data.imaging import FORMATS, sample_layout
 from facegan.data.pack import CELEBA_CROP, SIZES, PackError, pack
 from facegan.data.shardset import ShardSetError, load_shardset, shared_shards_warning
@@ -45,8 +49,32 @@ def _describe_sample(m: dict) -> str:
     return "sample: " + "; ".join(f".{ext} {what}" for ext, what in layout.items())
 
 
-def inspect(root: Path, verify: bool) -> str:
-    """The manifest summary; with verify, re-hash every shard and decode every sample."""
+def attribute_lines(shardset, joint: tuple[str, ...] = ()) -> list[str]:
+    """Each attribute's share of the samples (the manifest's counts), and with `joint` every
+    combination of those attributes' counts (read from the samples' json)."""
+    have = available(shardset)
+    if not have:
+        return ["attributes: none (the source records none)"]
+    n = shardset.count
+    lines = [f"attributes ({len(have)}, share of {n} samples):"]
+    ranked = sorted(have.items(), key=lambda x: -x[1])
+    for i in range(0, len(ranked), 4):
+        lines.append("  " + "  ".join(f"{name:<20} {k / n:>6.1%}" for name, k in ranked[i:i + 4]))
+    if joint:
+        balance = plan(shardset, joint)
+        lines.append(f"joint ({','.join(joint)}):")
+        for cell, k in sorted(balance.counts.items()):
+            lines.append(f"  {label(joint, cell):<40} {k:>7}  {k / n:>6.1%}")
+        weights = balance.weights()
+        rare = max(weights, key=weights.get)
+        lines.append(f"  --balance {','.join(joint)}: the rarest cell's images would be shown {weights[rare]:.2f}x "
+                     "per epoch")
+    return lines
+
+
+def inspect(root: Path, verify: bool, joint: tuple[str, ...] = ()) -> str:
+    """The manifest summary and attribute shares; with verify, re-hash every shard and decode
+    every sample."""
     from facegan.data.stream import verify_samples  # here: torch, torchvision stay out of pack workers
 
     shardset = load_shardset(root)
@@ -59,6 +87,7 @@ def inspect(root: Path, verify: bool) -> str:
              f"facegan {m['facegan_version']}, content sha256 {m['content_sha256'][:16]}"]
     for s in m["shards"]:
         lines.append(f"  {s['name']}  {s['count']:>6} samples  {s['bytes']:>11} bytes  {s['sha256'][:16]}")
+    lines += attribute_lines(shardset, joint)
     if verify:
         n = verify_samples(shardset, progress=True)
         lines.append(f"verified: {len(shardset.shards)} shards match their sha256, {n} samples decode")
@@ -73,6 +102,24 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    try:
+        return parse_condition(text, "--joint")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _share(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not sep or not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=P with P in [0, 1], got {text!r}")
+    return name.strip(), share
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -111,9 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synthetic", parents=[common], help="built-in procedural faces")
     s.add_argument("--num", type=int, default=10000, help="number of faces")
     s.add_argument("--seed", type=int, default=0, help="which set of faces")
+    s.add_argument("--attribute-share", metavar="NAME=P", type=_share,
+                   help="exactly this share of the faces with attribute NAME (e.g. Eyeglasses=0.1): a "
+                        "skewed set, for studies of --balance")
     i = sub.add_parser("inspect", help="print a shard set's manifest summary")
     i.add_argument("root", type=Path)
     i.add_argument("--verify", action="store_true", help="re-hash shards and decode every sample")
+    i.add_argument("--joint", metavar="A,B", type=_names, default=(),
+                   help="also count every combination of these attributes (what --balance would balance)")
     return parser
 
 
@@ -134,14 +186,14 @@ def make_source(args):
         return FolderSource(args.root)
     if args.num < 1:
         raise PackError(f"--num {args.num}: expected at least 1")
-    return SyntheticSource(args.num, args.seed, args.size)
+    return SyntheticSource(args.num, args.seed, args.size, args.attribute_share)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.source == "inspect":
-            print(inspect(args.root, args.verify))
+            print(inspect(args.root, args.verify, args.joint))
             return 0
         source = make_source(args)
         crop = parse_crop(args.crop, source.kind)

@@ -29,8 +29,8 @@ from facegan.training.presets import BY_RESOLUTION, DCGAN, PRESETS, preset_confi
 from facegan.watch.trackers import parse_trackers  # noqa: E402
 
 # List-valued fields and the parser of each: a bad name is one line naming the flag.
-LISTS = {"condition": parse_condition, "diffaugment": parse_policy, "tracker": parse_trackers,
-         "metrics": parse_metrics}
+LISTS = {"condition": parse_condition, "balance": parse_condition, "diffaugment": parse_policy,
+         "tracker": parse_trackers, "metrics": parse_metrics}
 
 
 def _names(parse: typing.Callable) -> typing.Callable[[str], tuple[str, ...]]:

@@ -449,7 +449,7 @@ def test_evaluate_help_states_each_default_once(capsys):
         evaluate.main(["--help"])
     text = capsys.readouterr().out.split("options:")[1]
     options = ["  -" + block for block in text.split("\n  -")[1:]]  # one block per option, wrapped lines too
-    assert len(options) == 16  # (--version included)
+    assert len(options) == 18  # (--version included)
     for block in options:
         assert block.count("(default") <= 1, block
     weights = next(b for b in options if b.startswith("  --inception-weights"))

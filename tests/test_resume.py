@@ -375,7 +375,8 @@ def test_two_process_ddp_resumes_a_one_process_run(tmp_path, small_shards, stand
     TensorBoard."""
     run = tmp_path / "run"
     modern = {"preset": "modern", "ada-interval": 1, "ada-kimg": 0.1, "ada-target": -1.0,  # p rises every step
-              "condition": "Smiling,Eyeglasses"}  # a conditional G and projection D under DDP too
+              "condition": "Smiling,Eyeglasses",  # a conditional G and projection D under DDP too
+              "balance": "Mouth_Slightly_Open"}  # and a balanced stream
     train(config_from_args(_flags(small_shards, run, **modern, **{"max-steps": 3}))[0])
     evals = {"eval-every": 6, "eval-samples": 8, "eval-batch-size": 4, "metrics": "fid,kid,is,pr",
              "inception-weights": standin, "vgg16-weights": vgg_standin, "eval-cache": tmp_path / "cache",

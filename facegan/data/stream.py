@@ -29,6 +29,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from facegan.data import attributes as conditioning
+from facegan.data import balance as balancing
 from facegan.data.shardset import (
     Shard,
     ShardSet,
@@ -224,12 +225,13 @@ class TrainStream(_ShardStream):
     (ShardLoader, skip % group)."""
 
     def __init__(self, shardset, batch_size, rank, world_size, with_meta=False, seed=0,
-                 segment=0, hflip=True, shuffle_buffer=2000, group=1, attributes=None, skip=0):
+                 segment=0, hflip=True, shuffle_buffer=2000, group=1, attributes=None, skip=0, balance=None):
         super().__init__(shardset, batch_size, rank, world_size, with_meta, group, attributes)
         if skip < 0:
             raise ValueError(f"skip must not be negative, got {skip}")
         self.seed, self.segment, self.hflip, self.shuffle_buffer = seed, segment, hflip, shuffle_buffer
         self.skip = skip
+        self.balance = balance  # (names, {cell: weight}) of facegan.data.balance, or None
 
     def _role(self) -> tuple[int, int, int]:
         """(the worker this one stands for, workers, samples that worker already sent)."""
@@ -253,6 +255,10 @@ class TrainStream(_ShardStream):
         reader, readers = self._slot(worker, workers)
         rng = random.Random(_seed(self.seed, self.segment, self.rank, worker, 1))
         samples = (s for shard in self._shards(reader, readers) for s in iter_shard(shard))
+        if self.balance is not None:  # its own RNG: an unbalanced stream draws what it always drew
+            names, weights = self.balance
+            samples = balancing.repeat(samples, names, weights,
+                                       random.Random(_seed(self.seed, self.segment, self.rank, worker, 2)))
         buffer = self.shuffle_buffer
         samples = wds.filters._shuffle(samples, bufsize=buffer, initial=buffer // 2, rng=rng)
         for _ in itertools.islice(samples, sent):  # the same draws as prepare() below, no decoding
@@ -381,12 +387,14 @@ def train_loader(data: str | Path | ShardSet, batch_size: int, *, seed: int = 0,
                  world_size: int | None = None, shuffle_buffer: int = 2000,
                  with_meta: bool = False, uint8: bool = False, expect_size: int | None = None,
                  pin_memory: bool = False, batches_per_message: int | None = None,
-                 attributes: list[str] | None = None) -> ShardLoader:
+                 attributes: list[str] | None = None, balance: balancing.Balance | None = None) -> ShardLoader:
     """Endless shuffled batches of `batch_size` per rank, a pure function of (seed, `segment`, rank,
     world size, workers); `skip` starts it after that many batches of its segment (what a
     resumed run took already; the training loop starts a new segment at a fixed cadence).
     Loader workers send `batches_per_message` batches at a time (default BATCHES_PER_MESSAGE).
-    With `attributes`, batches have "attrs" too: those attributes of each image, [B,K] 0/1."""
+    With `attributes`, batches have "attrs" too: those attributes of each image, [B,K] 0/1.
+    With `balance` (facegan.data.balance.plan), each sample is shown its cell's weight times on
+    average."""
     per_message = BATCHES_PER_MESSAGE if batches_per_message is None else batches_per_message
     if per_message < 1:
         raise ValueError(f"batches_per_message must be at least 1, got {per_message}")
@@ -394,7 +402,8 @@ def train_loader(data: str | Path | ShardSet, batch_size: int, *, seed: int = 0,
     stream = TrainStream(_open(data, expect_size), batch_size, rank, world_size, with_meta, seed,
                          segment, hflip, shuffle_buffer,
                          group=per_message if num_workers > 0 else 1,  # no workers: no messages
-                         attributes=attributes, skip=skip)
+                         attributes=attributes, skip=skip,
+                         balance=(balance.names, balance.weights()) if balance is not None else None)
     return ShardLoader(stream, num_workers, uint8, pin_memory)
 
 

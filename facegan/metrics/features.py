@@ -159,6 +159,7 @@ class Features:
     rows: dict[str, torch.Tensor] = field(default_factory=dict)  # kind -> float32 [count, dim], CPU
     attrs: torch.Tensor | None = None  # generated: the attributes asked of a conditional G, [count, K]
     attr_names: list[str] = field(default_factory=list)
+    balance: dict | None = None  # an unconditional G's --balance: {"names", "targets", "data"} (attr.py)
 
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (uint8 [B,3,H,W], global indices [B])

@@ -185,21 +185,26 @@ def fid_record(fid: float, inception: Inception, **counts) -> dict:
 def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module, real: ShardSet | list[Path],
                     num: int, *, seed: int = 0, batch_size: int = 100, num_workers: int = 2, rank: int = 0,
                     world_size: int = 1, reduce: Reduce = _identity, cache_dir: str | Path | None = None,
-                    progress: bool = False) -> dict:
-    """`names` of `num` images of G against a real set, as one record."""
+                    progress: bool = False, balance: dict | None = None) -> dict:
+    """`names` of `num` images of G against a real set, as one record. `balance`: the balanced
+    stream an unconditional G was trained on (its export's data.balance), which attr scores it
+    against."""
     fake_needs, real_needs = needs(names)
     real_features_, hit = (None, None)
     if real_needs is not None:
         real_features_, hit = real_features(extractors, real, real_needs, batch_size=batch_size,
                                             num_workers=num_workers, rank=rank, world_size=world_size,
                                             reduce=reduce, cache_dir=cache_dir, progress=progress)
+    balance = None if attributes(g) else balance  # a conditional G is scored on what it was asked
     if "attr" in names:
-        if not attributes(g):
-            raise ValueError("--metrics attr scores a conditional generator (trained with --condition)")
-        extractors.select_attributes(attributes(g))
+        if not attributes(g) and balance is None:
+            raise ValueError("--metrics attr scores a conditional generator (trained with --condition) or one "
+                             "trained on a balanced stream (--balance)")
+        extractors.select_attributes(attributes(g) or balance["names"])
     batches = generated_batches(g, num, g.z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
     fake = extract(extractors, batches, num, fake_needs, reduce=reduce, progress=progress, desc="generated")
-    fake.attrs, fake.attr_names = latent_attributes(g, num, seed), attributes(g)
+    fake.attrs, fake.attr_names = latent_attributes(g, num, seed), attributes(g) or (balance or {}).get("names", [])
+    fake.balance = balance
     counts = {"num_real": real_features_.count if real_features_ is not None else None, "num_generated": num}
     reference = data_key(real) if real_needs is not None else None
     record = make_record(names, extractors, compute(names, extractors, fake, real_features_), reference,
@@ -222,6 +227,10 @@ def describe(record: dict) -> str:
             for k in (key, key + NONSTANDARD):
                 if k in record and isinstance(record[k], float) and not math.isnan(record[k]):
                     shown.append(f"{key.upper() if key in ('fid', 'kid', 'is') else key} {_format(k, record[k])}")
+    for key in sorted(k for k in record if k.startswith("attr_generated/")):
+        name = key.split("/", 1)[1]
+        shown.append(f"{name} {record[key]:.1%} generated (data {record[f'attr_data/{name}']:.1%}, target "
+                     f"{record[f'attr_target/{name}']:.1%})")
     counts = _fid.counts_text(record)
     extra = [counts] if counts else []
     if record.get("standard_weights", True):

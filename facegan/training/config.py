@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from facegan import networks
 from facegan.data.attributes import parse_condition
+from facegan.data.balance import parse_targets
 from facegan.metrics import registry
 from facegan.training.augment import parse_policy
 from facegan.training.losses import LOSSES
@@ -38,6 +39,8 @@ class TrainConfig:
     num_workers: int = 2  # DataLoader workers per process
     hflip: bool = True  # mirror half the faces
     condition: NAMES = ()  # comma list of attributes from the shards' json to condition G and D on (projection D)
+    balance: NAMES = ()  # comma list of attributes whose every combination the stream shows equally often
+    balance_to: str = ""  # other target shares for --balance's attributes, e.g. Male=0.5,Young=0.3 (default 0.5)
     shuffle_buffer: int = 2000  # samples held per worker for shuffling
     # Networks (facegan/networks/: --arch picks one; its own options are listed below --help's main flags)
     arch: str = "dcgan"  # registered architecture (facegan.networks.ARCHS)
@@ -183,6 +186,8 @@ class TrainConfig:
         parse_policy(self.diffaugment, "diffaugment")
         parse_trackers(self.tracker, "tracker")
         parse_condition(self.condition, "condition")
+        balance = parse_condition(self.balance, "balance")
+        parse_targets(self.balance_to, balance, "balance_to")
         if self.eval_every and self.eval_samples < 2:
             raise ValueError(f"eval_samples={self.eval_samples}: must be at least 2")
         names = registry.parse_metrics(self.metrics, "metrics")
@@ -193,8 +198,9 @@ class TrainConfig:
         if self.best_by and self.best_by not in rankable:
             raise ValueError(f"best_by={self.best_by!r}: not a value of metrics={','.join(names)} to rank by (they "
                              f"give: {', '.join(rankable)})")
-        if "attr" in names and not self.condition:
-            raise ValueError("metrics=attr scores a conditional generator: add --condition NAME,...")
+        if "attr" in names and not self.condition and not self.balance:
+            raise ValueError("metrics=attr scores a conditional generator or a balanced stream's: add --condition "
+                             "NAME,... or --balance NAME,...")
         if "attr" in names and self.eval_every and not self.attr_classifier:
             raise ValueError("metrics=attr needs --attr-classifier FILE (python -m facegan.attributes train SHARDS "
                              "--out FILE)")

@@ -17,7 +17,10 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 
+from facegan import files
 from facegan.data import attributes as conditioning
+from facegan.data import balance as balancing
+from facegan.data.balance import Balance
 from facegan.data.shardset import ShardSet, load_shardset, shared_shards_warning
 from facegan.data.stream import to_float, train_loader
 from facegan.networks import sampling
@@ -55,8 +58,9 @@ class RealBatches:
     Batches come uint8 in pinned memory and become float on the device (bench/RESULTS.md: a thread
     doing this ahead of the step was slower)."""
 
-    def __init__(self, cfg: TrainConfig, acc: Accelerator, shardset: ShardSet):
+    def __init__(self, cfg: TrainConfig, acc: Accelerator, shardset: ShardSet, balance: Balance | None = None):
         self.cfg, self.acc, self.shardset, self.stream = cfg, acc, shardset, None
+        self.balance = balance  # --balance: how often each attribute cell is shown
         self.segment, self.taken = 0, 0
         self.segment_batches = max(1, SEGMENT_IMAGES // cfg.batch_size)
 
@@ -67,7 +71,7 @@ class RealBatches:
             self.shardset, cfg.batch_size, seed=cfg.seed, segment=segment, skip=taken, hflip=cfg.hflip,
             num_workers=cfg.num_workers, rank=acc.process_index, world_size=acc.num_processes,
             shuffle_buffer=cfg.shuffle_buffer, uint8=True, pin_memory=acc.device.type == "cuda",
-            attributes=list(cfg.condition) or None))
+            attributes=list(cfg.condition) or None, balance=self.balance))
 
     def position(self) -> tuple[int, int]:
         """(segment, batches taken from it): what a checkpoint saves and open() takes back."""
@@ -177,6 +181,24 @@ def _announce(acc: Accelerator, cfg: TrainConfig, state: RunState, shardset: Sha
           f"{cfg.arch} {cfg.loss}; mixed precision {precision}", file=sys.stderr, flush=True)
 
 
+def plan_balance(cfg: TrainConfig, acc: Accelerator, shardset: ShardSet) -> Balance | None:
+    """--balance: every rank counts the attribute cells (the same on each: no rank waits on
+    another); bad names and empty cells fail here, before any network is built."""
+    if not cfg.balance:
+        return None
+    return balancing.plan(shardset, cfg.balance, balancing.parse_targets(cfg.balance_to, cfg.balance),
+                          progress=acc.is_main_process and sys.stderr.isatty())
+
+
+def announce_balance(acc: Accelerator, cfg: TrainConfig, balance: Balance) -> None:
+    """The main process says what the stream will show and keeps it in RUN/balance.json."""
+    warnings = balance.check()
+    if acc.is_main_process:
+        for line in [balance.describe(), *(f"warning: {w}" for w in warnings)]:
+            print(f"facegan: {line}", file=sys.stderr, flush=True)
+        files.write_json_atomic(Path(cfg.run_dir) / "balance.json", balance.to_json())
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train until the image budget is spent (or a stop signal); return the exported generator's path."""
     cfg.validate()
@@ -192,6 +214,9 @@ def train(cfg: TrainConfig) -> Path:
         # Data, networks, loss, state.
         shardset = load_shardset(cfg.data)
         condition = conditioning.check_names(cfg.condition, shardset) if cfg.condition else None
+        balance = plan_balance(cfg, acc, shardset)
+        if balance is not None:
+            balance.check()  # an empty cell: one line, before any network is built
         models = make_models(cfg, acc, shardset.size, condition)
         loss = make_loss(cfg)
         loss.check_discriminator(models.unwrapped()[1])
@@ -204,9 +229,11 @@ def train(cfg: TrainConfig) -> Path:
             state = new_state(cfg, gan_step.step_nimg())
             set_seed(cfg.seed * acc.num_processes + acc.process_index)  # other z and augmentations per rank
         _announce(acc, cfg, state, shardset, notes, resume_from, f"{precision} ({precision_source})")
+        if balance is not None:
+            announce_balance(acc, cfg, balance)
         run_trackers.start(cfg.wandb_project, cfg.run_name or Path(cfg.run_dir).name, cfg.to_dict())
         tracking = True
-        data = RealBatches(cfg, acc, shardset)
+        data = RealBatches(cfg, acc, shardset, balance)
         upkeep = Upkeep(cfg, acc, models, gan_step, state, data, shardset.size, resumed=resume_from is not None,
                         tracking=run_trackers)
         acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it

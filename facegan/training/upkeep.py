@@ -264,7 +264,8 @@ class Upkeep:
             self.extractors, self.metric_names, self.m.sampler, self.data.shardset, cfg.eval_samples, seed=cfg.seed,
             batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
             world_size=acc.num_processes, reduce=lambda t: acc.reduce(t, "sum"),
-            cache_dir=cfg.eval_cache or None, progress=acc.is_main_process and sys.stderr.isatty())
+            cache_dir=cfg.eval_cache or None, progress=acc.is_main_process and sys.stderr.isatty(),
+            balance=self.data.balance.to_json() if self.data.balance is not None else None)
         self.tick_time += time.perf_counter() - started  # measuring does not count against img/s
         step = state.step
         key = registry.value_key(record, self.best_by)
@@ -316,9 +317,12 @@ class Upkeep:
             d = self.m.unwrapped()[1]
             step, nimg = self.state.step, self.state.nimg
             manifest = self.data.shardset.manifest  # how its faces were cropped: facegan.project crops targets alike
+            data = {"crop": manifest.get("crop"), "size": manifest.get("size")}
+            if self.data.balance is not None:  # what the stream showed: the attr metric compares against it
+                info = self.data.balance.to_json()
+                data["balance"] = {k: info[k] for k in ("names", "targets", "data", "stream")}
             exports.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step, nimg=nimg,
-                                     ema=self.m.ema is not None, data={"crop": manifest.get("crop"),
-                                                                       "size": manifest.get("size")})
+                                     ema=self.m.ema is not None, data=data)
             exports.export_discriminator(d, self.run_dir / "discriminator.safetensors", step=step)
             if self.cfg.wandb_artifacts:
                 self.trackers.log_generator(self.run_dir / "generator.safetensors", "latest", step, nimg)

@@ -80,8 +80,9 @@ def git_commit(repo: Path) -> str | None:
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
-def about(config: dict, records: list[dict]) -> list[tuple[str, str]]:
-    """What the run is: when, how long, which facegan, which data."""
+def about(config: dict, records: list[dict], balance: dict | None = None) -> list[tuple[str, str]]:
+    """What the run is: when, how long, which facegan, which data (and the balanced stream's
+    shares: RUN/balance.json)."""
     last = [r for r in records if "loss/D" in r][-1]
     rows = [("written", time.strftime("%Y-%m-%d %H:%M:%S %Z"))]
     if "time" in last:
@@ -101,6 +102,12 @@ def about(config: dict, records: list[dict]) -> list[tuple[str, str]]:
                              f"{m.get('crop') or 'full'}, from {source or '?'}{split}"))
     elif config.get("data"):
         rows.append(("data", f"{config['data']} (manifest not found from here)"))
+    if balance:
+        rare = max(balance["cells"], key=lambda c: c["repeats"])
+        shares = ", ".join(f"{n} {balance['data'][n]:.1%} in the data, {balance['stream'][n]:.1%} shown"
+                           for n in balance["names"])
+        rows.append(("balanced stream", f"{shares}; the rarest cell ({rare['cell']}, {rare['samples']} images) "
+                                        f"shown {rare['repeats']:.2f}x per epoch"))
     return rows
 
 
@@ -161,6 +168,8 @@ def write_report(run: str | Path, smoothing: float = 0.9, duration_ms: int = 300
         shown = copy_grids(grids, out, kimg_at)
     config_file = run / "config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    balance_file = run / "balance.json"
+    balance = json.loads(balance_file.read_text()) if balance_file.is_file() else None
     last = steps[-1]
     cards = [("steps", f"{last['step']:,}"), ("kimg", f"{last['kimg']:g}")]
     if median is not None:
@@ -168,13 +177,13 @@ def write_report(run: str | Path, smoothing: float = 0.9, duration_ms: int = 300
     cards += [(f"best {key} (step {b['step']})", f"{b['value']:.5g}") for key, b in list(best.items())[:4]]
     notes = []
     if any(k.endswith("_nonstandard") for k in series):
-        notes.append("Values marked _nonstandard come from stand-in feature extractors (not the standard Inception "
-                     "or VGG16 weights): compare them with each other only, never with published figures.")
+        notes.append("Values marked _nonstandard come from stand-in feature extractors (not the standard Inception, "
+                     "VGG16 or DINOv2 weights): compare them with each other only, never with published figures.")
     subtitle = " / ".join(str(config[k]) for k in ("preset", "arch", "loss") if k in config)
     written["page"] = str(write_page(out, title=f"facegan run: {run.resolve().name}", subtitle=subtitle,
                                      cards=cards, config=config, figures=figures, best=best, grids=shown,
                                      gif="progress.gif" if (out / "progress.gif").is_file() else None, notes=notes,
-                                     facts=about(config, records), protocol=protocol(records)))
+                                     facts=about(config, records, balance), protocol=protocol(records)))
     return written
 
 

@@ -537,17 +537,37 @@ class SyntheticSource:
 
     kind = "synthetic"
 
-    def __init__(self, num: int, seed: int = 0, size: int = 64):
+    def __init__(self, num: int, seed: int = 0, size: int = 64, share: tuple[str, float] | None = None):
+        """`share` (NAME, P): exactly round(P x num) of the faces have attribute NAME, the others
+        not (faces drawn in index order, those past their quota left out): a skewed set for
+        balancing studies."""
         self.num = int(num)
         self.seed = int(seed)
         self.size = int(size)
+        self.share = share
+        if share is not None and (share[0] not in ATTRIBUTES or not 0 <= share[1] <= 1):
+            raise ValueError(f"--attribute-share {share[0]}={share[1]}: the name must be one of "
+                             f"{', '.join(ATTRIBUTES)} and the share in [0, 1]")
         self.description = {"kind": self.kind, "num": self.num, "seed": self.seed}
+        if share is not None:
+            self.description["attribute_share"] = {share[0]: share[1]}
 
     def list(self) -> Listing:
         items = []
-        for i in range(self.num):
+        want = {True: round(self.share[1] * self.num), False: 0} if self.share is not None else None
+        if want is not None:
+            want[False] = self.num - want[True]
+        i = 0
+        while len(items) < self.num:
             meta = {"index": i, "seed": self.seed, **face_meta(face_factors(self.seed, i))}
+            if want is not None:
+                value = meta["attributes"][self.share[0]]
+                if want[value] == 0:
+                    i += 1
+                    continue
+                want[value] -= 1
             items.append(Item(key=f"{i:06d}", ref=i, name=f"synthetic-{i:06d}", meta=meta))
+            i += 1
         return Listing(items=items)
 
     def load(self, item: Item) -> Image.Image:
