@@ -47,7 +47,7 @@ def main() -> int:
     p.add_argument("--preset", default="demo")
     p.add_argument("--kimg", type=float, default=150, help="images shown to each run, in thousands")
     p.add_argument("--samples", type=int, default=2000, help="generated faces judged per run")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma list: a plain and a balanced run per seed")
     args = p.parse_args()
     work = args.workdir
     shards = work / f"glasses{round(100 * args.share)}-32"
@@ -61,39 +61,43 @@ def main() -> int:
         run([py, "-m", "facegan.attributes", "train", str(shards), "--attributes", "Eyeglasses,Smiling",
              "--out", str(clf), "--epochs", "8"]).wait()
     model, meta = classifier.load_classifier(clf)
-    runs = {"plain": [], "balanced": ["--balance", "Eyeglasses"]}
+    kinds = {"plain": [], "balanced": ["--balance", "Eyeglasses"]}
+    seeds = [int(x) for x in args.seeds.split(",")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    procs, started = {}, time.time()
-    for core, (name, extra) in enumerate(runs.items()):
-        out = work / name
-        if (out / "generator.safetensors").is_file() and (out / "done").is_file():
-            continue
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        cmd = ["taskset", "-c", str(core % (os.cpu_count() or 1)), py, "facegan/train.py", "--preset", args.preset,
-               "--data", str(shards), "--run-dir", str(out), "--max-kimg", str(args.kimg), "--seed", str(args.seed),
-               "--num-workers", "1", "--resume", "none", *extra]
-        procs[name] = run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(out / "train.log", "w"))
-    for name, proc in procs.items():
-        if proc.wait() != 0:
-            print(f"{name} failed: see {work / name / 'train.log'}", file=sys.stderr)
-            return 1
-        (work / name / "done").write_text(f"{time.time() - started:.0f} s\n")
+    for seed in seeds:  # the two runs of a seed at once, one core each
+        procs, started = {}, time.time()
+        for core, (kind, extra) in enumerate(kinds.items()):
+            out = work / f"{kind}-s{seed}"
+            if (out / "generator.safetensors").is_file() and (out / "done").is_file():
+                continue
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            cmd = ["taskset", "-c", str(core % (os.cpu_count() or 1)), py, "facegan/train.py", "--preset",
+                   args.preset, "--data", str(shards), "--run-dir", str(out), "--max-kimg", str(args.kimg),
+                   "--seed", str(seed), "--num-workers", "1", "--resume", "none", *extra]
+            procs[out] = run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(out / "train.log", "w"))
+        for out, proc in procs.items():
+            if proc.wait() != 0:
+                print(f"failed: see {out / 'train.log'}", file=sys.stderr)
+                return 1
+            (out / "done").write_text(f"{time.time() - started:.0f} s\n")
     data_share = load_shardset(shards).manifest["attributes"]["Eyeglasses"] / load_shardset(shards).count
     rows = []
-    for name in runs:
+    for seed, kind in [(seed, kind) for seed in seeds for kind in kinds]:
+        name = f"{kind}-s{seed}"
         g, gmeta = exports.load_generator(work / name / "generator.safetensors")
         images = torch.cat(list(sampling.generate_uint8(g, sampling.latents(args.samples, g.z_dim, 123), 500)))
         verdict = classifier.predict(model, images)
         glasses = float(verdict[:, model.attributes.index("Eyeglasses")].mean())
         smiling = float(verdict[:, model.attributes.index("Smiling")].mean())
-        grid = ROOT / "docs" / "img" / f"balance-{name}.png"
-        sampling.write_samples(g, sampling.latents(64, g.z_dim, 7), grid)
-        target = 0.5 if name == "balanced" else data_share
+        if seed == seeds[0]:
+            sampling.write_samples(g, sampling.latents(64, g.z_dim, 7), ROOT / "docs" / "img" / f"balance-{kind}.png")
+        target = 0.5 if kind == "balanced" else data_share
         rows.append((name, gmeta.get("nimg", 0) / 1000, glasses, smiling, target,
                      (work / name / "done").read_text().strip()))
     lines = ["# Balanced streams, measured", "",
-             f"`python bench/balance.py --preset {args.preset} --kimg {args.kimg:g} --samples {args.samples}` "
+             f"`python bench/balance.py --preset {args.preset} --kimg {args.kimg:g} --samples {args.samples} "
+             f"--seeds {args.seeds}` "
              f"({time.strftime('%Y-%m-%d')}, this 2-core CPU, each run pinned to one core with one thread).", "",
              f"Data: {args.num} synthetic faces at 32 px, exactly {args.share:.0%} with Eyeglasses "
              f"(`pack synthetic --attribute-share Eyeglasses={args.share}`). Judge: the attribute classifier "
@@ -104,8 +108,11 @@ def main() -> int:
              "|---|---|---|---|---|---|"]
     for name, kimg, glasses, smiling, target, wall in rows:
         lines.append(f"| {name} | {kimg:g} | {glasses:.1%} | {target:.0%} | {smiling:.1%} | {wall} |")
-    lines += ["", "Grids (64 faces, the same latents): `docs/img/balance-plain.png`, `docs/img/balance-balanced.png`.",
-              ""]
+    for kind in kinds:
+        mean = sum(r[2] for r in rows if r[0].startswith(kind)) / len(seeds)
+        lines.append(f"| **{kind}, mean of {len(seeds)}** | | **{mean:.1%}** | | | |")
+    lines += ["", f"Grids (64 faces, the same latents, seed {seeds[0]}): `docs/img/balance-plain.png`, "
+              "`docs/img/balance-balanced.png`.", ""]
     (ROOT / "bench" / "BALANCE.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(json.dumps({name: {"eyeglasses": g, "smiling": s} for name, _, g, s, _, _ in rows}))
