@@ -414,7 +414,7 @@ def test_two_process_ddp_resumes_a_one_process_run(tmp_path, small_shards, stand
     assert {k for k, _ in shown} >= {k for k in values if "_std" not in k}, shown
     assert res.stderr.count("generator exported") == 1
     assert sorted(p.name for p in run.iterdir()) == sorted([
-        ".lock", "checkpoints", "config.json", "discriminator.json", "discriminator.safetensors",
+        ".lock", "balance.json", "checkpoints", "config.json", "discriminator.json", "discriminator.safetensors",
         "generator-best.json", "generator-best.safetensors", "generator.json", "generator.safetensors",
         "metrics.jsonl", "report", "samples", "tensorboard", "wandb", "wandb_run_id.txt"])
 
