@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -69,6 +71,24 @@ gan_step.GANStep.__call__ = step
 from facegan.train import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+@contextlib.contextmanager
+def sigterm_at_step(monkeypatch, step: int = 1):
+    """Inside, the training step sends this process SIGTERM once it has taken `step` steps: the
+    run saves at its next signal check and exits, as under a preemption."""
+    from facegan.training.step import GANStep
+
+    real_step = GANStep.__call__
+
+    def taking(self, batches, state):
+        real_step(self, batches, state)
+        if state.step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GANStep, "__call__", taking)
+        yield
 
 
 def wrapped_train(tmp_path: Path, patch: str) -> list[str]:

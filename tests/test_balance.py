@@ -4,9 +4,7 @@ exact resume, every arch, the attr metric's report, pack inspect, and one-line e
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -28,9 +26,8 @@ from facegan.train import config_from_args
 from facegan.train import main as train_main
 from facegan.training import loop as training_loop
 from facegan.training.loop import train
-from facegan.training.step import GANStep
 
-from .runs import _flags, sha, tiny
+from .runs import _flags, sha, sigterm_at_step, tiny
 
 
 def skewed(folder: Path, share: float, num: int = 60) -> Path:
@@ -126,15 +123,7 @@ def test_balanced_run_resumes_exactly_and_exports_its_stream(tmp_path, glasses10
 
     start(tmp_path / "one", **{"ckpt-every": 1000})
     assert "facegan: balanced stream (2 cells): Eyeglasses 10.0% -> 50.0%" in capsys.readouterr().err
-    real_step = GANStep.__call__
-
-    def step(self, batches, state):
-        real_step(self, batches, state)
-        if state.step == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(GANStep, "__call__", step)
+    with sigterm_at_step(monkeypatch):
         start(tmp_path / "two", **{"ckpt-every": 3})
     start(tmp_path / "two", **{"ckpt-every": 3})
     for net in ("generator", "discriminator"):

@@ -31,6 +31,7 @@ from .runs import (
     env,
     read_wandb,
     sha,
+    sigterm_at_step,
     tensorboard_runs,
     tiny,
     wrapped_train,
@@ -112,15 +113,7 @@ def test_the_result_does_not_depend_on_when_the_run_stopped(tmp_path, synthetic_
 
     start(tmp_path / "one", **{"ckpt-every": 1000})
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "one")] == ["step-000000030"]
-    real_step = GANStep.__call__
-
-    def step(self, batches, state):
-        real_step(self, batches, state)
-        if state.step == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(GANStep, "__call__", step)
+    with sigterm_at_step(monkeypatch):
         start(tmp_path / "two", **{"ckpt-every": 3})
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "two")][-1] == "step-000000010"
     start(tmp_path / "two", **{"ckpt-every": 3})
