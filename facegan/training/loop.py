@@ -181,18 +181,19 @@ def _announce(acc: Accelerator, cfg: TrainConfig, state: RunState, shardset: Sha
           f"{cfg.arch} {cfg.loss}; mixed precision {precision}", file=sys.stderr, flush=True)
 
 
-def plan_balance(cfg: TrainConfig, acc: Accelerator, shardset: ShardSet) -> Balance | None:
+def plan_balance(cfg: TrainConfig, acc: Accelerator, shardset: ShardSet) -> tuple[Balance | None, list[str]]:
     """--balance: every rank counts the attribute cells (the same on each: no rank waits on
-    another); bad names and empty cells fail here, before any network is built."""
+    another); bad names and empty cells fail here, before any network is built. Returns the
+    balance and its warnings (heavy repetition)."""
     if not cfg.balance:
-        return None
-    return balancing.plan(shardset, cfg.balance, balancing.parse_targets(cfg.balance_to, cfg.balance),
-                          progress=acc.is_main_process and sys.stderr.isatty())
+        return None, []
+    balance = balancing.plan(shardset, cfg.balance, balancing.parse_targets(cfg.balance_to, cfg.balance),
+                             progress=acc.is_main_process and sys.stderr.isatty())
+    return balance, balance.check()
 
 
-def announce_balance(acc: Accelerator, cfg: TrainConfig, balance: Balance) -> None:
+def announce_balance(acc: Accelerator, cfg: TrainConfig, balance: Balance, warnings: list[str]) -> None:
     """The main process says what the stream will show and keeps it in RUN/balance.json."""
-    warnings = balance.check()
     if acc.is_main_process:
         for line in [balance.describe(), *(f"warning: {w}" for w in warnings)]:
             print(f"facegan: {line}", file=sys.stderr, flush=True)
@@ -214,9 +215,7 @@ def train(cfg: TrainConfig) -> Path:
         # Data, networks, loss, state.
         shardset = load_shardset(cfg.data)
         condition = conditioning.check_names(cfg.condition, shardset) if cfg.condition else None
-        balance = plan_balance(cfg, acc, shardset)
-        if balance is not None:
-            balance.check()  # an empty cell: one line, before any network is built
+        balance, balance_warnings = plan_balance(cfg, acc, shardset)
         models = make_models(cfg, acc, shardset.size, condition)
         loss = make_loss(cfg)
         loss.check_discriminator(models.unwrapped()[1])
@@ -230,7 +229,7 @@ def train(cfg: TrainConfig) -> Path:
             set_seed(cfg.seed * acc.num_processes + acc.process_index)  # other z and augmentations per rank
         _announce(acc, cfg, state, shardset, notes, resume_from, f"{precision} ({precision_source})")
         if balance is not None:
-            announce_balance(acc, cfg, balance)
+            announce_balance(acc, cfg, balance, balance_warnings)
         run_trackers.start(cfg.wandb_project, cfg.run_name or Path(cfg.run_dir).name, cfg.to_dict())
         tracking = True
         data = RealBatches(cfg, acc, shardset, balance)
