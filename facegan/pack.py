@@ -65,10 +65,8 @@ def attribute_lines(shardset, joint: tuple[str, ...] = ()) -> list[str]:
         lines.append(f"joint ({','.join(joint)}):")
         for cell, k in sorted(balance.counts.items()):
             lines.append(f"  {label(joint, cell):<40} {k:>7}  {k / n:>6.1%}")
-        weights = balance.weights()
-        rare = max(weights, key=weights.get)
-        lines.append(f"  --balance {','.join(joint)}: the rarest cell's images would be shown {weights[rare]:.2f}x "
-                     "per epoch")
+        lines.append(f"  --balance {','.join(joint)}: the rarest cell's images would be shown "
+                     f"{balance.rarest()[1]:.2f}x per epoch")
     return lines
 
 

@@ -102,7 +102,7 @@ def test_bad_input_is_one_line(tmp_path, glasses10, capsys):
     pack(FolderSource(folder), plain, size=32, progress=False)
     cases = [(glasses10, ["--balance", "Male"], "--balance Male: not an attribute of the shards at"),
              (skewed(tmp_path / "none", 0.0), ["--balance", "Eyeglasses"], "no sample has Eyeglasses=1 (of 60)"),
-             (plain, ["--balance", "Eyeglasses"], "they have: none (their source records no attributes)"),
+             (plain, ["--balance", "Eyeglasses"], "they have: none (their source records no attributes;"),
              (glasses10, ["--balance", "Eyeglasses", "--balance-to", "Smiling=0.5"], "Smiling is not named in")]
     for data, extra, expected in cases:
         code = train_main(_flags(data, tmp_path / "run", **{"max-steps": 1}) + extra)

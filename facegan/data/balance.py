@@ -27,16 +27,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from facegan.data.attributes import KEY, available, parse_condition
+from facegan.data.attributes import KEY, check_names, parse_condition
 from facegan.data.shardset import ShardSet, ShardSetError, iter_shard
 from facegan.progress import progress_bar
 
 REPEAT_WARN = 10.0  # a cell whose images would be shown more than this many times per epoch: warned about
 DEFAULT_TARGET = 0.5
-
-
-def parse_balance(text: str | tuple[str, ...], flag: str = "--balance") -> tuple[str, ...]:
-    return parse_condition(text, flag)
 
 
 def parse_targets(text: str, names: tuple[str, ...] | list[str], flag: str = "--balance-to") -> dict[str, float]:
@@ -137,27 +133,27 @@ class Balance:
                                 f"epoch each (over {REPEAT_WARN:g}): expect the generator to memorise them")
         return warnings
 
+    def rarest(self) -> tuple[tuple[int, ...], float]:
+        """(the cell whose images are shown most often, how many times per epoch)."""
+        weights = self.weights()
+        cell = max(weights, key=weights.get)
+        return cell, weights[cell]
+
     def describe(self) -> str:
         """One line for the run's start: each attribute's data share and stream share, and the repeats."""
         data, stream = self.data_shares(), self.stream_shares()
         shares = ", ".join(f"{n} {data[n]:.1%} -> {stream[n]:.1%}" for n in self.names)
-        weights = self.weights()
-        rare = max(weights, key=weights.get)
+        rare, repeats = self.rarest()
         return (f"balanced stream ({len(self.counts)} cells): {shares}; the rarest cell ({label(self.names, rare)}, "
-                f"{self.counts[rare]} images) is shown {weights[rare]:.2f}x per epoch")
+                f"{self.counts[rare]} images) is shown {repeats:.2f}x per epoch")
 
 
 def plan(shardset: ShardSet, names: tuple[str, ...], targets: dict[str, float] | None = None,
          progress: bool = False) -> Balance:
     """The balance of `names` over a shard set; unknown attributes (or shards without any) are a
     one-line error naming the flag."""
-    names = parse_balance(names)
-    have = available(shardset)
-    missing = [n for n in names if n not in have]
-    if missing:
-        listed = ", ".join(have) if have else "none (their source records no attributes)"
-        raise ValueError(f"--balance {','.join(missing)}: not an attribute of the shards at {shardset.root}; "
-                         f"they have: {listed}")
+    names = parse_condition(names, "--balance")
+    check_names(names, shardset, "--balance")
     full = {n: (targets or {}).get(n, DEFAULT_TARGET) for n in names}
     counts = count_cells(shardset, names, progress)
     cells = {c: counts.get(c, 0) for c in itertools.product((0, 1), repeat=len(names))}

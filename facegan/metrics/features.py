@@ -297,6 +297,15 @@ def stats_key(shardset: ShardSet, inception: Inception) -> str:
     return _key(data_key(shardset), f"{EXTRACTOR}-{FEATURE}", inception.sha256)
 
 
+def _rows_source(extractors: Extractors, kind: str) -> tuple[str, str]:
+    """(what made a kind of rows, its weights' sha256): part of their cache key."""
+    if kind == "vgg":
+        return "vgg-rows", extractors.vgg.sha256
+    if kind == "dinov2":  # the model too: ViT-S/B/L rows differ in width
+        return f"{extractors.dinov2.model_name}-rows", extractors.dinov2.sha256
+    return f"{kind}-rows", extractors.inception.sha256
+
+
 def _cache_files(cache: Path, data: dict, extractors: Extractors, needs: Needs) -> dict[str, Path]:
     """Where each part of a real set's features is cached. The moments keep the name they had
     when FID was the only metric, so statistics cached then are still found."""
@@ -304,12 +313,7 @@ def _cache_files(cache: Path, data: dict, extractors: Extractors, needs: Needs) 
     if needs.moments:
         files["moments"] = cache / f"real-{_key(data, f'{EXTRACTOR}-{FEATURE}', extractors.inception.sha256)[:32]}.npz"
     for kind in sorted(needs.rows):
-        name, weights = f"{kind}-rows", extractors.inception.sha256 if kind in ("pool", "logits") else None
-        if kind == "vgg":
-            weights = extractors.vgg.sha256
-        elif kind == "dinov2":
-            name, weights = f"{extractors.dinov2.model_name}-rows", extractors.dinov2.sha256
-        files[kind] = cache / f"real-{_key(data, name, weights)[:32]}.npy"
+        files[kind] = cache / f"real-{_key(data, *_rows_source(extractors, kind))[:32]}.npy"
     return files
 
 
