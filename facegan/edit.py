@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -32,11 +33,12 @@ from safetensors.torch import load_file, save_file
 
 from facegan.cli import OneLineErrors
 from facegan.data.attributes import parse_condition
+from facegan.files import probe_folder
 from facegan.metrics.classifier import load_classifier, train_classifier, weak
 from facegan.networks import sampling
-from facegan.networks.exports import load_generator, write_network
+from facegan.networks.exports import content_sha256, load_generator, write_network
 from facegan.toolbox import directions as dirs
-from facegan.toolbox.projection import render_latent
+from facegan.toolbox.projection import read_latent, render_latent
 
 FORMAT = "facegan_directions"
 
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", metavar="FILE", help="the grid (.png)")
     out.add_argument("--images-dir", metavar="DIR", help="each edited face as a PNG")
     a.add_argument("--cpu", action="store_true")
+    a.add_argument("--force-directions", action="store_true",
+                   help="apply directions fitted on another generator's weights (they move these faces along "
+                        "something else: the grid is not an edit of the named attributes)")
     return p
 
 
@@ -88,6 +93,8 @@ def save_directions(path: Path, found: dict[str, dirs.Direction], info: dict) ->
 
 
 def load_directions(path: str | Path) -> tuple[dict[str, dirs.Direction], dict]:
+    """The directions of a `fit` file and its metadata; one ValueError naming the file for a
+    missing file, another format, or metadata and vectors that do not agree."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: directions file not found")
@@ -97,9 +104,35 @@ def load_directions(path: str | Path) -> tuple[dict[str, dirs.Direction], dict]:
         vectors = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - safetensors' own error types, a missing key, bad JSON
         raise ValueError(f"{path}: not a facegan directions file ({type(e).__name__})") from None
-    found = {n: dirs.Direction(vectors[n], a["scale"], a["accuracy"], a["majority_accuracy"], a["share"],
-                               tuple(a["conditioned_on"])) for n, a in meta["attributes"].items()}
+    problem = _directions_problem(meta, vectors)
+    if problem:
+        raise ValueError(f"{path}: not a readable facegan directions file ({problem}); fit it again with "
+                         "python -m facegan.edit fit")
+    found = {n: dirs.Direction(vectors[n].float(), float(a["scale"]), float(a["accuracy"]),
+                               float(a["majority_accuracy"]), float(a["share"]), tuple(a["conditioned_on"]))
+             for n, a in meta["attributes"].items()}
     return found, meta
+
+
+def _directions_problem(meta, vectors: dict[str, torch.Tensor]) -> str | None:
+    """What is wrong with a directions file's metadata and vectors, or None."""
+    if not isinstance(meta, dict) or meta.get("space") not in ("w", "z"):
+        return "no latent space 'w' or 'z' in its metadata"
+    attrs = meta.get("attributes")
+    if not isinstance(attrs, dict) or not attrs:
+        return "no attributes in its metadata"
+    sizes = set()
+    for name, a in attrs.items():
+        numbers = ("scale", "accuracy", "majority_accuracy", "share")
+        if not (isinstance(a, dict) and all(isinstance(a.get(k), (int, float)) and not isinstance(a.get(k), bool)
+                                            and math.isfinite(a[k]) for k in numbers)
+                and isinstance(a.get("conditioned_on"), list)):
+            return f"attribute {name!r} lacks a finite {', '.join(numbers)} or its conditioned_on list"
+        v = vectors.get(name)
+        if v is None or v.dim() != 1 or not v.is_floating_point() or not bool(torch.isfinite(v).all()):
+            return f"attribute {name!r} has no finite 1-D vector"
+        sizes.add(v.numel())
+    return None if len(sizes) == 1 else f"vectors of different sizes {sorted(sizes)}"
 
 
 def table(found: dict[str, dirs.Direction]) -> str:
@@ -117,6 +150,8 @@ def run_fit(args, prog: str) -> int:
     if args.samples < 10:
         raise ValueError("--samples: at least 10")
     g, _ = load_generator(args.generator)
+    weights = content_sha256(g)  # what apply checks: these directions belong to these weights
+    probe_folder(Path(args.out).absolute().parent, "--out")
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     wanted = list(dict.fromkeys(names + on))
     if args.classifier:
@@ -144,7 +179,7 @@ def run_fit(args, prog: str) -> int:
             found[name] = dirs.condition(found, name, others)
     found = {n: found[n] for n in names}
     save_directions(Path(args.out), found, {"space": dirs.space_of(g), "generator": str(args.generator),
-                                            "classifier": what, "samples": args.samples, "seed": args.seed})
+                                            "generator_sha256": weights, "classifier": what, "samples": args.samples, "seed": args.seed})
     print(table(found))
     print(json.dumps({"directions": args.out, "space": dirs.space_of(g),
                       **{f"accuracy/{n}": round(d.accuracy, 4) for n, d in found.items()}}))
@@ -159,6 +194,8 @@ def parse_edit(text: str, known: dict) -> dict[str, float]:
             strength = float(value)
         except ValueError:
             raise ValueError(f"--edit {part!r}: expected NAME=STRENGTH, e.g. Smiling=+2") from None
+        if not math.isfinite(strength):
+            raise ValueError(f"--edit {part!r}: the strength must be a finite number of standard deviations")
         if not sep:
             raise ValueError(f"--edit {part!r}: expected NAME=STRENGTH, e.g. Smiling=+2")
         if name.strip() not in known:
@@ -169,35 +206,55 @@ def parse_edit(text: str, known: dict) -> dict[str, float]:
     return out
 
 
-def run_apply(args, prog: str) -> int:
-    g, _ = load_generator(args.generator)
-    found, meta = load_directions(args.directions)
-    space = dirs.space_of(g)
-    size = next(iter(found.values())).vector.numel()
+def check_belongs(g: torch.nn.Module, meta: dict, found: dict, args, prog: str) -> None:
+    """Directions fit the generator: the same latent space and size, and (where the file records
+    it) the same weights. Directions fitted on another generator of the same shape would write a
+    grid that looks like an edit and is not: refused unless --force-directions."""
+    space, size = dirs.space_of(g), next(iter(found.values())).vector.numel()
+    fitted_on = meta.get("generator", "another generator")
     if meta["space"] != space or size != (sampling.style_generator(g).w_dim if space == "w" else g.z_dim):
         raise ValueError(f"{args.directions}: directions in {meta['space']} of size {size} (fitted for "
-                         f"{meta['generator']}), which {args.generator} does not have")
+                         f"{fitted_on}), which {args.generator} does not have")
+    theirs, ours = meta.get("generator_sha256"), content_sha256(g)
+    if theirs is None:
+        print(f"{prog}: warning: {args.directions} was fitted before facegan recorded its generator's weights; "
+              f"nothing shows it belongs to {args.generator}", file=sys.stderr)
+    elif theirs != ours and not args.force_directions:
+        raise ValueError(f"{args.directions}: its directions belong to {fitted_on} (weights sha256 {theirs[:12]}), "
+                         f"not to {args.generator} (sha256 {ours[:12]}); fit directions for this generator, or "
+                         "--force-directions to apply them anyway")
+    elif theirs != ours:
+        print(f"{prog}: warning: --force-directions: {args.directions} belongs to {fitted_on}, not to "
+              f"{args.generator}; the grid is not an edit of the named attributes", file=sys.stderr)
+
+
+def run_apply(args, prog: str) -> int:
+    if not (math.isfinite(args.range) and args.range > 0):
+        raise ValueError(f"--range {args.range}: must be a positive finite number of standard deviations")
+    if args.columns < 2 or args.num < 1:
+        raise ValueError("--columns: at least 2; --num: at least 1")
+    g, _ = load_generator(args.generator)
+    found, meta = load_directions(args.directions)
+    check_belongs(g, meta, found, args, prog)
+    space = dirs.space_of(g)
     if args.sweep and args.sweep not in found:
         raise ValueError(f"--sweep {args.sweep!r}: the directions file has {', '.join(found)}")
     strengths = parse_edit(args.edit, found) if args.edit else None
-    if args.columns < 2 or args.num < 1:
-        raise ValueError("--columns: at least 2; --num: at least 1")
+    key = "w" if space == "w" else "z"
+    faces = [read_latent(p, g, key) for p in args.latent] if args.latent else None
+    probe_folder(Path(args.images_dir) if args.images_dir else Path(args.out).absolute().parent,
+                 "--images-dir" if args.images_dir else "--out")
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     g = g.to(device)
-    if args.latent:
-        faces = [load_file(p) for p in args.latent]
-        key = "w" if space == "w" else "z"
-        if any(key not in f for f in faces):
-            raise ValueError(f"--latent: {args.latent[0]} holds no {key} (was it projected into this generator?)")
-    else:
-        faces = [{"w" if space == "w" else "z": x} for x in dirs.sample_latents(g, args.num, args.seed)]
+    if faces is None:
+        faces = [{key: x} for x in dirs.sample_latents(g, args.num, args.seed)]
     settings = ([{}, strengths] if strengths else
                 [{args.sweep: float(a)} for a in torch.linspace(-args.range, args.range, args.columns)])
     images = []
     for face in faces:
+        face = {k: v for k, v in face.items() if k != ("z" if key == "w" else "w")}  # the edited space's only
         for setting in settings:
             moved = dict(face)
-            key = "z" if "z" in face else "w"
             moved[key] = dirs.edit(face[key][None], found, setting)[0]
             images.append(sampling.to_uint8(render_latent(g, moved)).cpu())
     images = torch.cat(images)

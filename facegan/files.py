@@ -24,6 +24,23 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def probe_folder(path: str | Path, flag: str) -> Path:
+    """Make the output folder `path` and check that a file can be written in it, before any work
+    (a projection runs for minutes): ValueError in one line naming the path that stands in the
+    way (a regular file where a folder should be, a read-only folder, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".facegan-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError as e:
+        raise ValueError(f"{flag} {path}: {e.filename} is a file, not a folder") from None
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.filename}: {e.strerror or e})") from None
+    return path
+
+
 @contextlib.contextmanager
 def named_os_errors(path: str | Path):
     """A full disk raises OSError with no file name (ENOSPC from write, flush, fsync or close):

@@ -32,6 +32,7 @@ from facegan.cli import OneLineErrors
 from facegan.data.imaging import BadImage, crop_resize, open_rgb
 from facegan.data.pack import CELEBA_CROP
 from facegan.data.stream import to_float
+from facegan.files import probe_folder
 from facegan.metrics.vgg import FLAG as VGG_FLAG
 from facegan.metrics.vgg import VGGWeightsError
 from facegan.networks import sampling
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--target: two images share a name (" + ", ".join(sorted({n for n in names if
                                                                                        names.count(n) > 1})) +
                              "); their outputs would overwrite each other")
+        out = probe_folder(args.out, "--out")  # before minutes of work, not after them
         from facegan.metrics.perceptual import LPIPS  # lpips, scipy and VGG16: after the inputs are checked
 
         device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
@@ -125,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: warning: NON-STANDARD VGG16 weights ({lpips.path.name}, sha256 {lpips.sha256[:12]}): "
               "LPIPS values are not comparable to published ones", file=sys.stderr)
     g = g.to(device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     options = ProjectOptions(steps=args.steps, space=space, mse_weight=args.mse_weight, seed=args.seed)
     for path, target, how in targets:
         print(f"{prog}: {path.name}: {how}", file=sys.stderr)

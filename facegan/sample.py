@@ -9,6 +9,7 @@
     python -m facegan.sample --generator G --out psi.png --psi-sweep 1,0.7,0.4,0 [--num 8]   # a row per psi
     python -m facegan.sample --generator G --out mix.png --style-mix 4x6 [--mix-layers 0-3]
     python -m facegan.sample --generator G --export-program G.pt2 [--psi 0.7]   # torch.export.load(...) alone
+                                                  # (a program is code: load only programs you made or trust)
 
 A conditional generator's attributes not named in --attributes are drawn at random, each with
 its frequency in the training shards (independently of the others).
@@ -29,7 +30,7 @@ from facegan.cli import OneLineErrors
 from facegan.data import attributes as conditioning
 from facegan.networks import sampling
 from facegan.networks.exports import load_generator
-from facegan.networks.portable import export_program
+from facegan.networks.portable import TRUST, export_program
 from facegan.networks.sampling import generate_uint8, latents
 from facegan.progress import progress_bar
 
@@ -119,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.export_program:  # on the CPU: a program exported there runs on any machine's CPU
         signature = export_program(g, args.export_program, args.psi, source=args.generator)
-        print(f"{prog}: wrote {args.export_program} and its .json: torch.export.load(path).module()"
-              f"({', '.join(signature['inputs'])}) -> {signature['output']}", file=sys.stderr)
+        print(f"{prog}: wrote {args.export_program} (sha256 {signature['sha256']}) and its .json: "
+              f"torch.export.load(path).module()({', '.join(signature['inputs'])}) -> {signature['output']}. "
+              f"Note: {TRUST}", file=sys.stderr)
         return 0
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     g = g.to(device)

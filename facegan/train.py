@@ -15,6 +15,7 @@ if __package__ in (None, ""):
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import errno  # noqa: E402
 import json  # noqa: E402
 import typing  # noqa: E402
 
@@ -188,11 +189,22 @@ def main(argv=None) -> int:
         print(f"facegan/train.py: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a full disk, a read-only or vanished run folder: the file and the reason
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"facegan/train.py: error: {where}{e.strerror or e}; once there is room, --resume auto "
-              "continues from the newest intact checkpoint", file=sys.stderr)
+        print(f"facegan/train.py: error: {describe_os_error(e)}", file=sys.stderr)
         return 1
     return 0
+
+
+def describe_os_error(e: OSError) -> str:
+    """The file and the reason, and what to do: a full disk or quota resumes once there is room;
+    anything else (a read-only or vanished folder, a file where a folder should be) needs fixing."""
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "once there is room, --resume auto continues from the newest intact checkpoint"
+    elif e.errno == errno.EIO:  # files.writing's word for a write that failed, beside the disk's free space
+        advice = "if the disk is full, once there is room --resume auto continues from the newest intact checkpoint"
+    else:
+        advice = "fix that path (or pick another --run-dir); --resume auto then continues from the newest intact checkpoint"
+    return f"{where}{e.strerror or e}; {advice}"
 
 
 if __name__ == "__main__":

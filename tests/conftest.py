@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,25 @@ def dinov2_standin(tmp_path_factory) -> Path:
     from facegan.metrics.dinov2 import make_standin_weights
 
     return make_standin_weights(tmp_path_factory.mktemp("dinov2") / "standin-dinov2-vits14.pth", seed=0)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path) -> Path:
+    """A folder nobody may write in, root included: chmod is no bar to root (CI and these machines
+    run as root), so there the folder is made immutable (chattr +i) and made mutable again after."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    root = os.geteuid() == 0
+    if root:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"chattr +i is refused here ({done.stderr.strip()}), and root writes through chmod")
+    else:
+        folder.chmod(0o555)
+    try:
+        assert not os.access(folder, os.W_OK) or root  # (os.access answers yes to root whatever the bits)
+        with pytest.raises(OSError):
+            (folder / "probe").write_bytes(b"")
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True) if root else folder.chmod(0o755)

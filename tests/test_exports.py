@@ -3,6 +3,8 @@ loads with torch alone and makes the same images."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 
@@ -13,6 +15,8 @@ import facegan
 from facegan import networks, sample
 from facegan.networks import sampling
 from facegan.networks.exports import export_generator
+
+from .conftest import REPO
 
 LOAD_WITHOUT_FACEGAN = """
 import sys
@@ -58,7 +62,12 @@ def test_program_loads_with_torch_alone_and_makes_the_same_images(tmp_path, caps
     assert sample.main(["--generator", generator, "--export-program", str(program), "--psi", "0.7"]) == 2
     assert "has no W space" in capsys.readouterr().err
     assert sample.main(["--generator", generator, "--export-program", str(program)]) == 0
-    assert "torch.export.load(path).module()(z [B, z_dim] float32, attrs [B, K]" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "torch.export.load(path).module()(z [B, z_dim] float32, attrs [B, K]" in err
+    digest = hashlib.sha256(program.read_bytes()).hexdigest()  # a user checks a copy against the .json
+    assert json.loads(program.with_suffix(".json").read_text())["sha256"] == digest and f"sha256 {digest}" in err
+    assert "a .pt2 program is code" in err and "load only programs you made or trust" in err
+    assert not list(tmp_path.glob("*.tmp"))
     G = facegan.load_generator(generator, device="cpu")
     z = torch.randn(7, G.z_dim, generator=torch.Generator().manual_seed(1))  # another batch size than exported
     attrs = torch.tensor([[1.0], [0.0]]).repeat(4, 1)[:7]
@@ -79,3 +88,58 @@ def test_program_loads_with_torch_alone_and_makes_the_same_images(tmp_path, caps
     assert signature["inputs"] == ["z [B, z_dim] float32"] and signature["attributes"] == []
     loaded = torch.export.load(tmp_path / "d.pt2").module()
     assert torch.equal(loaded(z), torch.cat(list(sampling.generate_uint8(g, z, 64))))
+
+
+def test_every_place_that_shows_loading_a_program_says_it_is_code():
+    """torch.export.load unpickles a weight a program marks as pickled: a tampered .pt2 runs code.
+    Where the loading line is shown (the API page, the module, sample's output line), so is that."""
+    from facegan.networks import portable
+
+    for text in (portable.__doc__, (REPO / "docs" / "api.md").read_text(), (REPO / "README.md").read_text()):
+        if "torch.export.load" in text:
+            assert "is code" in text and "made or trust" in text, text[:200]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"z_dim": "16"}, "generator of arch dcgan: z_dim='16': expected an integer"),
+    ({"width": -8}, "generator of arch dcgan: width=-8: must be in [1, 4096]"),
+    ({"z_dim": 10**12}, "generator of arch dcgan: z_dim=1000000000000: must be in [1, 4096]"),
+    ({"width": 4096, "resolution": 256}, "would hold 1.83e+11 parameters (682 GiB in float32), over facegan's limit"),
+    ({"width": True}, "generator of arch dcgan: width=True: expected an integer"),
+])
+def test_an_export_whose_spec_is_wrong_is_one_line_everywhere(tmp_path, capsys, kwargs, message):
+    """A spec with a wrong type or size: a ValueError from the API and one line from sample and
+    evaluate, before anything is allocated (the 682 GiB spec is refused from its parameter count)."""
+    from safetensors.torch import save_file
+
+    from facegan import evaluate
+    from facegan.networks.exports import load_generator
+
+    spec = {"arch": "dcgan", "kwargs": {"resolution": 32, "z_dim": 16, "width": 8, **kwargs}}
+    path = tmp_path / "g.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"facegan": json.dumps({"facegan_network": "generator",
+                                                                                 "spec": spec})})
+    with pytest.raises(ValueError, match=r"^" + str(path).replace(".", r"\.") + ": generator of arch dcgan"):
+        load_generator(path)
+    with pytest.raises(ValueError) as raised:
+        load_generator(path)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert sample.main(["--generator", str(path), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    (tmp_path / "real").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "real" / "a.png")
+    assert evaluate.main(["--generator", str(path), "--data", str(tmp_path / "real"), "--metrics", "fid"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_arch_option_types_are_checked_where_specs_are_made():
+    with pytest.raises(ValueError, match=r"^option 'g_mapping_layerz' is not an option of arch stylegan2 \(its "):
+        networks.make_specs("stylegan2", 32, 16, 8, 8, {"g_mapping_layerz": 2})
+    with pytest.raises(ValueError, match=r"^option g_mapping_layers='two': expected an integer$"):
+        networks.make_specs("stylegan2", 32, 16, 8, 8, {"g_mapping_layers": "two"})
+    with pytest.raises(ValueError, match=r"^option g_mixing=nan: expected a finite number$"):
+        networks.make_specs("stylegan2", 32, 16, 8, 8, {"g_mixing": float("nan")})

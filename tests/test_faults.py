@@ -66,6 +66,45 @@ def test_a_second_start_on_a_run_folder_is_refused(tmp_path, synthetic_shards, c
     assert exports.read_network_meta(run / "generator.safetensors")["step"] == 2
 
 
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "directory"])
+def test_a_lock_that_is_not_a_plain_file_is_refused_and_what_it_names_is_untouched(tmp_path, synthetic_shards,
+                                                                                   capsys, kind):
+    """A shared run folder's `.lock` made a symlink (or hard link) to another file: training would
+    have truncated and overwritten that file. It now refuses in one line saying what to do (not
+    the full-disk advice), before writing anything, and the file keeps its bytes."""
+    from facegan.train import main
+
+    run, precious = tmp_path / "run", tmp_path / "precious.txt"
+    run.mkdir()
+    precious.write_text("years of notes\n")
+    lock = run / ".lock"
+    {"symlink": lambda: lock.symlink_to(precious), "hardlink": lambda: os.link(precious, lock),
+     "directory": lock.mkdir}[kind]()
+    capsys.readouterr()
+    assert main(_flags(synthetic_shards, run)) == 1
+    err = capsys.readouterr().err
+    what = {"symlink": "is a symbolic link", "hardlink": "has other hard links", "directory": "is a directory"}[kind]
+    assert err.count("\n") == 1 and f"{lock}: the run folder's lock file {what}" in err, err
+    assert f"rm {lock}" in err and "once there is room" not in err, err
+    assert precious.read_text() == "years of notes\n"
+    assert not (run / "config.json").exists() and not (run / "metrics.jsonl").exists()
+
+
+def test_os_errors_give_the_full_disk_advice_only_for_a_full_disk():
+    import errno
+
+    from facegan.train import describe_os_error
+
+    full = describe_os_error(OSError(errno.ENOSPC, "No space left on device", "RUN/x"))
+    assert full.startswith("RUN/x: No space left on device; once there is room, --resume auto"), full
+    quota = describe_os_error(OSError(errno.EDQUOT, "Disk quota exceeded", "RUN/x"))
+    assert "once there is room" in quota
+    for code, text in ((errno.EROFS, "Read-only file system"), (errno.ENOTDIR, "Not a directory"),
+                       (errno.EACCES, "Permission denied")):
+        line = describe_os_error(OSError(code, text, "RUN/x"))
+        assert line.startswith(f"RUN/x: {text}; fix that path") and "room" not in line, line
+
+
 def test_non_finite_loss_stops_naming_the_step(tmp_path, synthetic_shards):
     run = tmp_path / "run"
     no_bn = dict(loss="hinge", d_batchnorm=False)  # without BatchNorm, huge D weights overflow

@@ -230,7 +230,7 @@ def test_fd_dinov2_equal_torch_fidelity(tmp_path, dinov2_standin, small_shards):
     assert code == 0 and same["real_stats_cached"] is True and abs(same["fd_dinov2_nonstandard"]) < 1e-3
 
 
-def test_dinov2_weights_errors_are_one_line(tmp_path, standin, dinov2_standin, small_shards, capsys):
+def test_dinov2_weights_errors_are_one_line(tmp_path, standin, dinov2_standin, small_shards, capsys, monkeypatch):
     """A missing file, another network's weights, another DINOv2 size, ViT-g: one line each."""
     Image.new("RGB", (32, 32)).save(tmp_path / "one.png")
     base = ["--images", str(tmp_path), "--data", str(small_shards), "--metrics", "fd_dinov2"]
@@ -245,18 +245,40 @@ def test_dinov2_weights_errors_are_one_line(tmp_path, standin, dinov2_standin, s
     with pytest.raises(SystemExit):
         evaluate.main(base + ["--dinov2-model", "dinov2-vit-g-14"])
     assert "invalid choice: 'dinov2-vit-g-14'" in capsys.readouterr().err
-    # The standard rule: Meta publishes no checksum, so Meta's file name on Meta's architecture
-    # (a link counts by its target's name); every record carries the sha256 to compare by.
-    from facegan.metrics.dinov2 import DINOv2, standard_file
+    # The standard rule is the content, as Inception's and VGG16's: a random file saved under
+    # Meta's name (or linked there) stays non-standard; a file whose sha256 is pinned counts.
+    from facegan.metrics import dinov2
 
-    link = tmp_path / "links" / standard_file("dinov2-vit-s-14")
+    link = tmp_path / "links" / dinov2.standard_file("dinov2-vit-s-14")
     link.parent.mkdir()
     link.symlink_to(dinov2_standin)
-    assert DINOv2(link, model="dinov2-vit-s-14").standard is False
-    named = tmp_path / standard_file("dinov2-vit-s-14")
+    named = tmp_path / dinov2.standard_file("dinov2-vit-s-14")
     shutil.copy(dinov2_standin, named)
-    extractor = DINOv2(named, model="dinov2-vit-s-14")
-    assert extractor.standard is True and extractor.describe()["dinov2_weights_sha256"] == sha(dinov2_standin)
+    for path in (link, named):
+        extractor = dinov2.DINOv2(path, model="dinov2-vit-s-14")
+        assert extractor.standard is False and extractor.describe()["dinov2_weights_sha256"] == sha(dinov2_standin)
+    monkeypatch.setitem(dinov2.PINNED_SHA256, "dinov2-vit-s-14", sha(dinov2_standin))
+    assert dinov2.DINOv2(dinov2_standin, model="dinov2-vit-s-14").standard is True
+    assert dinov2.DINOv2(dinov2_standin, model="dinov2-vit-s-14").describe()["dinov2_standard_weights"] is True
+
+
+def test_a_weights_file_with_a_list_where_a_tensor_belongs_is_one_line(tmp_path, dinov2_standin, small_shards,
+                                                                      capsys):
+    """Inception, VGG16 and DINOv2 share one reader: the right keys with a list (or a number) in
+    place of a tensor is named in one line, not an AttributeError."""
+    from facegan.metrics.inception import read_weights
+
+    torch.save({"a": torch.zeros(2), "b": [1.0, 2.0]}, tmp_path / "tiny.pth")
+    with pytest.raises(ValueError, match=r"^--w .*tiny.pth: b holds a list, not a tensor; not X weights$"):
+        read_weights(tmp_path / "tiny.pth", "--w", {"a": (2,), "b": (2,)}, "X", ValueError)
+    state = torch.load(dinov2_standin, weights_only=True)
+    state["cls_token"] = state["cls_token"].tolist()
+    torch.save(state, tmp_path / "listed.pth")
+    Image.new("RGB", (32, 32)).save(tmp_path / "one.png")
+    code = evaluate.main(["--images", str(tmp_path), "--data", str(small_shards), "--metrics", "fd_dinov2",
+                          "--dinov2-model", "dinov2-vit-s-14", "--dinov2-weights", str(tmp_path / "listed.pth")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "listed.pth: cls_token holds a list, not a tensor" in err, err
 
 
 def test_missing_vgg_weights_name_the_flag(tmp_path, standin, small_shards, capsys):

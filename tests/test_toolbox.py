@@ -93,10 +93,27 @@ def test_project_command(tmp_path, vgg_standin, capsys):
          "--vgg16-weights " + str(tmp_path / "nope.pth") + ": no such file"),
         (["--target", str(tmp_path / "celeba.png"), "--generator", str(tmp_path / "dcgan.safetensors"), "--space",
           "w"], "--space w: the generator (dcgan) has no W space; use --space z"),
+        (["--target", str(tmp_path / "celeba.png"), "--out", str(tmp_path / "wide.png" / "out")],
+         f"--out {tmp_path / 'wide.png' / 'out'}: cannot write there ({tmp_path / 'wide.png' / 'out'}: Not a "
+         "directory)"),
     ]:
         assert project_cmd.main([*base, *args]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_project_out_is_probed_before_any_work(tmp_path, vgg_standin, capsys, read_only_folder, monkeypatch):
+    """--out on a read-only folder: one line naming it, and the projection never starts."""
+    g = generator()
+    export_generator(g, tmp_path / "g.safetensors", step=0, nimg=0, ema=False)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "face.png")
+    monkeypatch.setattr(project_cmd, "project", lambda *a, **k: pytest.fail("projected before --out was checked"))
+    assert project_cmd.main(["--generator", str(tmp_path / "g.safetensors"), "--target", str(tmp_path / "face.png"),
+                             "--out", str(read_only_folder / "out"), "--steps", "2", "--vgg16-weights",
+                             str(vgg_standin), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--out {read_only_folder / 'out'}: cannot write there ({read_only_folder / 'out'}: " in err, err
+    assert len(err.splitlines()) == 1
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +212,58 @@ def test_edit_errors_are_one_line(brightness_reader, tmp_path, capsys):
         assert edit_cmd.main(args) == 2, args
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_edit_apply_refuses_what_does_not_belong_to_the_generator(brightness_reader, tmp_path, capsys):
+    """Directions fitted on G, applied to G' of the same spec (other weights): refused in one line
+    naming the generator they belong to, unless --force-directions. Latents that are missing,
+    garbage, another model's or not finite, strengths that are not finite, an --out that cannot be
+    written and a directions file without attributes: one line each, before any work."""
+    root, g, _ = brightness_reader
+    other = tmp_path / "other.safetensors"
+    export_generator(generator(seed=1), other, step=0, nimg=0, ema=False)  # same spec, other weights
+    apply = ["apply", "--generator", str(root / "g.safetensors"), "--directions", str(root / "dirs.safetensors"),
+             "--num", "2", "--out", str(tmp_path / "x.png")]
+    on_other = [*apply[:2], str(other), *apply[3:], "--edit", "Pale_Skin=1"]
+    assert edit_cmd.main(on_other) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{root / 'dirs.safetensors'}: its directions belong to {root / 'g.safetensors'} (weights sha256 " in err
+    assert f"not to {other}" in err and "--force-directions" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.png").exists()
+    assert edit_cmd.main([*on_other, "--force-directions"]) == 0
+    assert "warning: --force-directions" in capsys.readouterr().err and (tmp_path / "x.png").is_file()
+    assert edit_cmd.main([*apply, "--edit", "Pale_Skin=1"]) == 0  # its own generator: no word
+    assert "warning" not in capsys.readouterr().err
+
+    wide = generator()  # w of another size: another model's projection
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x07" * 300)
+    save_file({"w": torch.zeros(wide.num_ws, wide.w_dim + 1)}, str(tmp_path / "wide.safetensors"))
+    save_file({"z": torch.zeros(wide.z_dim)}, str(tmp_path / "z.safetensors"))
+    save_file({"w": torch.full((wide.w_dim,), float("nan"))}, str(tmp_path / "nan.safetensors"))
+    save_file({"w": torch.zeros(wide.w_dim), "noise.0": torch.zeros(1, 1, 5, 5)}, str(tmp_path / "noise.safetensors"))
+    nameless = tmp_path / "nameless.safetensors"
+    save_file({"Pale_Skin": torch.zeros(wide.w_dim)}, str(nameless), metadata={edit_cmd.FORMAT: '{"space": "w"}'})
+    (tmp_path / "file").write_text("")
+    sweep = [*apply, "--sweep", "Pale_Skin"]
+    for args, message in [
+        ([*sweep, "--latent", str(tmp_path / "none.safetensors")], f"--latent {tmp_path / 'none.safetensors'}: no "
+         "such file"),
+        ([*sweep, "--latent", str(tmp_path / "garbage.safetensors")], "garbage.safetensors: not a latent file of "
+         "facegan.project"),
+        ([*sweep, "--latent", str(tmp_path / "wide.safetensors")], f"wide.safetensors: w has shape [{wide.num_ws}, "
+         f"{wide.w_dim + 1}], this generator takes [{wide.w_dim}] or [{wide.num_ws}, {wide.w_dim}]"),
+        ([*sweep, "--latent", str(tmp_path / "z.safetensors")], "z.safetensors: holds no w (it has z)"),
+        ([*sweep, "--latent", str(tmp_path / "nan.safetensors")], "w is not all finite"),
+        ([*sweep, "--latent", str(tmp_path / "noise.safetensors")], "noise.0 has shape [1, 1, 5, 5]"),
+        ([*apply, "--edit", "Pale_Skin=nan"], "--edit 'Pale_Skin=nan': the strength must be a finite number"),
+        ([*apply, "--edit", "Pale_Skin=-inf"], "--edit 'Pale_Skin=-inf': the strength must be a finite number"),
+        ([*sweep, "--range", "nan"], "--range nan: must be a positive finite number"),
+        ([*sweep, "--range", "inf"], "--range inf: must be a positive finite number"),
+        ([*apply[:-1], str(tmp_path / "file" / "x.png"), "--edit", "Pale_Skin=1"],
+         f"--out {tmp_path / 'file'}: {tmp_path / 'file'} is a file, not a folder"),
+        ([*apply[:4], str(nameless), *apply[5:], "--edit", "Pale_Skin=1"],
+         f"{nameless}: not a readable facegan directions file (no attributes in its metadata)"),
+    ]:
+        assert edit_cmd.main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (message, err)

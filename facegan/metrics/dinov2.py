@@ -14,11 +14,12 @@ outside. Preprocessing is torch-fidelity's: uint8 -> float, its TF1-compatible b
 against Meta's code.
 
 Weights: `dinov2_vitl14_pretrain.pth` (and the s/b files), fetched into torch's hub cache by
-`torch.hub` (as torch-fidelity and Meta's hub code do), or given by path. Meta publishes no
-checksum of these files, so a file is taken as the standard one when it has the official name and
-Meta's architecture; every record carries its sha256, so two results can be checked against each
-other. Any other file (tests use random stand-ins) is accepted and its values are recorded as
-`_nonstandard`.
+`torch.hub` (as torch-fidelity and Meta's hub code do), or given by path. A file counts as
+Meta's by its content, as Inception's and VGG16's do: its sha256 must be the one PINNED_SHA256
+holds for the model. Meta publishes no checksum, and this project's machines cannot download the
+files to take one, so none is pinned yet: every file is read, its values are recorded as
+`_nonstandard` ("unverified"), and every record carries its sha256, so two results can be checked
+for the same file. A file's name proves nothing (anything can be saved as Meta's).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ MODELS = {  # torch-fidelity's names (dinov2-vit-g-14 uses a SwiGLU FFN: not bui
     "dinov2-vit-l-14": Arch("dinov2_vitl14", 1024, 24, 16),
 }
 assert tuple(MODELS) == DINOV2_MODELS
+# sha256 of Meta's `*_pretrain.pth` file of each model, once someone who has the files (downloaded
+# from Meta's URL) takes it: `sha256sum dinov2_vitl14_pretrain.pth`. Values of a file not listed
+# here stay `_nonstandard`.
+PINNED_SHA256: dict[str, str] = {}
 DEFAULT = "dinov2-vit-l-14"  # Stein et al.'s choice; ViT-B/14 is about 4x cheaper during training
 PATCH, GRID = 14, 37  # 518 px / 14: the grid the position embedding was trained at
 OFFSET = 0.1  # Meta's interpolate_offset
@@ -183,7 +188,7 @@ class DINOv2:
         module.load_state_dict(state, assign=True)
         self.module = module.to(device).eval().requires_grad_(False)
         self.sha256 = weights_sha256(self.path)
-        self.standard = self.path.name == standard_file(model)
+        self.standard = PINNED_SHA256.get(model) == self.sha256  # by content, never by name
         self.device = torch.device(device)
         self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
@@ -206,7 +211,7 @@ def make_standin_weights(path: str | Path, model: str = "dinov2-vit-s-14", seed:
     """A random DINOv2 of Meta's layout, for tests and offline benchmarks: truncated-normal (0.02)
     linear layers and position embedding as Meta's init, LayerScale 1 (a random net with Meta's
     1e-5 would pass images through almost unchanged). Its values are NOT comparable to published
-    ones, and facegan records them as non-standard (unless the file is given Meta's name)."""
+    ones, and facegan records them as non-standard, whatever the file is named."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = ViT(MODELS[parse_model(model)])

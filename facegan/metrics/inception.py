@@ -78,6 +78,9 @@ def read_weights(path: str | Path, flag: str = "--inception-weights", expected: 
         raise error(f"{flag} {path}: not {what} weights ({len(missing)} of {len(expected)} "
                     f"parameters missing, e.g. {missing[:1]}, and {len(keys - set(expected))} unexpected)")
     for name, shape in expected.items():
+        if not isinstance(state[name], torch.Tensor):
+            raise error(f"{flag} {path}: {name} holds a {type(state[name]).__name__}, not a tensor; not {what} "
+                        "weights")
         if tuple(state[name].shape) != shape:
             raise error(f"{flag} {path}: {name} has shape {tuple(state[name].shape)}, {what.split()[-1]} needs {shape}")
     return state

@@ -150,8 +150,9 @@ def make_record(names: list[str], extractors: Extractors, values: dict[str, floa
         notes.append("not the standard VGG16 weights: precision and recall here are not comparable to "
                      "published ones")
     if extractors.dinov2 is not None and not extractors.dinov2.standard and uses_dinov2(names):
-        notes.append(f"not Meta's {extractors.dinov2.model_name} weights: FD-DINOv2 (and precision/recall in "
-                     "DINOv2 space) here are not comparable to published ones")
+        notes.append(f"DINOv2 weights not verified as Meta's {extractors.dinov2.model_name} (their sha256 "
+                     f"{extractors.dinov2.sha256[:12]} is not pinned): FD-DINOv2 (and precision/recall in DINOv2 "
+                     "space) here are not comparable to published ones")
     if notes:
         record["note"] = "; ".join(notes)
     warnings = []

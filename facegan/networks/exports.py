@@ -4,6 +4,7 @@ without pickle and without knowing its architecture beforehand."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,17 @@ def cpu_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict as contiguous CPU tensors, floating point ones in float32."""
     return {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
             for k, v in module.state_dict().items()}
+
+
+def content_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a network's tensors (names, dtypes, shapes and bytes, as an export stores them):
+    the same for the same weights whatever file, device or metadata they came with. What a
+    directions or latent file records of the generator it belongs to."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(cpu_tensors(module).items()):
+        h.update(f"{name}:{tensor.dtype}:{list(tensor.shape)}:".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_tensors(module: torch.nn.Module, path: Path) -> None:

@@ -1,27 +1,35 @@
 """A generator that loads with torch alone: a `torch.export` program (.pt2), no facegan needed.
 
     import torch
-    G = torch.export.load("generator.pt2").module()
+    G = torch.export.load("generator.pt2").module()   # a program is code: only one you made or trust
     images = G(torch.randn(16, z_dim))            # uint8 [16, 3, R, R]
     images = G(torch.randn(16, z_dim), attrs)     # a conditional generator: attrs [16, K], 0/1 floats
 
 The program is G in eval mode (BatchNorm's running statistics, a style G's fixed noise) with its
 output turned into uint8 pixels as facegan's samples are, truncation `psi` baked in when given,
 and a dynamic batch size (1 to 4096). Its JSON sidecar states the signature: z_dim, the
-attributes in order, resolution, psi and the source export.
+attributes in order, resolution, psi, the source export and the program's sha256.
+
+A program is code, not only weights: `torch.export.load` unpickles any weight a program marks
+as pickled, so a tampered .pt2 runs what it likes when loaded. Load only programs you
+made or trust (check the sha256 against the .json's), and share the .safetensors export, which
+holds tensors alone, where the other side has facegan.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
-from facegan.files import write_json_atomic
+from facegan.files import sha256_file, write_json_atomic, writing
 from facegan.networks import sampling
 from facegan.networks.common import attributes
 
 MAX_BATCH = 4096
+TRUST = ("a .pt2 program is code (torch.export.load unpickles what it marks as pickled): load only programs you made "
+         "or trust, checked against the sha256 in its .json; share the .safetensors where the other side has facegan")
 
 
 class UInt8Sampler(torch.nn.Module):
@@ -52,12 +60,18 @@ def export_program(g: torch.nn.Module, path: str | Path, psi: float | None = Non
         program = torch.export.export(module, example, dynamic_shapes=shapes)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(path))
+    tmp = path.with_name(path.name + ".tmp")
+    try:  # whole or not at all: a full disk leaves no half program under the real name
+        with writing(path):
+            torch.export.save(program, str(tmp))
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     signature = {"format": "torch.export program (torch.export.load(path).module())",
                  "inputs": ["z [B, z_dim] float32"] + (["attrs [B, K] float32 0/1, in `attributes` order"]
                                                      if names else []),
                  "output": "uint8 [B, 3, resolution, resolution]", "z_dim": g.z_dim, "attributes": names,
                  "resolution": g.resolution, "psi": psi, "max_batch": MAX_BATCH, "torch": torch.__version__,
-                 "source": source}
+                 "source": source, "sha256": sha256_file(path), "trust": TRUST}
     write_json_atomic(path.with_suffix(".json"), signature)
     return signature

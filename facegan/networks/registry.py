@@ -19,12 +19,14 @@ import copy
 import dataclasses
 import importlib
 import inspect
+import math
 import typing
 from types import ModuleType
 
+import torch
 from torch import nn
 
-from facegan.cli import field_comments
+from facegan.cli import describe_error, field_comments
 from facegan.networks import conditional
 from facegan.networks.common import RESOLUTIONS
 
@@ -37,6 +39,41 @@ ARCHS = {
 }
 KINDS = {"generator": "Generator", "discriminator": "Discriminator"}
 PREFIXES = {"generator": "g_", "discriminator": "d_"}  # which network an option belongs to
+
+
+MAX_INT = 4096  # the largest size, width, depth or group a spec or option may ask for
+MAX_PARAMETERS = 2**30  # a network asking for more (4 GiB in float32) is refused before it allocates
+AT_LEAST_ONE = ("resolution", "z_dim", "width")  # spec kwargs for which 0 means nothing
+
+
+def check_value(where: str, value: object, kind: object) -> None:
+    """One line where a spec kwarg or arch option has another type than its annotation (an int
+    is no bool, a float is finite) or an int outside [0, MAX_INT] (at least 1 for AT_LEAST_ONE)."""
+    if kind is bool:
+        ok, wanted = isinstance(value, bool), "true or false"
+    elif kind is int:
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        wanted = "a finite number"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{where}={value!r}: expected {wanted}")
+    low = 1 if where.split()[-1] in AT_LEAST_ONE else 0
+    if kind is int and not low <= value <= MAX_INT:
+        raise ValueError(f"{where}={value}: must be in [{low}, {MAX_INT}]")
+
+
+def check_options(arch: str, options: dict, where: str = "option") -> None:
+    """One line for an option `arch` does not have (naming those it has) or a value of the wrong type."""
+    cls = arch_options(arch)
+    hints = typing.get_type_hints(cls)
+    for name, value in options.items():
+        if name not in hints:
+            raise ValueError(f"{where} {name!r} is not an option of arch {arch} "
+                             f"(its options: {', '.join(hints) or 'none'})")
+        check_value(f"{where} {name}", value, hints[name])
 
 
 def arch_module(arch: str) -> ModuleType:
@@ -86,13 +123,8 @@ def make_specs(arch: str, resolution: int, z_dim: int, ngf: int, ndf: int, optio
     """(g_spec, d_spec) of `arch`. `options` names fields of the arch's Options (the others keep
     their defaults); g_* ones go to the generator's kwargs and d_* ones to the discriminator's.
     `condition` ({attribute: training frequency}, in order) makes them conditional."""
-    cls = arch_options(arch)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for name in options:
-        if name not in names:
-            raise ValueError(f"option {name!r} is not an option of arch {arch} "
-                             f"(its options: {', '.join(names) or 'none'})")
-    chosen = dataclasses.asdict(cls(**options))
+    check_options(arch, options)
+    chosen = dataclasses.asdict(arch_options(arch)(**options))
     g_opts, d_opts = ({k[2:]: v for k, v in chosen.items() if k.startswith(PREFIXES[kind])} for kind in KINDS)
     g_spec = {"arch": arch, "kwargs": {"resolution": resolution, "z_dim": z_dim, "width": ngf, **g_opts}}
     d_spec = {"arch": arch, "kwargs": {"resolution": resolution, "width": ndf, **d_opts}}
@@ -129,7 +161,23 @@ def _bind(cls: type, kind: str, arch: str, kwargs: dict) -> inspect.BoundArgumen
     except TypeError as e:  # a required argument missing
         raise ValueError(f"{kind} of arch {arch}: {e}") from None
     bound.apply_defaults()
+    hints = typing.get_type_hints(cls.__init__)
+    for name, value in kwargs.items():
+        check_value(f"{kind} of arch {arch}: {name}", value, hints.get(name))
     return bound
+
+
+def _check_size(cls: type, kind: str, arch: str, kwargs: dict) -> None:
+    """Build the network on the meta device (no memory) and refuse it in one line when it cannot
+    be built or would hold more than MAX_PARAMETERS."""
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in cls(**kwargs).parameters())
+    except Exception as e:  # noqa: BLE001 - an arch's own checks and torch's, for values no annotation rules out
+        raise ValueError(f"{kind} of arch {arch}: {kwargs} cannot be built ({describe_error(e, 200)})") from None
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{kind} of arch {arch}: {kwargs} would hold {count:.3g} parameters "
+                         f"({count * 4 / 2**30:.0f} GiB in float32), over facegan's limit of {MAX_PARAMETERS:.3g}")
 
 
 def build(kind: str, spec: dict) -> nn.Module:
@@ -148,10 +196,13 @@ def build(kind: str, spec: dict) -> nn.Module:
         raise ValueError(f"{kind} of arch {arch}: resolution {resolution} is not supported; "
                          f"choose one of {RESOLUTIONS}")
     condition = _condition(kind, spec)
+    if condition is not None and kind == "generator":  # the arch's G takes the attributes as K more inputs
+        kwargs = {**kwargs, "z_dim": _bind(cls, kind, arch, kwargs).arguments["z_dim"] + len(condition[0])}
+    _check_size(cls, kind, arch, kwargs)
     if condition is None:
         module = cls(**kwargs)
-    elif kind == "generator":  # the arch's G takes the attributes as K more inputs
-        base = cls(**{**kwargs, "z_dim": _bind(cls, kind, arch, kwargs).arguments["z_dim"] + len(condition[0])})
+    elif kind == "generator":
+        base = cls(**kwargs)
         module = conditional.ConditionalGenerator(base, *condition)
     else:
         module = conditional.ProjectionDiscriminator(cls(**kwargs), condition[0])

@@ -19,9 +19,11 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from facegan.metrics.perceptual import LPIPS
 from facegan.networks import sampling
@@ -169,6 +171,43 @@ def project(g: torch.nn.Module, target: torch.Tensor, lpips: LPIPS, options: Pro
 
 
 @torch.no_grad()
+def read_latent(path: str | Path, g: torch.nn.Module, key: str) -> dict[str, torch.Tensor]:
+    """A latent file's tensors (`z`, or `w` and a projection's `noise.i`), checked against `g`:
+    the tensor `key` is there, every tensor has the shape `g` takes and finite values. One
+    ValueError naming the file otherwise (a missing file, another format, another model's latent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--latent {path}: no such file")
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors' own error types for a file of another format
+        raise ValueError(f"--latent {path}: not a latent file of facegan.project ({type(e).__name__})") from None
+    if key not in tensors:
+        raise ValueError(f"--latent {path}: holds no {key} (it has {', '.join(sorted(tensors)) or 'nothing'}); was it "
+                         "projected into this generator, in this space?")
+    problem = _latent_problem(tensors, g)
+    if problem:
+        raise ValueError(f"--latent {path}: {problem}; it was not projected into this generator")
+    return tensors
+
+
+def _latent_problem(tensors: dict[str, torch.Tensor], g: torch.nn.Module) -> str | None:
+    """What does not fit `g` in a latent file's tensors, or None."""
+    style = sampling.style_generator(g)
+    wanted = {"z": [(g.z_dim,), (1, g.z_dim)]}
+    if style is not None:
+        wanted["w"] = [(style.w_dim,), (style.num_ws, style.w_dim)]
+        wanted.update({f"noise.{i}": [tuple(layer.noise_const.shape)] for i, layer in enumerate(style.layers)})
+    for name, tensor in tensors.items():
+        if name not in wanted:
+            return f"{name} is no latent of this generator (it takes {', '.join(wanted)})"
+        if tuple(tensor.shape) not in wanted[name]:
+            return f"{name} has shape {list(tensor.shape)}, this generator takes {' or '.join(map(str, map(list, wanted[name])))}"
+        if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+            return f"{name} is not all finite floating-point numbers"
+    return None
+
+
 def render_latent(g: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """The image [1,3,R,R] in [-1,1] of a latent file's tensors: `z`, or `w` ([w_dim]: every layer's,
     or [num_ws, w_dim]) with the noise maps `noise.i` where it has them (a projection's)."""

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -21,6 +22,35 @@ LOCK_FILE = ".lock"
 
 class RunFolderBusy(ValueError):
     pass
+
+
+class BadLockFile(ValueError):
+    """RUN/.lock is not a regular file of its own: a symlink, a directory, a hard link, unreadable."""
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file's descriptor, opened without following a symlink (in a shared run folder a
+    `.lock` pointing elsewhere would have us overwrite the file it points to); BadLockFile in one
+    line for anything but a regular file with no other name."""
+    fix = f"remove it (rm {path}) and start again; facegan makes its own"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise BadLockFile(f"{path}: the run folder's lock file is a symbolic link (to {os.readlink(path)}); "
+                              f"facegan never writes through one: {fix}") from None
+        if e.errno == errno.EISDIR:
+            raise BadLockFile(f"{path}: the run folder's lock file is a directory: {fix}") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise BadLockFile(f"{path}: cannot open the run folder's lock file ({e.strerror}); make the run folder "
+                              "and its .lock writable by you, or pick another --run-dir") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "has other hard links" if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        raise BadLockFile(f"{path}: the run folder's lock file {what}; facegan would overwrite it: {fix}")
+    return fd
 
 
 class RunLock:
@@ -32,7 +62,7 @@ class RunLock:
         """Take the lock, or raise RunFolderBusy naming its holder. Returns a warning where the
         file system cannot lock (the run goes on unguarded)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
