@@ -179,7 +179,8 @@ def run_fit(args, prog: str) -> int:
             found[name] = dirs.condition(found, name, others)
     found = {n: found[n] for n in names}
     save_directions(Path(args.out), found, {"space": dirs.space_of(g), "generator": str(args.generator),
-                                            "generator_sha256": weights, "classifier": what, "samples": args.samples, "seed": args.seed})
+                                            "generator_sha256": weights, "classifier": what,
+                                            "samples": args.samples, "seed": args.seed})
     print(table(found))
     print(json.dumps({"directions": args.out, "space": dirs.space_of(g),
                       **{f"accuracy/{n}": round(d.accuracy, 4) for n, d in found.items()}}))

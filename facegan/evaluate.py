@@ -16,7 +16,6 @@ hash and torch-fidelity's version.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from accelerate import Accelerator
 
 from facegan.cli import DefaultsHelp, OneLineErrors
 from facegan.data.shardset import ShardSet, ShardSetError, load_shardset
+from facegan.files import strict_json
 from facegan.metrics import dinov2, features, registry, score
 from facegan.metrics.dinov2 import DINOv2WeightsError
 from facegan.metrics.inception import InceptionWeightsError
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if acc.is_main_process:
         if "warning" in record:
             print(f"{prog}: warning: {record['warning']}", file=sys.stderr)
-        print(json.dumps(record), flush=True)
+        print(strict_json(record), flush=True)
     return 0
 
 

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -24,20 +25,39 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def probe_folder(path: str | Path, flag: str) -> Path:
+def finite_or_null(value: object) -> object:
+    """`value` with every inf and NaN float (in lists and dicts too) made None: JSON has no
+    Infinity or NaN, and strict readers (jq, JavaScript, pandas' default) refuse them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def strict_json(value: object) -> str:
+    """One line of strict JSON: a non-finite number is written null."""
+    return json.dumps(finite_or_null(value), allow_nan=False)
+
+
+def probe_folder(path: str | Path, flag: str = "") -> Path:
     """Make the output folder `path` and check that a file can be written in it, before any work
     (a projection runs for minutes): ValueError in one line naming the path that stands in the
     way (a regular file where a folder should be, a read-only folder, no permission)."""
     path = Path(path)
+    prefix = f"{flag} {path}" if flag else str(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".facegan-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except FileExistsError as e:
-        raise ValueError(f"{flag} {path}: {e.filename} is a file, not a folder") from None
+        where = "" if Path(e.filename) == path else f"{e.filename} "
+        raise ValueError(f"{prefix}: {where}is a file, not a folder") from None
     except OSError as e:
-        raise ValueError(f"{flag} {path}: cannot write there ({e.filename}: {e.strerror or e})") from None
+        raise ValueError(f"{prefix}: cannot write there ({e.filename}: {e.strerror or e})") from None
     return path
 
 

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"facegan.report: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk or a file made read-only while the report is written
+        print(f"facegan.report: error: {e.filename or args.run}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 1
     print(f"facegan.report: {written['page']}" + (f" ({written['frames']} sample grids)"
                                                   if "progress" in written else " (no sample grids)"),
           file=sys.stderr)

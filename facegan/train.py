@@ -100,6 +100,8 @@ def read_config(path: str) -> TrainConfig:
         raise ValueError(f"--config {path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"--config {path}: unreadable ({e})") from None
+    except RecursionError:  # JSON nested thousands deep
+        raise ValueError(f"--config {path}: nested too deeply to be a facegan config") from None
     if not isinstance(saved, dict):
         raise ValueError(f"--config {path}: expected a JSON object of config keys")
     hints = typing.get_type_hints(TrainConfig)
@@ -119,6 +121,9 @@ def read_config(path: str) -> TrainConfig:
         if not ok:
             raise ValueError(f"--config {path}: {key}={value!r}: expected {getattr(kind, '__name__', kind)}")
         values[key] = value
+    arch = values.get("arch", TrainConfig.arch)
+    if arch in networks.ARCHS:  # (another arch is refused by name when the config is validated)
+        networks.check_options(arch, values.get("arch_options", {}), f"--config {path}: arch_options")
     return dataclasses.replace(TrainConfig(), **values)
 
 
@@ -203,7 +208,8 @@ def describe_os_error(e: OSError) -> str:
     elif e.errno == errno.EIO:  # files.writing's word for a write that failed, beside the disk's free space
         advice = "if the disk is full, once there is room --resume auto continues from the newest intact checkpoint"
     else:
-        advice = "fix that path (or pick another --run-dir); --resume auto then continues from the newest intact checkpoint"
+        advice = "fix that path (or pick another --run-dir); --resume auto then continues from the newest intact " \
+                 "checkpoint"
     return f"{where}{e.strerror or e}; {advice}"
 
 

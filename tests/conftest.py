@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -191,12 +192,10 @@ def dinov2_standin(tmp_path_factory) -> Path:
     return make_standin_weights(tmp_path_factory.mktemp("dinov2") / "standin-dinov2-vits14.pth", seed=0)
 
 
-@pytest.fixture
-def read_only_folder(tmp_path) -> Path:
-    """A folder nobody may write in, root included: chmod is no bar to root (CI and these machines
-    run as root), so there the folder is made immutable (chattr +i) and made mutable again after."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """`folder` unwritable for the block, root included: chmod is no bar to root (CI and these
+    machines run as root), so there the folder is made immutable (chattr +i), and mutable after."""
     root = os.geteuid() == 0
     if root:
         done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
@@ -205,9 +204,16 @@ def read_only_folder(tmp_path) -> Path:
     else:
         folder.chmod(0o555)
     try:
-        assert not os.access(folder, os.W_OK) or root  # (os.access answers yes to root whatever the bits)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError):  # it really is read-only
             (folder / "probe").write_bytes(b"")
         yield folder
     finally:
         subprocess.run(["chattr", "-i", str(folder)], capture_output=True) if root else folder.chmod(0o755)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path) -> Path:
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    with read_only(folder):
+        yield folder

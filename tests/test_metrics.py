@@ -35,7 +35,7 @@ from facegan.networks import exports, sampling
 from facegan.train import config_from_args
 from facegan.training import checkpoint as ckpt
 from facegan.training.loop import train
-from tests.conftest import REPO, pack_small
+from tests.conftest import REPO, pack_small, read_only
 from tests.runs import env, sha, tiny
 
 CELEBA_SAMPLE = REPO.parent / "shared" / "data" / "celeba-sample"
@@ -395,6 +395,7 @@ def test_metrics_during_training(tmp_path, standin, dinov2_standin, small_shards
     plain = tmp_path / "plain"
     train(tiny(small_shards, plain, max_steps=8))
     assert sha(plain / "generator.safetensors") == sha(run / "generator.safetensors")
+    assert not (plain / "report").exists()  # --live-report false: the report is left to the command
 
 
 def test_best_by_directions():
@@ -528,12 +529,44 @@ def test_report_cli(tmp_path, report_run):
     assert report.main([str(tmp_path / "nowhere")]) == 2
 
 
+def test_metrics_lines_are_strict_json():
+    """An infinite sec/kimg (no image yet) or a NaN value is written null, never Infinity or NaN."""
+    from facegan.files import strict_json
+
+    line = strict_json({"sec/kimg": float("inf"), "eta_s": float("-inf"), "fid": float("nan"), "step": 3,
+                        "nested": {"a": [1.5, float("nan")]}, "ok": True})
+    assert json.loads(line, parse_constant=lambda name: pytest.fail(name)) == {
+        "sec/kimg": None, "eta_s": None, "fid": None, "step": 3, "nested": {"a": [1.5, None]}, "ok": True}
+
+
+def test_report_into_a_file_or_a_read_only_folder_is_one_line(tmp_path, report_run, capsys):
+    """RUN/report a regular file, or a folder nobody may write in: one line naming it, no traceback."""
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report", "checkpoints"))
+    (run / "report").write_text("not a folder")
+    capsys.readouterr()
+    assert report.main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"facegan.report: error: {run / 'report'}: is a file, not a folder\n", err
+    (run / "report").unlink()
+    (run / "report").mkdir()
+    with read_only(run / "report"):
+        assert report.main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"facegan.report: error: {run / 'report'}: cannot write there (") and err.count("\n") == 1
+
+
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory, synthetic_shards) -> Path:
     """A tiny run with 4 grids and two measurements, as a run with --eval-every writes them
     (shared: each test writes the same report/ from it)."""
     run = tmp_path_factory.mktemp("report") / "run"
-    train(tiny(synthetic_shards, run, max_steps=8, sample_every=2))
+    train(tiny(synthetic_shards, run, max_steps=8, sample_every=2, live_report=True))  # (the default)
+    assert (run / "report" / "index.html").is_file()  # every run ends with its report, measured or not
+    trained = (run / "report" / "index.html").read_text()
+    assert "grids/step-000000008.png" in trained and "losses.png" in trained
+    for line in (run / "metrics.jsonl").read_text().splitlines():  # strict JSON: no Infinity or NaN
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl"))
     with open(run / "metrics.jsonl", "a") as f:
         for step, fid, kid in ((4, 3.0, 0.2), (8, 2.0, 0.3)):
             f.write(json.dumps({"step": step, "kimg": step * 8 / 1000, "fid_nonstandard": fid,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -194,3 +195,34 @@ def test_config_replays_a_run_and_flags_win(tmp_path, synthetic_shards):
         config_from_args(["--config", str(path), "--preset", "dcgan"])
     with pytest.raises(ValueError, match="no such file"):
         config_from_args(["--config", str(tmp_path / "none.json")])
+
+
+def test_config_arch_options_are_read_as_the_flags_are(tmp_path, synthetic_shards, capsys):
+    """--config's arch options: a misspelt one is named (it was dropped without a word), a wrong
+    type is refused by --dry-run (it crashed training); JSON nested 100,000 deep is one line."""
+    import json
+
+    from facegan.train import main
+
+    cfg, _ = config_from_args(["--data", str(synthetic_shards), "--run-dir", str(tmp_path / "a"), "--arch",
+                               "stylegan2", "--g-mapping-layers", "3"])
+    saved = cfg.to_dict()
+    path = tmp_path / "config.json"
+    for options, message in [({"g_mapping_layerz": 2}, "arch_options 'g_mapping_layerz' is not an option of arch "
+                              "stylegan2 (its options: g_mapping_layers, "),
+                             ({"g_mapping_layers": "two"}, "arch_options g_mapping_layers='two': expected an integer"),
+                             ({"g_mixing": 2e400}, "arch_options g_mixing=inf: expected a finite number"),
+                             ({"d_batchnorm": True}, "arch_options 'd_batchnorm' is not an option of arch stylegan2")]:
+        path.write_text(json.dumps({**saved, "arch_options": options}))
+        assert main(["--config", str(path), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"facegan/train.py: error: --config {path}: {message}") and err.count("\n") == 1, err
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["--config", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"facegan/train.py: error: --config {path}: nested too deeply to be a " \
+                                      "facegan config\n"
+    with pytest.raises(ValueError, match=r"^arch_options g_mapping_layers='two': expected an integer$"):
+        dataclasses.replace(cfg, arch_options={"g_mapping_layers": "two"}).validate()  # Python callers too
+    path.write_text(json.dumps(saved))  # a good one still replays, and --arch drops the old arch's options
+    assert config_from_args(["--config", str(path)])[0] == cfg
+    assert config_from_args(["--config", str(path), "--arch", "dcgan"])[0].arch_options == {}

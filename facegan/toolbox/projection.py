@@ -202,7 +202,8 @@ def _latent_problem(tensors: dict[str, torch.Tensor], g: torch.nn.Module) -> str
         if name not in wanted:
             return f"{name} is no latent of this generator (it takes {', '.join(wanted)})"
         if tuple(tensor.shape) not in wanted[name]:
-            return f"{name} has shape {list(tensor.shape)}, this generator takes {' or '.join(map(str, map(list, wanted[name])))}"
+            shapes = " or ".join(str(list(shape)) for shape in wanted[name])
+            return f"{name} has shape {list(tensor.shape)}, this generator takes {shapes}"
         if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
             return f"{name} is not all finite floating-point numbers"
     return None

@@ -118,7 +118,7 @@ class TrainConfig:
     dinov2_model: str = "dinov2-vit-l-14"  # DINOv2 of fd_dinov2, pr_dinov2 (dinov2-vit-b-14: about 4x cheaper)
     attr_classifier: str = ""  # attribute classifier for --metrics attr (python -m facegan.attributes train)
     eval_cache: str = ""  # folder for cached real-data features (default: ~/.cache/facegan/fid-stats)
-    live_report: bool = True  # with --eval-every: write RUN/report/ at every evaluation and at the end
+    live_report: bool = True  # write RUN/report/ at the end of the run and at every evaluation (--eval-every)
     warm_start_g: str = ""  # exported generator (.safetensors) to start G from
     warm_start_d: str = ""  # exported discriminator (.safetensors) to start D from
 
@@ -147,6 +147,9 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
+        if not isinstance(self.arch_options, dict):
+            raise ValueError(f"arch_options={self.arch_options!r}: expected a dict of the arch's options")
+        networks.check_options(self.arch, self.arch_options, "arch_options")
         for name in ("z_dim", "ngf", "ndf", "batch_size", "accumulate", "d_steps", "ckpt_every", "keep",
                      "divergence_steps", "pl_every", "log_every", "sample_every", "num_samples", "reg_every",
                      "eval_batch_size", "ada_interval"):

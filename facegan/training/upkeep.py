@@ -3,7 +3,6 @@ Also the pieces it uses: stop signals, the progress line, the tracker and metric
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -148,8 +147,8 @@ class Upkeep:
                   flush=True)
 
     def finish(self) -> None:
-        """The last step is always saved, exported and has its grid, whatever the intervals; a run
-        that measured writes its report."""
+        """The last step is always saved, exported and has its grid, whatever the intervals; every
+        run writes its report (grids, losses and the run table, metrics where it measured)."""
         step = self.state.step
         if self.last_saved != step:
             self.checkpoint(ending=True)
@@ -157,14 +156,14 @@ class Upkeep:
             self.export()
         if step % self.cfg.sample_every:  # decided from the step alone: every rank joins its check
             self.sample_grid()
-        if self.acc.is_main_process and self.cfg.eval_every and self.cfg.live_report:
+        if self.acc.is_main_process and self.cfg.live_report:
             self.write_report(live=False)
         if self.state.nimg >= self.state.total_nimg:  # its planned end (not the clock's): the session ends
             self.trackers.ended()
 
     def write_report(self, live: bool) -> None:
         """RUN/report/index.html (main process); a report that fails is a warning, not a stopped run."""
-        from facegan.watch import run_report  # matplotlib: only runs that measure draw their report
+        from facegan.watch import run_report  # matplotlib: loaded by the first report, not at start-up
 
         try:
             run_report.write_report(self.run_dir, live=live)
@@ -212,7 +211,7 @@ class Upkeep:
         if self.acc.is_main_process:
             path = self.run_dir / "metrics.jsonl"
             with files.writing(path), open(path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(files.strict_json(record) + "\n")  # an inf sec/kimg or NaN value: null
 
     def healthy(self, ending: bool = False) -> bool:
         """Every rank: whether the latest step is healthy (facegan.training.health). A non-finite loss

@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from facegan.files import probe_folder
 from facegan.metrics import registry
 from facegan.version import __version__
 from facegan.watch.page import copy_grids, write_page
@@ -139,8 +140,7 @@ def write_report(run: str | Path, smoothing: float = 0.9, duration_ms: int = 300
     steps = [r for r in records if "loss/D" in r]
     if not steps:
         raise ValueError(f"{metrics_file}: no loss records yet")
-    out = run / "report"
-    out.mkdir(exist_ok=True)
+    out = probe_folder(run / "report")  # a file there, or a read-only folder: one line before any figure
     plot_losses(records, out / "losses.png", smoothing)
     plot_curves(records, out / "curves.png", smoothing)
     written = {"losses": str(out / "losses.png")}
