@@ -1,4 +1,4 @@
-# make demo: venv + install + pack synthetic faces + train briefly; make test: the test suite.
+# make demo: venv + install + pack synthetic faces + train briefly (training writes the report); make test: the test suite.
 # The demo trains with 1 process x 2 loader workers, hence --readers 2 (10 shards suffice).
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,7 +30,6 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m facegan.pack synthetic --num 10000 --size 32 --out $(DEMO_SHARDS) --overwrite --readers 2
 	$(BIN)/python facegan/train.py --preset demo --data $(DEMO_SHARDS) --run-dir $(DEMO_RUN) --resume none
-	$(BIN)/python -m facegan.report $(DEMO_RUN)
 	@echo "demo: sample grids in $(DEMO_RUN)/samples/, metrics in $(DEMO_RUN)/metrics.jsonl, report in $(DEMO_RUN)/report/index.html"
 
 test: install

@@ -136,6 +136,16 @@ def test_an_export_whose_spec_is_wrong_is_one_line_everywhere(tmp_path, capsys, 
     assert message in err and err.count("\n") == 1, err
 
 
+def test_export_metadata_nested_thousands_deep_is_one_line(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "deep.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"facegan": "[" * 100_000 + "]" * 100_000})
+    assert sample.main(["--generator", str(path), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: facegan metadata without a readable kind and spec (RecursionError" in err and err.count("\n") == 1
+
+
 def test_arch_option_types_are_checked_where_specs_are_made():
     with pytest.raises(ValueError, match=r"^option 'g_mapping_layerz' is not an option of arch stylegan2 \(its "):
         networks.make_specs("stylegan2", 32, 16, 8, 8, {"g_mapping_layerz": 2})

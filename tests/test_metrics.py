@@ -565,7 +565,8 @@ def report_run(tmp_path_factory, synthetic_shards) -> Path:
     train(tiny(synthetic_shards, run, max_steps=8, sample_every=2, live_report=True))  # (the default)
     assert (run / "report" / "index.html").is_file()  # every run ends with its report, measured or not
     trained = (run / "report" / "index.html").read_text()
-    assert "grids/step-000000008.png" in trained and "losses.png" in trained
+    assert "grids/step-000000008.png" in trained and "curves.png" in trained
+    assert (run / "report" / "progress.gif").is_file()
     for line in (run / "metrics.jsonl").read_text().splitlines():  # strict JSON: no Infinity or NaN
         json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl"))
     with open(run / "metrics.jsonl", "a") as f:

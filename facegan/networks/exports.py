@@ -95,8 +95,8 @@ def read_network_meta(path: str | Path) -> dict:
         kind = meta["facegan_network"]
         if "spec" not in meta:  # written before specs
             meta["spec"] = _legacy_spec(kind, meta.pop("config"))
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        problem = f"{type(e).__name__}: {e}"
+    except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:  # (JSON nested thousands deep)
+        problem = f"{type(e).__name__}: {first_line(e, 200)}"
         raise ValueError(f"{path}: facegan metadata without a readable kind and spec ({problem})") from None
     return meta
 
