@@ -530,6 +530,28 @@ def test_report_cli(tmp_path, report_run):
     assert report.main([str(tmp_path / "nowhere")]) == 2
 
 
+def test_report_of_a_hand_made_or_damaged_metrics_file_is_one_line(tmp_path, capsys):
+    """Lines that are not objects, or hold text where a figure needs a number: one line naming the
+    file and line. A null (a value that was not finite) is left out, and the page is written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    good = {"step": 1, "kimg": 0.1, "loss/D": 1.0, "loss/G": 1.0}
+    for lines, message in [([1, good], "metrics.jsonl:1: a JSON int, not an object"),
+                           ([{**good, "loss/D": "x"}], "metrics.jsonl:1: loss/D is 'x', not a number"),
+                           ([good, {"step": 2, "loss/D": 1.0}], "metrics.jsonl:2: kimg is None, not a number"),
+                           ([good, {"step": 2, "kimg": 0.2, "fid_nonstandard": [1]}],
+                            "metrics.jsonl:2: fid_nonstandard is [1], not a number")]:
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        assert report.main([str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"facegan.report: error: {run}/{message}" in err and err.count("\n") == 1, err
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {**good, "sec/kimg": None}, {"step": 2, "kimg": 0.2, "fid_nonstandard": None},
+        {"step": 3, "kimg": 0.3, "fid_nonstandard": 4.0, "loss/D": 0.9, "loss/G": 1.1}]))
+    assert report.main([str(run)]) == 0
+    assert "fid_nonstandard" in (run / "report" / "index.html").read_text()
+
+
 def test_metrics_lines_are_strict_json():
     """An infinite sec/kimg (no image yet) or a NaN value is written null, never Infinity or NaN."""
     from facegan.files import strict_json

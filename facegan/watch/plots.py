@@ -28,9 +28,10 @@ def plot_losses(records: list[dict], out: Path, smoothing: float) -> None:
     steps = [r for r in records if "loss/D" in r]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     for key, color in (("loss/D", "tab:blue"), ("loss/G", "tab:orange")):
-        kimg = [r["kimg"] for r in steps]
-        ax.plot(kimg, [r[key] for r in steps], color=color, alpha=0.2, linewidth=0.8)
-        ax.plot(kimg, smooth([r[key] for r in steps], smoothing), color=color, label=key)
+        kimg = [r["kimg"] for r in steps if key in r]
+        values = [r[key] for r in steps if key in r]
+        ax.plot(kimg, values, color=color, alpha=0.2, linewidth=0.8)
+        ax.plot(kimg, smooth(values, smoothing), color=color, label=key)
     ax.set_xlabel("kimg (thousands of real images shown)")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -68,7 +69,8 @@ def plot_curves(records: list[dict], out: Path, smoothing: float) -> None:
     groups = [("losses", ["loss/D", "loss/G"]), ("D outputs", ["D(x)", "D(G(z))"]),
               ("regularisers", sorted({k for r in steps for k in r if k.startswith("reg/")})),
               ("augmentation", [k for k in ("aug/p", "aug/rt") if any(k in r for r in steps)])]
-    groups = [(name, keys) for name, keys in groups if keys]
+    groups = [(name, [k for k in keys if any(k in r for r in steps)]) for name, keys in groups]
+    groups = [(name, keys) for name, keys in groups if keys]  # (a hand-made file may lack D's outputs)
     plt, fig, axes = _figure(len(groups))
     for ax, (name, keys) in zip(axes, groups):
         for key in keys:

@@ -28,17 +28,43 @@ PROTOCOL_KEYS = ("extractor", "weights", "weights_sha256", "vgg16_weights_sha256
                  "torch_fidelity", "resize")
 
 
+PLOTTED = ("loss/", "D(", "reg/", "aug/", "img/s")  # the keys the figures draw (and metric values)
+
+
 def read_metrics(path: Path) -> list[dict]:
-    """Every record of metrics.jsonl; a torn last line (a run killed mid-write) is left out."""
+    """Every record of metrics.jsonl; a torn last line (a run killed mid-write) is left out. A line
+    that is not a JSON object with numbers under step and kimg (and under every key a figure
+    draws) is one ValueError naming the file and line; a null value (not finite when written) is
+    left out of its record, as if it had not been measured."""
     records = []
     lines = path.read_text().splitlines()
     for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             if number < len(lines):
                 raise ValueError(f"{path}:{number}: not a JSON line") from None
+            continue
+        problem = _record_problem(record)
+        if problem:
+            raise ValueError(f"{path}:{number}: {problem}; is this a facegan metrics file?")
+        records.append({k: v for k, v in record.items() if v is not None})
     return records
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _record_problem(record: object) -> str | None:
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for key in ("step", "kimg"):
+        if not _number(record.get(key)):
+            return f"{key} is {record.get(key)!r}, not a number"
+    drawn = [k for k in record if k.startswith(PLOTTED)] + registry.value_keys(record)
+    wrong = [k for k in drawn if record[k] is not None and not _number(record[k])]
+    return f"{wrong[0]} is {record[wrong[0]]!r}, not a number" if wrong else None
 
 
 def metric_records(records: list[dict]) -> dict[str, list[tuple[float, int, float]]]:
