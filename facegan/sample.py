@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -73,126 +74,170 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What --out draws besides the plain grid: one picture mode at a time (flag -> its attribute).
+PICTURES = {"--interpolate": "interpolate", "--sweep": "sweep", "--style-mix": "style_mix", "--psi-sweep": "psi_sweep"}
+
+
+@dataclass
+class Job:
+    """What every mode draws from, resolved once: the generator, `num` seeded latents (twice as many
+    for a walk), a conditional G's attributes (None otherwise), and the flags."""
+
+    args: argparse.Namespace
+    prog: str
+    g: torch.nn.Module
+    num: int
+    z: torch.Tensor
+    attrs: torch.Tensor | None
+    names: list[str]
+    swept: list[int]
+    psis: list[float]
+    mix: tuple[tuple[int, int], range] | None
+
+    def say(self, text: str) -> int:
+        print(f"{self.prog}: {text}", file=sys.stderr)
+        return 0
+
+
+def check_flags(args: argparse.Namespace, num: int) -> None:
+    """The rules between flags, each one line: one picture mode at a time, and each to its output."""
+    if num < 1 or args.steps < 2 or args.batch_size < 1:
+        raise ValueError("--num and --batch-size must be at least 1, --steps at least 2")
+    modes = [flag for flag, name in PICTURES.items() if getattr(args, name)]
+    if len(modes) > 1:
+        raise ValueError(f"one of {', '.join(PICTURES)} ({' and '.join(modes)} given)")
+    if modes and args.images_dir:
+        raise ValueError(f"{modes[0]} writes to --out, not --images-dir")
+    if modes and args.export_program:
+        raise ValueError(f"--export-program writes the generator itself; {modes[0]} makes a picture with --out")
+    if args.out and Path(args.out).suffix.lower() not in ((".png", ".gif") if args.interpolate else (".png",)):
+        raise ValueError(f"--out {args.out}: expected a .png" + (" or .gif" if args.interpolate else ""))
+
+
+def prepare(args: argparse.Namespace, prog: str, num: int) -> Job:
+    """Load the generator and draw what the modes share; ValueError for anything it cannot do."""
+    g, _ = load_generator(args.generator)
+    z = latents(num * (2 if args.interpolate else 1), g.z_dim, args.seed, args.truncation)
+    names = networks.attributes(g)
+    if (args.attributes or args.sweep) and not names:
+        raise ValueError(f"{args.generator} is not conditioned on attributes (trained without --condition)")
+    fixed = sampling.parse_settings(args.attributes, names)
+    swept = list(sampling.parse_settings(  # indices of the swept attributes, in the order named
+        ",".join(f"{n}=1" for n in conditioning.parse_condition(args.sweep)), names, "--sweep"))
+    attrs = sampling.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed) if names else None
+    psis = _psi_list(args.psi_sweep) if args.psi_sweep else []
+    for psi in [args.psi, *psis]:
+        sampling.check_psi(g, psi, args.generator)
+    mix = _mix_shape(args.style_mix, args.mix_layers, g, args.generator) if args.style_mix else None
+    return Job(args, prog, g, num, z, attrs, names, swept, psis, mix)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "facegan.sample"
     default_num = 10000 if args.images_dir else 8 if args.interpolate or args.sweep or args.psi_sweep else 64
     num = args.num if args.num is not None else default_num
-    if num < 1 or args.steps < 2 or args.batch_size < 1:
-        print(f"{prog}: error: --num and --batch-size must be at least 1, --steps at least 2", file=sys.stderr)
-        return 2
-    if (args.interpolate or args.sweep) and args.images_dir:
-        print(f"{prog}: error: --interpolate and --sweep write to --out, not --images-dir", file=sys.stderr)
-        return 2
-    if sum(map(bool, (args.interpolate, args.sweep, args.style_mix, args.psi_sweep))) > 1:
-        print(f"{prog}: error: one of --interpolate, --sweep, --style-mix and --psi-sweep", file=sys.stderr)
-        return 2
-    if args.style_mix and args.images_dir:
-        print(f"{prog}: error: --style-mix writes to --out, not --images-dir", file=sys.stderr)
-        return 2
-    if args.out and Path(args.out).suffix.lower() not in ((".png", ".gif") if args.interpolate else (".png",)):
-        print(f"{prog}: error: --out {args.out}: expected a .png" + (" or .gif" if args.interpolate else ""),
-              file=sys.stderr)
-        return 2
     try:
-        g, _ = load_generator(args.generator)
-        z_dim = g.z_dim
-        z = latents(num * (2 if args.interpolate else 1), z_dim, args.seed, args.truncation)
-        names = networks.attributes(g)
-        if (args.attributes or args.sweep) and not names:
-            raise ValueError(f"{args.generator} is not conditioned on attributes (trained without --condition)")
-        fixed = sampling.parse_settings(args.attributes, names)
-        swept = list(sampling.parse_settings(  # indices of the swept attributes, in the order named
-            ",".join(f"{n}=1" for n in conditioning.parse_condition(args.sweep)), names, "--sweep"))
-        attrs = sampling.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed) \
-            if names else None
-        sampling.check_psi(g, args.psi, args.generator)
-        psis = _psi_list(args.psi_sweep) if args.psi_sweep else []
-        for psi in psis:
-            sampling.check_psi(g, psi, args.generator)
-        mix = _mix_shape(args.style_mix, args.mix_layers, g, args.generator) if args.style_mix else None
+        check_flags(args, num)
+        job = prepare(args, prog, num)
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    if args.export_program and (args.interpolate or args.sweep or args.style_mix or args.psi_sweep):
-        print(f"{prog}: error: --export-program writes the generator itself; --interpolate, --sweep, --style-mix "
-              "and --psi-sweep make pictures with --out", file=sys.stderr)
-        return 2
     if args.export_program:  # on the CPU: a program exported there runs on any machine's CPU
-        signature = export_program(g, args.export_program, args.psi, source=args.generator)
-        print(f"{prog}: wrote {args.export_program} (sha256 {signature['sha256']}) and its .json: "
-              f"torch.export.load(path).module()({', '.join(signature['inputs'])}) -> {signature['output']}. "
-              f"Note: {TRUST}", file=sys.stderr)
-        return 0
-    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
-    g = g.to(device)
-
+        return write_program(job)
+    job.g = job.g.to("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     if args.images_dir:
-        out = Path(args.images_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        bar = progress_bar(num, "sampling")
-        index = 0
-        for batch in generate_uint8(g, z, args.batch_size, attrs, args.psi):
-            for image in batch.permute(0, 2, 3, 1).cpu().numpy():
-                Image.fromarray(image).save(out / f"{index:06d}.png")
-                index += 1
-            bar.update(len(batch))
-        bar.close()
-        print(f"{prog}: {num} PNGs ({g.resolution} px) in {out}", file=sys.stderr)
-        return 0
+        return write_pngs(job)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    mode = next((name for name in PICTURES.values() if getattr(args, name)), "grid")
+    return {"grid": write_grid, "interpolate": write_walk, "sweep": write_sweep, "style_mix": write_style_mix,
+            "psi_sweep": write_psi_sweep}[mode](job)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if mix is not None:
-        (rows, cols), layers = mix
-        sources = [latents(n, z_dim, args.seed + k, args.truncation) for k, n in enumerate((rows, cols))]
-        if names:  # a conditional G's inputs: z and attributes drawn at their training frequencies, joined
-            draws = [torch.Generator().manual_seed(args.seed + 2 + k) for k in range(2)]
-            sources = [g.inputs(x, sampling.draw(g.frequencies, len(x), gen, fixed)) for x, gen in zip(sources, draws)]
-        images = sampling.style_mix(g, *sources, layers, 1.0 if args.psi is None else args.psi)
-        sampling.grid_image(images.cpu(), nrow=cols + 1).save(out)
-        print(f"{prog}: {rows} faces x {cols} style sources, w layers {layers.start}-{layers.stop - 1} from the "
-              f"columns, in {out}", file=sys.stderr)
-        return 0
-    if psis:  # one row per psi, the same faces in every row
-        images = torch.cat([torch.cat(list(generate_uint8(g, z, args.batch_size, attrs, psi))) for psi in psis])
-        sampling.grid_image(images.cpu(), nrow=num).save(out)
-        print(f"{prog}: {num} faces at psi {', '.join(f'{p:g}' for p in psis)} (one row each) in {out}",
-              file=sys.stderr)
-        return 0
-    if swept:  # one row per latent: each swept attribute off, then on
-        columns = 2 * len(swept)
-        grid_attrs = sampling.sweep_attributes(attrs, swept)
-        images = torch.cat(list(generate_uint8(g, z.repeat_interleave(columns, 0), args.batch_size, grid_attrs,
-                                               args.psi)))
-        sampling.grid_image(images.cpu(), nrow=columns).save(out)
-        labels = ", ".join(f"{names[k]}=0, {names[k]}=1" for k in swept)
-        print(f"{prog}: a sweep of {num} latents in {out}; columns: {labels}", file=sys.stderr)
-        return 0
-    if not args.interpolate:
-        images = torch.cat(list(generate_uint8(g, z, args.batch_size, attrs, args.psi))).cpu()
-        sampling.grid_image(images, nrow=math.ceil(math.sqrt(num))).save(out)
-        print(f"{prog}: {num} samples in {out}", file=sys.stderr)
-        return 0
 
-    if sampling.style_generator(g) is not None:  # a style G walks in W, on straight lines
+def write_program(job: Job) -> int:
+    args = job.args
+    signature = export_program(job.g, args.export_program, args.psi, source=args.generator)
+    return job.say(f"wrote {args.export_program} (sha256 {signature['sha256']}) and its .json: "
+                   f"torch.export.load(path).module()({', '.join(signature['inputs'])}) -> {signature['output']}. "
+                   f"Note: {TRUST}")
+
+
+def write_pngs(job: Job) -> int:
+    """--images-dir: --num PNGs named 000000.png, ... (for other FID tools)."""
+    out = Path(job.args.images_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = progress_bar(job.num, "sampling")
+    index = 0
+    for batch in generate_uint8(job.g, job.z, job.args.batch_size, job.attrs, job.args.psi):
+        for image in batch.permute(0, 2, 3, 1).cpu().numpy():
+            Image.fromarray(image).save(out / f"{index:06d}.png")
+            index += 1
+        bar.update(len(batch))
+    bar.close()
+    return job.say(f"{job.num} PNGs ({job.g.resolution} px) in {out}")
+
+
+def write_grid(job: Job) -> int:
+    images = torch.cat(list(generate_uint8(job.g, job.z, job.args.batch_size, job.attrs, job.args.psi))).cpu()
+    sampling.grid_image(images, nrow=math.ceil(math.sqrt(job.num))).save(job.args.out)
+    return job.say(f"{job.num} samples in {job.args.out}")
+
+
+def write_style_mix(job: Job) -> int:
+    """--style-mix ROWSxCOLS: each row's face takes the --mix-layers styles of each column's."""
+    args, g = job.args, job.g
+    (rows, cols), layers = job.mix
+    sources = [latents(n, g.z_dim, args.seed + k, args.truncation) for k, n in enumerate((rows, cols))]
+    if job.names:  # a conditional G's inputs: z and attributes drawn at their training frequencies, joined
+        fixed = sampling.parse_settings(args.attributes, job.names)
+        draws = [torch.Generator().manual_seed(args.seed + 2 + k) for k in range(2)]
+        sources = [g.inputs(x, sampling.draw(g.frequencies, len(x), gen, fixed)) for x, gen in zip(sources, draws)]
+    images = sampling.style_mix(g, *sources, layers, 1.0 if args.psi is None else args.psi)
+    sampling.grid_image(images.cpu(), nrow=cols + 1).save(args.out)
+    return job.say(f"{rows} faces x {cols} style sources, w layers {layers.start}-{layers.stop - 1} from the "
+                   f"columns, in {args.out}")
+
+
+def write_psi_sweep(job: Job) -> int:
+    """--psi-sweep: one row per psi, the same faces in every row."""
+    images = torch.cat([torch.cat(list(generate_uint8(job.g, job.z, job.args.batch_size, job.attrs, psi)))
+                        for psi in job.psis])
+    sampling.grid_image(images.cpu(), nrow=job.num).save(job.args.out)
+    return job.say(f"{job.num} faces at psi {', '.join(f'{p:g}' for p in job.psis)} (one row each) in {job.args.out}")
+
+
+def write_sweep(job: Job) -> int:
+    """--sweep: one row per latent, each swept attribute off then on, z and the others held."""
+    columns = 2 * len(job.swept)
+    grid_attrs = sampling.sweep_attributes(job.attrs, job.swept)
+    images = torch.cat(list(generate_uint8(job.g, job.z.repeat_interleave(columns, 0), job.args.batch_size,
+                                           grid_attrs, job.args.psi)))
+    sampling.grid_image(images.cpu(), nrow=columns).save(job.args.out)
+    labels = ", ".join(f"{job.names[k]}=0, {job.names[k]}=1" for k in job.swept)
+    return job.say(f"a sweep of {job.num} latents in {job.args.out}; columns: {labels}")
+
+
+def write_walk(job: Job) -> int:
+    """--interpolate: a walk per latent pair, in W (straight lines) for a style G, in z (spherical)
+    for the others; a .png has a row per walk, a .gif a frame per step, there and back."""
+    args, g, z, num, attrs = job.args, job.g, job.z, job.num, job.attrs
+    if sampling.style_generator(g) is not None:
         ends = [z[:num], z[num:]]
-        if names:  # z and the attributes, joined as the arch's G takes them; held along each walk
+        if job.names:  # z and the attributes, joined as the arch's G takes them; held along each walk
             ends = [g.inputs(x, attrs) for x in ends]
         images = sampling.w_walk(g, *ends, args.steps, 1.0 if args.psi is None else args.psi).cpu()
-    else:  # other archs: spherical interpolation in z
+    else:
         walk = sampling.slerp(z[:num], z[num:], torch.linspace(0, 1, args.steps))  # [num, steps, Z]
         walk_attrs = None if attrs is None else attrs.repeat_interleave(args.steps, 0)  # held along each walk
-        images = torch.cat(list(generate_uint8(g, walk.reshape(-1, z_dim), args.batch_size, walk_attrs))).cpu()
+        images = torch.cat(list(generate_uint8(g, walk.reshape(-1, g.z_dim), args.batch_size, walk_attrs))).cpu()
     images = images.view(num, args.steps, *images.shape[1:])
-    if out.suffix.lower() == ".png":  # one row per walk
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
         sampling.grid_image(images.flatten(0, 1), nrow=args.steps).save(out)
-    else:  # one frame per step, the walks side by side; there and back again
+    else:
         frames = [sampling.grid_image(images[:, s], nrow=math.ceil(math.sqrt(num))) for s in range(args.steps)]
-        frames += frames[-2:0:-1]
-        sampling.write_gif(frames, out)
-    print(f"{prog}: {num} latent walks of {args.steps} steps in {out}", file=sys.stderr)
-    return 0
+        sampling.write_gif(frames + frames[-2:0:-1], out)
+    return job.say(f"{num} latent walks of {args.steps} steps in {out}")
 
 
 def _psi_list(text: str) -> list[float]:

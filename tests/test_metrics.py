@@ -73,7 +73,16 @@ def run_main(main, argv: list[str]) -> tuple[int, str]:
 
 
 def stats_of(inception: Inception, images: torch.Tensor) -> features.Stats:
-    return features.features_moments(inception, images.split(16)).stats()
+    moments = features.Moments(features.FEATURE_DIM, inception.device)
+    for batch in images.split(16):
+        moments.add(inception(batch))
+    return moments.stats()
+
+
+def fid_record(fid_value: float, inception: Inception, **counts) -> dict:
+    """One FID result with the weights that produced it, as score_generator records it."""
+    key = "fid" if inception.standard else "fid" + registry.NONSTANDARD
+    return score.make_record(["fid"], features.Extractors(inception), {key: fid_value}, **counts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,15 +106,15 @@ def test_standin_tells_faces_from_noise(inception):
     assert abs(same) < 1e-3
     assert other_faces > 1e-3  # the stand-in is not a constant map
     assert to_noise > 10 * other_faces, (other_faces, to_noise)
-    record = score.fid_record(other_faces, inception, num_real=24)
+    record = fid_record(other_faces, inception, num_real=24)
     assert "fid" not in record and record["standard_weights"] is False and "not comparable" in record["note"]
     assert "NON-STANDARD" in score.describe(record)
     # pytorch-fid's and clean-fid's warning: fewer images than feature dimensions, singular covariance
     assert record["warning"].startswith("fewer images than the 2048 feature dimensions (24 real)")
     assert "warning: fewer images" in score.describe(record)
-    record = score.fid_record(other_faces, inception, num_real=2048, num_generated=100)
+    record = fid_record(other_faces, inception, num_real=2048, num_generated=100)
     assert "(100 generated)" in record["warning"] and "real" not in record["warning"].split(":")[0]
-    assert "warning" not in score.fid_record(other_faces, inception, num_real=2048, num_generated=5000)
+    assert "warning" not in fid_record(other_faces, inception, num_real=2048, num_generated=5000)
 
 
 def test_moments_match_numpy_cov():
@@ -519,6 +528,20 @@ def test_sample_cli_errors(tmp_path, capsys):
     gen = tiny_generator(tmp_path / "g.safetensors")
     assert sample.main(["--generator", str(gen), "--out", str(tmp_path / "x.gif")]) == 2
     assert "expected a .png" in capsys.readouterr().err
+    base = ["--generator", str(gen)]
+    for args, message in [
+        (["--out", str(tmp_path / "x.png"), "--interpolate", "--sweep", "A"],
+         "one of --interpolate, --sweep, --style-mix, --psi-sweep (--interpolate and --sweep given)"),
+        (["--images-dir", str(tmp_path / "d"), "--psi-sweep", "1,0.5"],
+         "--psi-sweep writes to --out, not --images-dir"),
+        (["--export-program", str(tmp_path / "g.pt2"), "--style-mix", "2x2"],
+         "--export-program writes the generator itself; --style-mix makes a picture with --out"),
+        (["--out", str(tmp_path / "x.png"), "--num", "0"], "--num and --batch-size must be at least 1"),
+    ]:
+        assert sample.main([*base, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith(f"facegan.sample: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "g.pt2").exists()
 
 
 def test_report_cli(tmp_path, report_run):

@@ -169,7 +169,7 @@ def test_it_learns(tmp_path, synthetic_shards, standin):
     def fid(g):
         record = score.score_generator(features.Extractors(inception), ["fid"], g.eval(), shardset, 16,
                                          batch_size=16, num_workers=0, cache_dir=tmp_path / "cache")
-        return registry.fid_value(record)
+        return registry.value(record, "fid")
 
     before = fid(untrained.g)
     after = fid(exports.load_generator(train(cfg))[0])

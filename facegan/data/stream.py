@@ -136,7 +136,7 @@ def collate(samples: list[tuple], with_meta: bool) -> dict:
     the manifest) where the stream gives one."""
     images, keys, metas, attrs, *index = zip(*samples)
     # Stacking [H,W,3] images and permuting gives [B,3,H,W] in channels_last memory order: one
-    # contiguous copy, and the layout convolutions on GPU prefer (bench/RESULTS.md, data.py).
+    # contiguous copy, and the layout convolutions on GPU prefer (bench/RESULTS.md, its "data.py" section).
     batch = {"image": _stack(images).permute(0, 3, 1, 2), "key": list(keys)}
     if attrs[0] is not None:
         batch["attrs"] = torch.tensor(attrs, dtype=torch.float32)
@@ -148,7 +148,7 @@ def collate(samples: list[tuple], with_meta: bool) -> dict:
 
 
 # 2/255 rounded down in float32: 255 maps just under 1.0, and the conversion is one fused kernel
-# instead of three (bench/RESULTS.md, data.py).
+# instead of three (bench/RESULTS.md, its "data.py" section).
 _SCALE = float(np.nextafter(np.float32(2 / 255), np.float32(0)))
 
 
@@ -358,7 +358,7 @@ class ShardLoader(DataLoader):
 
     def __iter__(self):
         # Workers hand over uint8: 4x less to copy between processes than float (bench/RESULTS.md,
-        # data.py); float conversion happens here, or on the GPU when uint8 is asked.
+        # its "data.py" section); float conversion happens here, or on the GPU when uint8 is asked.
         size = self.dataset.batch_size
         drop = getattr(self.dataset, "skip", 0) % self.dataset.group  # of a message taken in part
         batches = super().__iter__()

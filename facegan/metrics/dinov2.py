@@ -49,12 +49,10 @@ class Arch:
     heads: int
 
 
-MODELS = {  # torch-fidelity's names (dinov2-vit-g-14 uses a SwiGLU FFN: not built here)
-    "dinov2-vit-s-14": Arch("dinov2_vits14", 384, 12, 6),
-    "dinov2-vit-b-14": Arch("dinov2_vitb14", 768, 12, 12),
-    "dinov2-vit-l-14": Arch("dinov2_vitl14", 1024, 24, 16),
-}
-assert tuple(MODELS) == DINOV2_MODELS
+# torch-fidelity's names, in registry.DINOV2_MODELS (which the config checks without importing
+# torch); dinov2-vit-g-14 uses a SwiGLU FFN and is not built here.
+MODELS = dict(zip(DINOV2_MODELS, (Arch("dinov2_vits14", 384, 12, 6), Arch("dinov2_vitb14", 768, 12, 12),
+                                  Arch("dinov2_vitl14", 1024, 24, 16))))
 # sha256 of Meta's `*_pretrain.pth` file of each model, once someone who has the files (downloaded
 # from Meta's URL) takes it: `sha256sum dinov2_vitl14_pretrain.pth`. Values of a file not listed
 # here stay `_nonstandard`.

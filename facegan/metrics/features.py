@@ -190,17 +190,6 @@ def extract(extractors: Extractors, batches: Batches, total: int, needs: Needs, 
                     {kind: reduce(matrix).cpu() for kind, matrix in rows.items()})
 
 
-def features_moments(inception: Inception, batches: Iterable[torch.Tensor], total: int | None = None,
-                     progress: bool = False, desc: str = "features") -> Moments:
-    """Moments of the Inception features of uint8 [B,3,H,W] batches."""
-    moments = Moments(FEATURE_DIM, inception.device)
-    with progress_bar(total, desc, enabled=progress, leave=False) as bar:
-        for images in batches:
-            moments.add(inception(images))
-            bar.update(images.shape[0])
-    return moments
-
-
 def _rank_range(n: int, rank: int, world: int) -> range:
     return range(n * rank // world, n * (rank + 1) // world)
 
@@ -408,11 +397,3 @@ def generator_stats(inception: Inception, g: torch.nn.Module, num: int, z_dim: i
     return extract(Extractors(inception), batches, num, Needs(moments=True), reduce=reduce, progress=progress,
                    desc="generated").stats
 
-
-def folder_stats(inception: Inception, folder: str | Path, *, batch_size: int = 100, rank: int = 0,
-                 world_size: int = 1, reduce: Reduce = _identity, progress: bool = False) -> Stats:
-    """Pool3 statistics of every image in a folder (recursive), uncached."""
-    files = list_images(folder)
-    batches = folder_batches(files, batch_size=batch_size, rank=rank, world_size=world_size)
-    return extract(Extractors(inception), batches, len(files), Needs(moments=True), reduce=reduce,
-                   progress=progress, desc=f"images {Path(folder).name}").stats

@@ -103,13 +103,3 @@ def ranked(key: str) -> bool:
 
 def value(record: dict, name: str) -> float:
     return record[value_key(record, name)]
-
-
-# FID's keys, as older callers use them.
-def fid_key(standard_weights: bool) -> str:
-    """Where a record keeps its FID: `fid` only for torch-fidelity's standard weights."""
-    return "fid" if standard_weights else "fid" + NONSTANDARD
-
-
-def fid_value(record: dict) -> float:
-    return value(record, "fid")

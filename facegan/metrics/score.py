@@ -32,7 +32,7 @@ from facegan.metrics.features import (
     real_features,
 )
 from facegan.metrics.inception import Inception
-from facegan.metrics.registry import METRICS, NONSTANDARD, fid_key, metric
+from facegan.metrics.registry import METRICS, NONSTANDARD, metric
 from facegan.metrics.vgg import VGG16
 from facegan.networks.common import attributes
 from facegan.networks.sampling import latent_attributes
@@ -176,11 +176,6 @@ def make_record(names: list[str], extractors: Extractors, values: dict[str, floa
         record["warning"] = "; ".join(warnings)
     return record
 
-
-def fid_record(fid: float, inception: Inception, **counts) -> dict:
-    """One FID result with the weights that produced it (see make_record)."""
-    extractors = Extractors(inception)
-    return make_record(["fid"], extractors, {fid_key(inception.standard): fid}, **counts)
 
 
 def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module, real: ShardSet | list[Path],

@@ -48,7 +48,7 @@ class TrainConfig:
     ngf: int = 64  # generator width at the last block
     ndf: int = 64  # discriminator width at the first block
     arch_options: dict = dataclasses.field(default_factory=dict)  # the arch's own options, set by their flags
-    # Objective (facegan/losses.py)
+    # Objective (facegan/training/losses.py)
     loss: str = "bce"  # bce (label-smoothed), nonsat, hinge, lsgan, wgan-gp (gradient penalty) or rpgan (R3GAN's)
     real_label: float = 0.9  # bce target for real images (one-sided label smoothing)
     d_steps: int = 1  # D (critic) steps per G step; wgan-gp uses 5
