@@ -213,7 +213,7 @@ def check_belongs(g: torch.nn.Module, meta: dict, found: dict, args, prog: str) 
     grid that looks like an edit and is not: refused unless --force-directions."""
     space, size = dirs.space_of(g), next(iter(found.values())).vector.numel()
     fitted_on = meta.get("generator", "another generator")
-    if meta["space"] != space or size != (sampling.style_generator(g).w_dim if space == "w" else g.z_dim):
+    if meta["space"] != space or size != (g.w_dim if space == "w" else g.z_dim):
         raise ValueError(f"{args.directions}: directions in {meta['space']} of size {size} (fitted for "
                          f"{fitted_on}), which {args.generator} does not have")
     theirs, ours = meta.get("generator_sha256"), content_sha256(g)

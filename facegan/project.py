@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         g, meta = load_generator(args.generator)
-        space = args.space or ("w" if sampling.style_generator(g) is not None else "z")
+        space = args.space or g.space
         check_space(g, space)
         crop = args.crop or (meta.get("data") or {}).get("crop") or CELEBA_CROP
         targets = [(Path(t), *load_target(Path(t), g.resolution, crop)) for t in args.target]

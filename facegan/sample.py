@@ -81,14 +81,14 @@ PICTURES = {"--interpolate": "interpolate", "--sweep": "sweep", "--style-mix": "
 @dataclass
 class Job:
     """What every mode draws from, resolved once: the generator, `num` seeded latents (twice as many
-    for a walk), a conditional G's attributes (None otherwise), and the flags."""
+    for a walk), their attributes (zero-width for an unconditional G), and the flags."""
 
     args: argparse.Namespace
     prog: str
     g: torch.nn.Module
     num: int
     z: torch.Tensor
-    attrs: torch.Tensor | None
+    attrs: torch.Tensor  # [num, K]: a conditional G's attributes; K = 0 for an unconditional G
     names: list[str]
     swept: list[int]
     psis: list[float]
@@ -124,7 +124,7 @@ def prepare(args: argparse.Namespace, prog: str, num: int) -> Job:
     fixed = sampling.parse_settings(args.attributes, names)
     swept = list(sampling.parse_settings(  # indices of the swept attributes, in the order named
         ",".join(f"{n}=1" for n in conditioning.parse_condition(args.sweep)), names, "--sweep"))
-    attrs = sampling.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed) if names else None
+    attrs = sampling.draw(g.frequencies, num, torch.Generator().manual_seed(args.seed + 1), fixed)  # [num, K]
     psis = _psi_list(args.psi_sweep) if args.psi_sweep else []
     for psi in [args.psi, *psis]:
         sampling.check_psi(g, psi, args.generator)
@@ -187,11 +187,11 @@ def write_style_mix(job: Job) -> int:
     """--style-mix ROWSxCOLS: each row's face takes the --mix-layers styles of each column's."""
     args, g = job.args, job.g
     (rows, cols), layers = job.mix
-    sources = [latents(n, g.z_dim, args.seed + k, args.truncation) for k, n in enumerate((rows, cols))]
-    if job.names:  # a conditional G's inputs: z and attributes drawn at their training frequencies, joined
-        fixed = sampling.parse_settings(args.attributes, job.names)
-        draws = [torch.Generator().manual_seed(args.seed + 2 + k) for k in range(2)]
-        sources = [g.inputs(x, sampling.draw(g.frequencies, len(x), gen, fixed)) for x, gen in zip(sources, draws)]
+    # Each source: z, and a conditional G's attributes drawn at their training frequencies.
+    fixed = sampling.parse_settings(args.attributes, job.names)
+    sources = [(latents(n, g.z_dim, args.seed + k, args.truncation),
+                sampling.draw(g.frequencies, n, torch.Generator().manual_seed(args.seed + 2 + k), fixed))
+               for k, n in enumerate((rows, cols))]
     images = sampling.style_mix(g, *sources, layers, 1.0 if args.psi is None else args.psi)
     sampling.grid_image(images.cpu(), nrow=cols + 1).save(args.out)
     return job.say(f"{rows} faces x {cols} style sources, w layers {layers.start}-{layers.stop - 1} from the "
@@ -220,16 +220,13 @@ def write_sweep(job: Job) -> int:
 def write_walk(job: Job) -> int:
     """--interpolate: a walk per latent pair, in W (straight lines) for a style G, in z (spherical)
     for the others; a .png has a row per walk, a .gif a frame per step, there and back."""
-    args, g, z, num, attrs = job.args, job.g, job.z, job.num, job.attrs
-    if sampling.style_generator(g) is not None:
-        ends = [z[:num], z[num:]]
-        if job.names:  # z and the attributes, joined as the arch's G takes them; held along each walk
-            ends = [g.inputs(x, attrs) for x in ends]
-        images = sampling.w_walk(g, *ends, args.steps, 1.0 if args.psi is None else args.psi).cpu()
+    args, g, z, num, c = job.args, job.g, job.z, job.num, job.attrs  # c: held along each walk
+    if g.space == "w":
+        images = sampling.w_walk(g, z[:num], z[num:], c, args.steps, 1.0 if args.psi is None else args.psi).cpu()
     else:
         walk = sampling.slerp(z[:num], z[num:], torch.linspace(0, 1, args.steps))  # [num, steps, Z]
-        walk_attrs = None if attrs is None else attrs.repeat_interleave(args.steps, 0)  # held along each walk
-        images = torch.cat(list(generate_uint8(g, walk.reshape(-1, g.z_dim), args.batch_size, walk_attrs))).cpu()
+        images = torch.cat(list(generate_uint8(g, walk.reshape(-1, g.z_dim), args.batch_size,
+                                               c.repeat_interleave(args.steps, 0)))).cpu()
     images = images.view(num, args.steps, *images.shape[1:])
     out = Path(args.out)
     if out.suffix.lower() == ".png":
@@ -249,8 +246,7 @@ def _psi_list(text: str) -> list[float]:
 
 def _mix_shape(text: str, layers: str, g: torch.nn.Module, what: str) -> tuple[tuple[int, int], range]:
     """'4x6', '0-3' -> ((4, 6), range(0, 4)), checked against the generator's layers."""
-    style = sampling.style_generator(g)
-    if style is None:
+    if g.space != "w":
         raise ValueError(f"--style-mix: {what} ({g.spec['arch']}) has no W space; style mixing needs a style "
                          "generator (--arch stylegan2)")
     try:
@@ -258,9 +254,9 @@ def _mix_shape(text: str, layers: str, g: torch.nn.Module, what: str) -> tuple[t
         first, last = (int(n) for n in layers.split("-"))
     except ValueError:
         raise ValueError(f"--style-mix {text} --mix-layers {layers}: expected ROWSxCOLS (4x6) and A-B (0-3)") from None
-    if rows < 1 or cols < 1 or not 0 <= first <= last < style.num_ws:
+    if rows < 1 or cols < 1 or not 0 <= first <= last < g.num_ws:
         raise ValueError(f"--style-mix {text} --mix-layers {layers}: at least 1x1, and layers within 0-"
-                         f"{style.num_ws - 1} ({what} has {style.num_ws} w layers)")
+                         f"{g.num_ws - 1} ({what} has {g.num_ws} w layers)")
     return (rows, cols), range(first, last + 1)
 
 

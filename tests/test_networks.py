@@ -251,6 +251,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from facegan.networks import DiscriminatorNet, GeneratorNet
+
 
 @dataclass(frozen=True)
 class Options:
@@ -258,24 +260,24 @@ class Options:
     d_slope: float = 0.1  # LeakyReLU slope in D
 
 
-class Generator(nn.Module):
+class Generator(GeneratorNet):
     def __init__(self, resolution=32, z_dim=8, width=4, hidden=12):
         super().__init__()
         self.resolution, self.z_dim = resolution, z_dim
         self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, 3 * resolution**2), nn.Tanh())
 
-    def forward(self, z):
+    def forward(self, z, c=None):
         return self.net(z).view(-1, 3, self.resolution, self.resolution)
 
 
-class Discriminator(nn.Module):
+class Discriminator(DiscriminatorNet):
     def __init__(self, resolution=32, width=4, slope=0.1):
         super().__init__()
         self.resolution = resolution
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * resolution**2, width), nn.LeakyReLU(slope),
                                  nn.Linear(width, 1))
 
-    def forward(self, x):
+    def forward(self, x, c=None):
         return self.net(x).flatten()
 '''
 
@@ -292,7 +294,8 @@ def test_an_arch_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
     assert g_spec["kwargs"] == {"resolution": 32, "z_dim": 8, "width": 4, "hidden": 5}
     assert d_spec["kwargs"] == {"resolution": 32, "width": 6, "slope": 0.1}
     g, d = networks.build("generator", g_spec), networks.build("discriminator", d_spec)
-    assert d(g(torch.randn(2, g.z_dim))).shape == (2,)
+    z = torch.randn(2, g.z_dim)
+    assert d(g(z, networks.no_attributes(z)), networks.no_attributes(z)).shape == (2,)
     assert not networks.has_batchnorm(d) and networks.to_channels_last(g) is g
 
     exports.export_generator(g, tmp_path / "g.safetensors")
@@ -300,6 +303,13 @@ def test_an_arch_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
     assert meta["spec"] == g_spec and type(loaded).__module__ == "tiny_mlp_arch"
     z = torch.randn(3, 8)
     assert torch.equal(loaded(z), g(z))
+    # An arch that does not take the one interface is named in one line.
+    (tmp_path / "tiny_plain_arch.py").write_text(textwrap.dedent(TINY_ARCH).replace("(GeneratorNet)", "(nn.Module)"))
+    monkeypatch.setitem(networks.ARCHS, "plain", "tiny_plain_arch")
+    with pytest.raises(ValueError) as refused:
+        networks.build("generator", networks.make_specs("plain", 32, 8, 4, 6, {})[0])
+    assert str(refused.value) == ("arch 'plain': tiny_plain_arch.Generator must subclass facegan.networks."
+                                  "GeneratorNet (the one way to call a generator: G(z, c))")
 
 
 @pytest.mark.parametrize("resolution", networks.RESOLUTIONS)

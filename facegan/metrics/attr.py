@@ -19,9 +19,10 @@ REAL_NEEDS = None  # no real set: the classifier was trained on one
 
 
 def compute(fake: Features, real: Features | None) -> dict[str, float]:
-    if fake.attrs is None and fake.balance is not None:
+    asked = fake.attrs is not None and fake.attrs.shape[1] > 0  # a conditional G was asked for attributes
+    if not asked and fake.balance is not None:
         return balanced(fake)
-    if fake.attrs is None:
+    if not asked:
         raise ValueError("--metrics attr scores a conditional generator (trained with --condition) or one "
                          "trained on a balanced stream (--balance)")
     hits = (fake.rows["attr"] == fake.attrs).float().mean(0)  # [K]

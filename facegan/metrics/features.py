@@ -157,7 +157,7 @@ class Features:
     count: int
     stats: Stats | None = None
     rows: dict[str, torch.Tensor] = field(default_factory=dict)  # kind -> float32 [count, dim], CPU
-    attrs: torch.Tensor | None = None  # generated: the attributes asked of a conditional G, [count, K]
+    attrs: torch.Tensor | None = None  # generated: the attributes asked of G, [count, K] (K = 0: unconditional)
     attr_names: list[str] = field(default_factory=list)
     balance: dict | None = None  # an unconditional G's --balance: {"names", "targets", "data"} (attr.py)
 
@@ -203,9 +203,9 @@ def generated_batches(g: torch.nn.Module, num: int, z_dim: int, *, seed: int = 0
     """Rank r makes images [num*r/W, num*(r+1)/W) of the `num` latents drawn from `seed`."""
     share = _rank_range(num, rank, world_size)
     z = latents(num, z_dim, seed)[share.start:share.stop]
-    attrs = latent_attributes(g, num, seed)
+    c = latent_attributes(g, num, seed)[share.start:share.stop]  # [n, K]; K = 0 for an unconditional G
     start = share.start
-    for images in generate_uint8(g, z, batch_size, None if attrs is None else attrs[share.start:share.stop]):
+    for images in generate_uint8(g, z, batch_size, c):
         yield images, torch.arange(start, start + images.shape[0])
         start += images.shape[0]
 

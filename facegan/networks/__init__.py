@@ -7,7 +7,16 @@ This face re-exports the registry's and common.py's names (`networks.build(...)`
 `networks.ARCHS`); both import only torch.
 """
 
-from facegan.networks.common import RESOLUTIONS, attributes, has_batchnorm, stage_widths, to_channels_last
+from facegan.networks.common import (
+    RESOLUTIONS,
+    DiscriminatorNet,
+    GeneratorNet,
+    attributes,
+    has_batchnorm,
+    no_attributes,
+    stage_widths,
+    to_channels_last,
+)
 from facegan.networks.registry import (
     ARCHS,
     KINDS,
@@ -19,5 +28,6 @@ from facegan.networks.registry import (
     option_fields,
 )
 
-__all__ = ["ARCHS", "KINDS", "RESOLUTIONS", "arch_module", "arch_options", "attributes", "build", "check_options",
-           "has_batchnorm", "make_specs", "option_fields", "stage_widths", "to_channels_last"]
+__all__ = ["ARCHS", "KINDS", "RESOLUTIONS", "DiscriminatorNet", "GeneratorNet", "arch_module", "arch_options",
+           "attributes", "build", "check_options", "has_batchnorm", "make_specs", "no_attributes", "option_fields",
+           "stage_widths", "to_channels_last"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facegan.networks.common import to_channels_last
+from facegan.networks.common import DiscriminatorNet, GeneratorNet, to_channels_last
 
 
 def signs(attrs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -27,8 +27,9 @@ def signs(attrs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return attrs.to(dtype) * 2 - 1
 
 
-class ConditionalGenerator(nn.Module):
-    """(z [B,z_dim], attrs [B,K] 0/1) -> images [B,3,R,R]."""
+class ConditionalGenerator(GeneratorNet):
+    """(z [B,z_dim], c [B,K] 0/1) -> images [B,3,R,R]; a style generator's `map(z, c)` and
+    `synthesis(ws)` too, where the arch's G is one (its W space is the conditional G's)."""
 
     def __init__(self, base: nn.Module, attributes: list[str], frequencies: list[float]):
         super().__init__()
@@ -36,17 +37,45 @@ class ConditionalGenerator(nn.Module):
         self.attributes, self.frequencies = list(attributes), list(frequencies)
         self.z_dim = base.z_dim - len(self.attributes)  # the noise part of the input
         self.resolution = base.resolution
+        self.space = base.space
 
-    def forward(self, z: torch.Tensor, attrs: torch.Tensor, **kwargs) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c: torch.Tensor, **kwargs) -> torch.Tensor:
         """`kwargs` go to the arch's G (a style G's `psi`)."""
-        return self.net(self.inputs(z, attrs), **kwargs)
+        return self.net(self.inputs(z, c), **kwargs)
 
-    def inputs(self, z: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+    def inputs(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """What the arch's G takes: z and the attributes' signs, [B, z_dim + K]."""
-        if attrs.shape != (z.shape[0], len(self.attributes)):
-            raise ValueError(f"attrs of shape {tuple(attrs.shape)}: expected [{z.shape[0]}, {len(self.attributes)}] "
+        if c.shape != (z.shape[0], len(self.attributes)):
+            raise ValueError(f"attrs of shape {tuple(c.shape)}: expected [{z.shape[0]}, {len(self.attributes)}] "
                              f"({', '.join(self.attributes)})")
-        return torch.cat([z.flatten(1), signs(attrs, z.dtype)], 1)
+        return torch.cat([z.flatten(1), signs(c, z.dtype)], 1)
+
+    # A style generator's interface, where the arch's G is one.
+    def map(self, z: torch.Tensor, c: torch.Tensor, psi: float = 1.0, update: bool = True) -> torch.Tensor:
+        return self.net.map(self.inputs(z, c), None, psi, update)
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.net.synthesis(ws)
+
+    @property
+    def num_ws(self) -> int:
+        return self.net.num_ws
+
+    @property
+    def w_dim(self) -> int:
+        return self.net.w_dim
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.net.w_avg
+
+    @property
+    def pl_mean(self) -> torch.Tensor:
+        return self.net.pl_mean
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.net.layers
 
     def to_channels_last(self) -> ConditionalGenerator:
         """The arch's own NHWC conversion where it has one (DCGAN keeps its first layer's layout)."""
@@ -55,8 +84,8 @@ class ConditionalGenerator(nn.Module):
         return self
 
 
-class ProjectionDiscriminator(nn.Module):
-    """(images [B,3,R,R], attrs [B,K] 0/1) -> logits [B]."""
+class ProjectionDiscriminator(DiscriminatorNet):
+    """(images [B,3,R,R], c [B,K] 0/1) -> logits [B]."""
 
     def __init__(self, base: nn.Module, attributes: list[str]):
         super().__init__()
@@ -69,9 +98,9 @@ class ProjectionDiscriminator(nn.Module):
         self.resolution = base.resolution
         self.embed = nn.Parameter(torch.zeros(len(self.attributes), base.feature_dim))  # v_k, one row each
 
-    def forward(self, x: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         phi = self.net.features(x)  # [B,F]
-        if attrs.shape[0] != phi.shape[0]:  # a real+fake pair in one forward shares the batch's attributes
-            attrs = attrs.repeat(phi.shape[0] // attrs.shape[0], 1)
-        projection = (phi * (signs(attrs, phi.dtype) @ self.embed.to(phi.dtype))).sum(1)
+        if c.shape[0] != phi.shape[0]:  # a real+fake pair in one forward shares the batch's attributes
+            c = c.repeat(phi.shape[0] // c.shape[0], 1)
+        projection = (phi * (signs(c, phi.dtype) @ self.embed.to(phi.dtype))).sum(1)
         return self.net.head(phi) + projection

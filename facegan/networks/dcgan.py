@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from facegan.networks.common import RESOLUTIONS
+from facegan.networks.common import RESOLUTIONS, DiscriminatorNet, GeneratorNet, unconditional
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def down(cin: int, cout: int, batchnorm: bool, sn: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class Generator(nn.Module):
+class Generator(GeneratorNet):
     """z [B,z_dim] or [B,z_dim,1,1] -> image [B,3,R,R] in [-1,1]."""
 
     def __init__(self, resolution: int = 64, z_dim: int = 100, width: int = 64):
@@ -61,7 +61,8 @@ class Generator(nn.Module):
         )
         init_weights(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        unconditional(c, self)
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
     def to_channels_last(self) -> Generator:
@@ -74,7 +75,7 @@ class Generator(nn.Module):
         return self
 
 
-class Discriminator(nn.Module):
+class Discriminator(DiscriminatorNet):
     """image [B,3,R,R] -> logits [B]."""
 
     def __init__(self, resolution: int = 64, width: int = 64, batchnorm: bool = True, spectral_norm: bool = False):
@@ -91,7 +92,8 @@ class Discriminator(nn.Module):
         )
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        unconditional(c, self)
         return self.net(x).flatten()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

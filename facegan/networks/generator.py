@@ -45,13 +45,11 @@ class Generator:
             raise ValueError(f"n={n}: must be at least 1")
         sampling.check_psi(self.module, psi, "this generator")
         z = sampling.latents(n, self.z_dim, seed, truncation)
-        attrs = None
-        if self.attributes:
-            text = ",".join(f"{k}={int(v)}" for k, v in (attributes or {}).items())
-            fixed = sampling.parse_settings(text, self.attributes, "attributes")
-            attrs = sampling.draw(self.module.frequencies, n, torch.Generator().manual_seed(seed + 1), fixed)
-        elif attributes:
+        if attributes and not self.attributes:
             raise ValueError("attributes: this generator is not conditional (trained without --condition)")
+        text = ",".join(f"{k}={int(v)}" for k, v in (attributes or {}).items())
+        fixed = sampling.parse_settings(text, self.attributes, "attributes")
+        attrs = sampling.draw(self.module.frequencies, n, torch.Generator().manual_seed(seed + 1), fixed)  # [n, K]
         return torch.cat([b.cpu() for b in sampling.generate_uint8(self.module, z, batch_size, attrs, psi)])
 
 

@@ -40,9 +40,10 @@ class UInt8Sampler(torch.nn.Module):
         self.g, self.psi = g, psi
 
     def forward(self, z: torch.Tensor, attrs: torch.Tensor | None = None) -> torch.Tensor:
+        """The program's signature: z alone for an unconditional G (as its .json says), z and attrs
+        for a conditional one."""
         kwargs = {} if self.psi is None else {"psi": self.psi}
-        inputs = (z,) if attrs is None else (z, attrs)
-        return sampling.to_uint8(self.g(*inputs, **kwargs))
+        return sampling.to_uint8(self.g(z, sampling.condition(z, attrs), **kwargs))
 
 
 def export_program(g: torch.nn.Module, path: str | Path, psi: float | None = None, source: str = "") -> dict:

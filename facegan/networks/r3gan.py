@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.networks.common import stage_widths
+from facegan.networks.common import DiscriminatorNet, GeneratorNet, stage_widths, unconditional
 from facegan.networks.conv import Conv2d
 
 SLOPE = 0.2
@@ -154,7 +154,7 @@ def _stage(channels: int, blocks: int, expansion: int, group_width: int, total: 
     return [Block(channels, expansion, group_width, total) for _ in range(blocks)]
 
 
-class Generator(nn.Module):
+class Generator(GeneratorNet):
     """z [B,z_dim] -> image [B,3,R,R], about [-1,1] (not squashed)."""
 
     def __init__(self, resolution: int = 64, z_dim: int = 64, width: int = 64, blocks: int = 2,
@@ -176,12 +176,13 @@ class Generator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.to_rgb = _he(Conv2d(widths[-1], 3, 1, bias=False))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        unconditional(c, self)
         x = self.basis.unsqueeze(0) * self.scale(z.flatten(1)).view(z.shape[0], -1, 1, 1)  # [B,C,4,4]
         return self.to_rgb(self.body(x))
 
 
-class Discriminator(nn.Module):
+class Discriminator(DiscriminatorNet):
     """image [B,3,R,R] -> logits [B]."""
 
     def __init__(self, resolution: int = 64, width: int = 64, blocks: int = 2, expansion: int = 2,
@@ -204,7 +205,8 @@ class Discriminator(nn.Module):
         self.linear = _he(nn.Linear(widths[-1], 1, bias=False))
         self.feature_dim = widths[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        unconditional(c, self)
         return self.head(self.features(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

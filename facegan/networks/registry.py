@@ -4,10 +4,11 @@ from its file alone whatever its architecture.
 
 An arch is one module in ARCHS defining `Options` (a frozen dataclass of g_* and d_* fields, one
 trailing comment each: the --help text), `Generator(resolution, z_dim, width, **g_options)` and
-`Discriminator(resolution, width, **d_options)`. A generator has int attributes `z_dim` and
-`resolution` and maps z [B,z_dim] -> images [B,3,R,R] in [-1,1]; a discriminator has `resolution`
-and maps images -> logits [B], as head(features(x)) with `feature_dim` features (what a
-projection discriminator needs). Pure modules: no devices, precision, distribution or files.
+`Discriminator(resolution, width, **d_options)`, subclasses of common.GeneratorNet and
+DiscriminatorNet (the one way to call them). A generator has int attributes `z_dim` and
+`resolution` and maps (z [B,z_dim], c [B,0]) -> images [B,3,R,R] in [-1,1]; a discriminator has
+`resolution` and maps (images, c) -> logits [B], as head(features(x)) with `feature_dim` features
+(what a projection discriminator needs). Pure modules: no devices, precision, distribution or files.
 
 A spec with "condition": {"attributes": [names], "frequencies": [...]} builds the conditional
 pair of `conditional.py`: G(z, attrs) and the projection D(x, attrs).
@@ -28,7 +29,7 @@ from torch import nn
 
 from facegan.cli import describe_error, field_comments
 from facegan.networks import conditional
-from facegan.networks.common import RESOLUTIONS
+from facegan.networks.common import RESOLUTIONS, DiscriminatorNet, GeneratorNet
 
 # The registry: arch name -> module path. Adding an architecture is one module and one line here.
 ARCHS = {
@@ -191,6 +192,10 @@ def build(kind: str, spec: dict) -> nn.Module:
     cls = getattr(arch_module(arch), KINDS[kind], None)
     if cls is None:
         raise ValueError(f"arch {arch!r}: {ARCHS[arch]} defines no {KINDS[kind]}")
+    base = {"generator": GeneratorNet, "discriminator": DiscriminatorNet}[kind]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"arch {arch!r}: {ARCHS[arch]}.{KINDS[kind]} must subclass facegan.networks.{base.__name__} "
+                         f"(the one way to call a {kind}: {'G(z, c)' if kind == 'generator' else 'D(x, c)'})")
     resolution = _bind(cls, kind, arch, kwargs).arguments.get("resolution")
     if resolution not in RESOLUTIONS:
         raise ValueError(f"{kind} of arch {arch}: resolution {resolution} is not supported; "

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from facegan.networks.common import stage_widths
+from facegan.networks.common import DiscriminatorNet, GeneratorNet, stage_widths, unconditional
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class DBlock(nn.Module):
         return h + skip
 
 
-class Generator(nn.Module):
+class Generator(GeneratorNet):
     """z [B,z_dim] -> image [B,3,R,R] in [-1,1]."""
 
     def __init__(self, resolution: int = 64, z_dim: int = 128, width: int = 64):
@@ -83,12 +83,13 @@ class Generator(nn.Module):
         self.blocks = nn.Sequential(*[GBlock(widths[i], widths[i + 1]) for i in range(len(widths) - 1)])
         self.out = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(), _conv(widths[-1], 3, 3, gain=1.0), nn.Tanh())
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        unconditional(c, self)
         x = self.linear(z.flatten(1)).view(z.shape[0], -1, 4, 4)
         return self.out(self.blocks(x))
 
 
-class Discriminator(nn.Module):
+class Discriminator(DiscriminatorNet):
     """image [B,3,R,R] -> logits [B]."""
 
     def __init__(self, resolution: int = 64, width: int = 64, spectral_norm: bool = True):
@@ -101,7 +102,8 @@ class Discriminator(nn.Module):
         self.linear = parametrizations.spectral_norm(linear) if spectral_norm else linear
         self.feature_dim = widths[-2]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        unconditional(c, self)
         return self.head(self.features(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from facegan.networks.common import attributes
+from facegan.networks.common import no_attributes
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -37,18 +37,17 @@ def latents(num: int, z_dim: int, seed: int, truncation: float | None = None) ->
     return z
 
 
-@torch.no_grad()
-def style_generator(g: torch.nn.Module) -> torch.nn.Module | None:
-    """The style G (one with a mapping to W, `w_avg` and `synthesis`) inside `g`, or None."""
-    base = getattr(g, "net", g)  # a conditional G wraps the arch's
-    return base if hasattr(base, "w_avg") and hasattr(base, "synthesis") else None
+def condition(z: torch.Tensor, attrs: torch.Tensor | None) -> torch.Tensor:
+    """G's c for the latents z: `attrs`, or the zero-width c of an unconditional G. (The adapter
+    for callers that hold no attributes; everything below it calls G(z, c).)"""
+    return no_attributes(z) if attrs is None else attrs
 
 
 def check_psi(g: torch.nn.Module, psi: float | None, what: str = "the generator") -> None:
     """One line where --psi cannot apply: a G without W, or psi outside [0, 1]."""
     if psi is None:
         return
-    if style_generator(g) is None:
+    if g.space != "w":
         arch = getattr(g, "spec", {}).get("arch", type(g).__name__)
         raise ValueError(f"--psi: {what} ({arch}) has no W space to truncate in; --truncation T redraws z "
                          "components beyond +-T instead")
@@ -76,43 +75,45 @@ def generate_uint8(g: torch.nn.Module, z: torch.Tensor, batch_size: int,
     batch size or the number of ranks. `psi` truncates a style G's w (check_psi first)."""
     device = next(g.parameters()).device
     kwargs = {} if psi is None else {"psi": psi}
+    c = condition(z, attrs)
     with evaluating(g):
         for start in range(0, len(z), batch_size):
-            inputs = [x[start:start + batch_size].to(device) for x in (z, attrs) if x is not None]
-            yield to_uint8(g(*inputs, **kwargs))
+            batch = slice(start, start + batch_size)
+            yield to_uint8(g(z[batch].to(device), c[batch].to(device), **kwargs))
 
 
 @torch.no_grad()
-def w_walk(g: torch.nn.Module, starts: torch.Tensor, ends: torch.Tensor, steps: int, psi: float = 1.0) -> torch.Tensor:
+def w_walk(g: torch.nn.Module, starts: torch.Tensor, ends: torch.Tensor, c: torch.Tensor, steps: int,
+           psi: float = 1.0) -> torch.Tensor:
     """Walks in W as uint8 [N*steps,3,H,W], walk-major: w moves on a straight line from each start's
-    w to its end's (W is where a style G's faces change smoothly; z is only its input)."""
-    with evaluating(style_generator(g)) as style:
-        device = next(style.parameters()).device
-        a, b = style.map(starts.to(device), psi), style.map(ends.to(device), psi)  # [N,w_dim]
+    w to its end's (W is where a style G's faces change smoothly; z is only its input); c [N,K]
+    is held along each walk."""
+    with evaluating(g):
+        device = next(g.parameters()).device
+        a, b = (g.map(x.to(device), c.to(device), psi) for x in (starts, ends))  # [N,w_dim]
         t = torch.linspace(0, 1, steps, device=device)[None, :, None]
         ws = a[:, None].lerp(b[:, None], t).flatten(0, 1)  # [N*steps, w_dim]
-        return torch.cat([to_uint8(style.synthesis(ws[i:i + 64, None].expand(-1, style.num_ws, -1)))
-                          for i in range(0, len(ws), 64)])
+        return torch.cat([to_uint8(g.synthesis(ws[i:i + 64])) for i in range(0, len(ws), 64)])
 
 
 @torch.no_grad()
-def style_mix(g: torch.nn.Module, rows: torch.Tensor, columns: torch.Tensor, layers: range,
-              psi: float = 1.0) -> torch.Tensor:
+def style_mix(g: torch.nn.Module, rows: tuple[torch.Tensor, torch.Tensor],
+              columns: tuple[torch.Tensor, torch.Tensor], layers: range, psi: float = 1.0) -> torch.Tensor:
     """StyleGAN's style-mixing figure as uint8 [(R+1)*(C+1),3,H,W], row-major: the top row shows
     the column sources, the left column the row sources (the corner is black), and cell (r, c)
-    is row r's face with the w of `layers` taken from column c. `rows`, `columns`: G's inputs
-    ([N, z_dim], or z and attributes already joined for a conditional G: see its `inputs`)."""
-    with evaluating(style_generator(g)) as style:
-        device = next(style.parameters()).device
-        w_rows, w_cols = (style.map(x.to(device), psi)[:, None].expand(-1, style.num_ws, -1) for x in (rows, columns))
-        take = torch.zeros(style.num_ws, dtype=torch.bool, device=device)
+    is row r's face with the w of `layers` taken from column c. `rows`, `columns`: (z, c) each."""
+    with evaluating(g):
+        device = next(g.parameters()).device
+        w_rows, w_cols = (g.map(z.to(device), c.to(device), psi)[:, None].expand(-1, g.num_ws, -1)
+                          for z, c in (rows, columns))
+        take = torch.zeros(g.num_ws, dtype=torch.bool, device=device)
         take[list(layers)] = True
         mixed = torch.where(take[None, None, :, None], w_cols[None], w_rows[:, None])  # [R,C,num_ws,w_dim]
-        top = to_uint8(style.synthesis(w_cols))
-        left = to_uint8(style.synthesis(w_rows))
-        cells = to_uint8(style.synthesis(mixed.flatten(0, 1))).view(len(rows), len(columns), *top.shape[1:])
+        top = to_uint8(g.synthesis(w_cols))
+        left = to_uint8(g.synthesis(w_rows))
+        cells = to_uint8(g.synthesis(mixed.flatten(0, 1))).view(len(w_rows), len(w_cols), *top.shape[1:])
         corner = torch.zeros_like(top[:1])
-        grid = [torch.cat([corner, top])] + [torch.cat([left[r:r + 1], cells[r]]) for r in range(len(rows))]
+        grid = [torch.cat([corner, top])] + [torch.cat([left[r:r + 1], cells[r]]) for r in range(len(w_rows))]
         return torch.cat(grid)
 
 
@@ -120,20 +121,17 @@ def style_mix(g: torch.nn.Module, rows: torch.Tensor, columns: torch.Tensor, lay
 def mapped_w(g: torch.nn.Module, num: int, seed: int, batch_size: int = 1000) -> torch.Tensor:
     """[num, w_dim] on the CPU: a style G's w of `num` seeded latents (a conditional G's with
     attributes drawn at their training frequencies), mapped in eval mode without moving w_avg."""
-    style = style_generator(g)
     z = latents(num, g.z_dim, seed)
-    attrs = latent_attributes(g, num, seed)
-    inputs = z if attrs is None else g.inputs(z, attrs)
-    device = next(style.parameters()).device
-    with evaluating(style):
-        return torch.cat([style.map(x.to(device), update=False).cpu() for x in inputs.split(batch_size)])
+    c = latent_attributes(g, num, seed)
+    device = next(g.parameters()).device
+    with evaluating(g):
+        return torch.cat([g.map(x.to(device), a.to(device), update=False).cpu()
+                          for x, a in zip(z.split(batch_size), c.split(batch_size))])
 
 
-def latent_attributes(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor | None:
+def latent_attributes(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor:
     """[num, K] attributes drawn from a conditional G's training frequencies (seeded apart from
-    the latents), or None for an unconditional G."""
-    if not attributes(g):
-        return None
+    the latents); [num, 0] for an unconditional G."""
     return draw(g.frequencies, num, torch.Generator().manual_seed(seed + 1))
 
 
@@ -237,7 +235,7 @@ def write_samples(g: torch.nn.Module, z: torch.Tensor, path: Path,
     when G's output is not finite."""
     device = next(g.parameters()).device
     with evaluating(g):
-        images = g(*[x.to(device) for x in (z, attrs) if x is not None]).float().cpu()  # [N,3,H,W] in [-1,1]
+        images = g(z.to(device), condition(z, attrs).to(device)).float().cpu()  # [N,3,H,W] in [-1,1]
     if not torch.isfinite(images).all():
         return None
     grid = tile(images.clamp(-1, 1).add(1).div(2), grid_columns(len(images)))  # [3,H',W'] in [0,1]

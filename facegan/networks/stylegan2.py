@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.networks.common import stage_widths
+from facegan.networks.common import DiscriminatorNet, GeneratorNet, stage_widths, unconditional
 from facegan.networks.conv import conv2d
 
 SQRT2 = math.sqrt(2)
@@ -123,8 +123,11 @@ class ToRGB(nn.Module):
         return self.conv(x, w) + self.bias[None, :, None, None]
 
 
-class Generator(nn.Module):
-    """z [B,z_dim] -> images [B,3,R,R] in [-1,1]; `forward(z, psi)` truncates w towards w_avg."""
+class Generator(GeneratorNet):
+    """z [B,z_dim] -> images [B,3,R,R] in [-1,1]; `forward(z, c, psi)` truncates w towards w_avg.
+    A style generator (GeneratorNet): `map` and `synthesis` are the two halves of `forward`."""
+
+    space = "w"
 
     def __init__(self, resolution: int = 64, z_dim: int = 512, width: int = 64, mapping_layers: int = 2,
                  w_dim: int = 0, mixing: float = 0.9, w_avg_beta: float = 0.995):
@@ -147,9 +150,11 @@ class Generator(nn.Module):
         # w indices: layer j reads w[j]; the toRGB of the resolution whose last layer is j reads w[j + 1]
         self.num_ws = len(self.layers) + 1
 
-    def map(self, z: torch.Tensor, psi: float = 1.0, update: bool = True) -> torch.Tensor:
+    def map(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0,
+            update: bool = True) -> torch.Tensor:
         """z [B,z_dim] -> w [B,w_dim], truncated towards w_avg by psi (1: none, 0: w_avg itself).
         While training (and `update`), w_avg follows the batch's mean w."""
+        unconditional(c, self)
         x = z * z.square().mean(1, keepdim=True).add(1e-8).rsqrt()  # normalise z's second moment
         for layer in self.mapping:
             x = lrelu(layer(x))
@@ -163,12 +168,14 @@ class Generator(nn.Module):
         second z (of the same batch size) from a random layer on."""
         cutoff = torch.randint(1, self.num_ws, (), device=z.device)
         cutoff = torch.where(torch.rand((), device=z.device) < self.mixing, cutoff, self.num_ws)
-        other = self.map(torch.randn_like(z), update=False)
+        other = self.map(torch.randn_like(z), update=False)  # (a conditional G's joined input: all noise)
         later = torch.arange(self.num_ws, device=z.device)[None, :, None] >= cutoff
         return torch.where(later, other[:, None], ws)
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
-        """ws [B,num_ws,w_dim] -> images [B,3,R,R]."""
+        """ws [B,num_ws,w_dim] (or [B,w_dim]: every layer's) -> images [B,3,R,R]."""
+        if ws.dim() == 2:
+            ws = ws[:, None].expand(-1, self.num_ws, -1)
         x = self.const[None].expand(ws.shape[0], -1, -1, -1).to(ws.dtype)
         x = self.layers[0](x, ws[:, 0])
         rgb = self.to_rgb[0](x, ws[:, 1])
@@ -178,8 +185,8 @@ class Generator(nn.Module):
             rgb = F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False) + rgb_layer(x, ws[:, j + 2])
         return rgb
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
-        ws = self.map(z.flatten(1), psi)[:, None].expand(-1, self.num_ws, -1)  # [B,num_ws,w_dim]
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor:
+        ws = self.map(z.flatten(1), c, psi)[:, None].expand(-1, self.num_ws, -1)  # [B,num_ws,w_dim]
         if self.training and self.mixing > 0:
             ws = self.mix(ws, z.flatten(1))
         return self.synthesis(ws)
@@ -225,7 +232,7 @@ def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     return torch.cat([x, y], 1)
 
 
-class Discriminator(nn.Module):
+class Discriminator(DiscriminatorNet):
     """images [B,3,R,R] -> logits [B]; `features` [B,feature_dim] are what the logit reads."""
 
     def __init__(self, resolution: int = 64, width: int = 64, mbstd_group: int = 4):
@@ -249,5 +256,6 @@ class Discriminator(nn.Module):
     def head(self, features: torch.Tensor) -> torch.Tensor:
         return self.out(features).squeeze(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        unconditional(c, self)
         return self.head(self.features(x))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from facegan.networks import sampling
+from facegan.networks.common import no_attributes
 from facegan.progress import progress_bar
 
 HELD_OUT = 0.2  # fraction of the samples the boundaries are tested on
@@ -37,27 +38,31 @@ class Direction:
 
 
 def space_of(g: torch.nn.Module) -> str:
-    return "w" if sampling.style_generator(g) is not None else "z"
+    """The latent space edits move in: W for a style generator, z for the others (unconditional
+    only: a conditional G's z alone makes no face, and without W there is nowhere to edit it)."""
+    if g.space == "z" and g.attributes:
+        arch = getattr(g, "spec", {}).get("arch", type(g).__name__)
+        raise ValueError(f"the generator ({arch}) is conditional and has no W space: edit a conditional style "
+                         "generator (stylegan2), or use its attributes themselves (python -m facegan.sample --sweep)")
+    return g.space
 
 
 @torch.no_grad()
 def sample_latents(g: torch.nn.Module, num: int, seed: int) -> torch.Tensor:
     """[num, D]: w (mapped from seeded z, with attributes at their frequencies for a conditional G) or z."""
-    if sampling.style_generator(g) is None:
-        return sampling.latents(num, g.z_dim, seed)
-    return sampling.mapped_w(g, num, seed)
+    return sampling.mapped_w(g, num, seed) if space_of(g) == "w" else sampling.latents(num, g.z_dim, seed)
 
 
 @torch.no_grad()
 def render(g: torch.nn.Module, latents: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
-    """uint8 images [N,3,R,R] of latents in G's edit space (w broadcast to every layer, or z)."""
+    """uint8 images [N,3,R,R] of latents in G's edit space: w (every layer's), or z."""
     device = next(g.parameters()).device
-    style = sampling.style_generator(g)
+    space = space_of(g)
     out = []
     with sampling.evaluating(g):
         for x in latents.split(batch_size):
             x = x.to(device)
-            images = g(x) if style is None else style.synthesis(x[:, None].expand(-1, style.num_ws, -1))
+            images = g.synthesis(x) if space == "w" else g(x, no_attributes(x))
             out.append(sampling.to_uint8(images).cpu())
     return torch.cat(out)
 

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from facegan.metrics.perceptual import LPIPS
 from facegan.networks import sampling
-from facegan.networks.common import attributes
+from facegan.networks.common import attributes, no_attributes
 from facegan.progress import progress_bar
 
 SPACES = ("w", "w+", "z")
@@ -70,9 +70,8 @@ def check_space(g: torch.nn.Module, space: str) -> None:
     """One line where the space does not fit the generator."""
     if space not in SPACES:
         raise ValueError(f"--space {space!r}: expected one of {', '.join(SPACES)}")
-    style = sampling.style_generator(g)
     arch = getattr(g, "spec", {}).get("arch", type(g).__name__)
-    if space != "z" and style is None:
+    if space != "z" and g.space != "w":
         raise ValueError(f"--space {space}: the generator ({arch}) has no W space; use --space z")
     if space == "z" and attributes(g):
         raise ValueError(f"--space z: the generator ({arch}) is conditional, and its z alone does not make a face; "
@@ -117,24 +116,23 @@ def project(g: torch.nn.Module, target: torch.Tensor, lpips: LPIPS, options: Pro
     with torch.no_grad():
         target_features = lpips.features(target)
     gen = torch.Generator().manual_seed(options.seed)
-    style = sampling.style_generator(g)
     noise: list[torch.Tensor] = []
     if options.space == "z":
         start, std = torch.zeros(1, g.z_dim), 1.0
     else:
         mean, std = w_statistics(g, options.w_samples, options.seed)
-        copies = style.num_ws if options.space == "w+" else 1
+        copies = g.num_ws if options.space == "w+" else 1
         start = mean.cpu()[None].repeat(copies, 1)
-        for layer in style.layers:  # each layer's fixed noise becomes a variable, white to start with
+        for layer in g.layers:  # each layer's fixed noise becomes a variable, white to start with
             noise.append(torch.randn(layer.noise_const.shape, generator=gen).to(device).requires_grad_(True))
             layer.noise_const = noise[-1]
     latent = start.to(device).requires_grad_(True)
     opt = torch.optim.Adam([latent, *noise], betas=(0.9, 0.999), lr=options.lr)
 
     def render(x: torch.Tensor) -> torch.Tensor:
-        if options.space == "z":
-            return g(x)
-        return style.synthesis(x.expand(style.num_ws, -1)[None])
+        if options.space == "z":  # (an unconditional G: check_space refuses z for a conditional one)
+            return g(x, no_attributes(x))
+        return g.synthesis(x.expand(g.num_ws, -1)[None])
 
     frames, every = [], max(1, options.steps // max(options.frames, 1))
     bar = progress_bar(options.steps, label, unit="step", enabled=progress, leave=False)
@@ -166,7 +164,7 @@ def project(g: torch.nn.Module, target: torch.Tensor, lpips: LPIPS, options: Pro
         mse = float(((image - target) / 2).square().mean())
     frames.append(sampling.to_uint8(image[0]).cpu())
     final = latent.detach().cpu()
-    final = final[0] if options.space == "z" else final.expand(style.num_ws, -1).clone()
+    final = final[0] if options.space == "z" else final.expand(g.num_ws, -1).clone()
     return Projection(final, options.space, [n.detach().cpu() for n in noise], image[0].cpu(), frames, distance, mse)
 
 
@@ -193,11 +191,10 @@ def read_latent(path: str | Path, g: torch.nn.Module, key: str) -> dict[str, tor
 
 def _latent_problem(tensors: dict[str, torch.Tensor], g: torch.nn.Module) -> str | None:
     """What does not fit `g` in a latent file's tensors, or None."""
-    style = sampling.style_generator(g)
     wanted = {"z": [(g.z_dim,), (1, g.z_dim)]}
-    if style is not None:
-        wanted["w"] = [(style.w_dim,), (style.num_ws, style.w_dim)]
-        wanted.update({f"noise.{i}": [tuple(layer.noise_const.shape)] for i, layer in enumerate(style.layers)})
+    if g.space == "w":
+        wanted["w"] = [(g.w_dim,), (g.num_ws, g.w_dim)]
+        wanted.update({f"noise.{i}": [tuple(layer.noise_const.shape)] for i, layer in enumerate(g.layers)})
     for name, tensor in tensors.items():
         if name not in wanted:
             return f"{name} is no latent of this generator (it takes {', '.join(wanted)})"
@@ -213,15 +210,15 @@ def render_latent(g: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> torch
     """The image [1,3,R,R] in [-1,1] of a latent file's tensors: `z`, or `w` ([w_dim]: every layer's,
     or [num_ws, w_dim]) with the noise maps `noise.i` where it has them (a projection's)."""
     device = next(g.parameters()).device
-    if "z" in tensors:
+    if "z" in tensors:  # (an unconditional G's: a conditional one is projected in W)
+        z = tensors["z"].reshape(1, g.z_dim).to(device)
         with sampling.evaluating(g):
-            return g(tensors["z"].reshape(1, g.z_dim).to(device))
-    style = sampling.style_generator(g)
+            return g(z, no_attributes(z))
     if any(k.startswith("noise.") for k in tensors):
-        style = copy.deepcopy(style)
-        for i, layer in enumerate(style.layers):
+        g = copy.deepcopy(g)
+        for i, layer in enumerate(g.layers):
             if f"noise.{i}" in tensors:
                 layer.noise_const = tensors[f"noise.{i}"].to(device)
     w = tensors["w"].to(device)
-    with sampling.evaluating(style):
-        return style.synthesis(w.expand(style.num_ws, -1)[None] if w.dim() == 1 else w[None])
+    with sampling.evaluating(g):
+        return g.synthesis(w[None])  # [1,w_dim] (every layer's) or [1,num_ws,w_dim]

@@ -23,7 +23,6 @@ from facegan.data import balance as balancing
 from facegan.data.balance import Balance
 from facegan.data.shardset import ShardSet, load_shardset, shared_shards_warning
 from facegan.data.stream import to_float, train_loader
-from facegan.networks import sampling
 from facegan.runtime import make_accelerator, process_warnings, resolve_precision
 from facegan.training import checkpoint as ckpt
 from facegan.training.ada import AdaController
@@ -124,7 +123,7 @@ def make_step(cfg: TrainConfig, acc: Accelerator, models: Models, loss: GANLoss)
     health = Health(acc.device, loss.plausible_loss if cfg.divergence_guard else 0.0, cfg.divergence_steps)
     path_length = None
     if cfg.pl_weight:
-        if sampling.style_generator(acc.unwrap_model(models.g)) is None:
+        if acc.unwrap_model(models.g).space != "w":
             raise ValueError(f"pl_weight={cfg.pl_weight:g}: path-length regularisation needs a style generator "
                              f"(--arch stylegan2), not arch={cfg.arch}")
         path_length = PathLength(cfg.pl_weight, cfg.pl_every)

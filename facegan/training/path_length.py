@@ -23,15 +23,15 @@ class PathLength:
         """Whether G step `step` (counted from 0) runs the penalty."""
         return step % self.every == 0
 
-    def terms(self, style: torch.nn.Module, inputs: torch.Tensor,
+    def terms(self, g: torch.nn.Module, z: torch.Tensor, c: torch.Tensor,
               mean_over_ranks: Callable[[torch.Tensor], torch.Tensor]) -> Terms:
-        """`style`: the unwrapped style generator; `inputs`: what its mapping takes [N, z_dim]."""
-        ws = style.map(inputs, update=False)[:, None].expand(-1, style.num_ws, -1)  # [N,num_ws,w_dim]
-        images = style.synthesis(ws)
+        """`g`: the unwrapped style generator; z [N, z_dim] and c [N, K] what its mapping takes."""
+        ws = g.map(z, c, update=False)[:, None].expand(-1, g.num_ws, -1)  # [N,num_ws,w_dim]
+        images = g.synthesis(ws)
         direction = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
         (grads,) = torch.autograd.grad((images * direction).sum(), ws, create_graph=True)
         lengths = grads.float().square().sum(2).mean(1).sqrt()  # [N]
         with torch.no_grad():  # every rank the same mean, so every rank keeps the same buffer
-            style.pl_mean.copy_(style.pl_mean.lerp(mean_over_ranks(lengths.mean().detach()), self.decay))
-        penalty = (lengths - style.pl_mean).square().mean()
+            g.pl_mean.copy_(g.pl_mean.lerp(mean_over_ranks(lengths.mean().detach()), self.decay))
+        penalty = (lengths - g.pl_mean).square().mean()
         return Terms(penalty * self.weight * self.every, {"reg/pl": penalty.detach()})

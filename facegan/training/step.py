@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from accelerate import Accelerator
 
+from facegan.networks.common import no_attributes
 from facegan.training.ada import AdaController, augment
 from facegan.training.augment import diffaugment
 from facegan.training.ema import ema_beta
@@ -152,32 +153,30 @@ class GANStep:
             m.ema.update(self.acc.unwrap_model(m.g), beta)
         self.health.observe(state.step, {**d_logs, **g_logs})
 
-    def _path_length_phase(self, reals: list[torch.Tensor], attrs: list[torch.Tensor | None]) -> dict:
+    def _path_length_phase(self, reals: list[torch.Tensor], cs: list[torch.Tensor]) -> dict:
         """Path-length regularisation on half a micro-batch of new latents (StyleGAN2's shrink
         of 2), the attributes of the real images beside them for a conditional G: its own
         optimizer step, as StyleGAN2's lazy Greg phase."""
         g = self.acc.unwrap_model(self.m.g)
         n = max(1, len(reals[0]) // 2)
         z = torch.randn(n, self.z_dim, device=reals[0].device)
-        inputs = z if attrs[0] is None else g.inputs(z, attrs[0][:n])
-        style = getattr(g, "net", g)  # a conditional G wraps the style G
         mean = (lambda t: self.acc.reduce(t, "mean")) if self.acc.num_processes > 1 else (lambda t: t)
-        return self._phase(self.m.g, self.m.opt_g, [lambda: [lambda: self.path_length.terms(style, inputs, mean)]])
+        return self._phase(self.m.g, self.m.opt_g, [lambda: [lambda: self.path_length.terms(g, z, cs[0][:n], mean)]])
 
-    def _g(self, z: torch.Tensor, attrs: torch.Tensor | None) -> torch.Tensor:
-        return self.m.g(z) if attrs is None else self.m.g(z, attrs)
+    def _g(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.m.g(z, c)
 
-    def _d(self, images: torch.Tensor, attrs: torch.Tensor | None = None) -> torch.Tensor:
+    def _d(self, images: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """D's logits [B] on augmented images (DiffAugment's policy, or ADA at its current p),
-        under `attrs` for a conditional D (the attributes stay: no augmentation changes them)."""
+        under the attributes c (no augmentation changes them)."""
         images = diffaugment(images, self.options.diffaugment)
         if self.ada is not None:
             images = augment(images, self.ada.p)
-        return self.m.d(images) if attrs is None else self.m.d(images, attrs)
+        return self.m.d(images, c)
 
-    def _d_given(self, attrs: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _d_given(self, c: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as the losses call it, images -> logits, with the micro-batch's attributes bound."""
-        return self._d if attrs is None else functools.partial(self._d, attrs=attrs)
+        return functools.partial(self._d, c=c)
 
     def aug_logs(self) -> dict[str, float]:
         """aug/p and aug/rt (the last r_t that moved p) when ADA is on."""
@@ -224,8 +223,9 @@ class GANStep:
             offset += g.numel()
 
 
-def _split(items: list) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """Micro-batches of images, or of (images, attributes) -> (images, attributes or None)."""
+def _split(items: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Micro-batches of images, or of (images, attributes) -> (images, c): the attributes, or the
+    zero-width c of an unconditional run (the loader's batches adapted to G(z, c) and D(x, c))."""
     if items and isinstance(items[0], tuple):
         return [i[0] for i in items], [i[1] for i in items]
-    return items, [None] * len(items)
+    return items, [no_attributes(i) for i in items]
