@@ -158,7 +158,8 @@ def test_attr_metric_reports_generated_data_and_target_shares(tmp_path, glasses1
     g, meta = exports.load_generator(gen)
     torch.manual_seed(0)
     model = classifier.Classifier(32, ["Smiling", "Eyeglasses"], width=8).eval()
-    extractors = Extractors(None, attr=(model, {"attributes": model.attributes, "accuracy": {}}))
+    extractors = Extractors({"attributes": classifier.AttributeReader(model, {"attributes": model.attributes,
+                                                                            "accuracy": {}})})
     record = score.score_generator(extractors, ["attr"], g, load_shardset(glasses10), 16, seed=2, num_workers=0,
                                    balance=meta["data"]["balance"])
     images = torch.cat(list(sampling.generate_uint8(g, sampling.latents(16, g.z_dim, 2), 16)))

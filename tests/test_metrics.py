@@ -82,7 +82,7 @@ def stats_of(inception: Inception, images: torch.Tensor) -> features.Stats:
 def fid_record(fid_value: float, inception: Inception, **counts) -> dict:
     """One FID result with the weights that produced it, as score_generator records it."""
     key = "fid" if inception.standard else "fid" + registry.NONSTANDARD
-    return score.make_record(["fid"], features.Extractors(inception), {key: fid_value}, **counts)
+    return score.make_record(["fid"], features.Extractors({"inception": inception}), {key: fid_value}, **counts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +289,80 @@ def test_a_weights_file_with_a_list_where_a_tensor_belongs_is_one_line(tmp_path,
                           "--dinov2-model", "dinov2-vit-s-14", "--dinov2-weights", str(tmp_path / "listed.pth")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "listed.pth: cls_token holds a list, not a tensor" in err, err
+
+
+TOY_EXTRACTOR = '''
+"""A toy extractor: each image's mean colour (the protocol of facegan.metrics.extractors)."""
+import torch
+
+
+class MeanColour:
+    kinds = ("colour",)
+    standard = False
+
+    def __init__(self, weights, device):
+        self.sha256, self.device = "0" * 64, torch.device(device)
+
+    def dims(self):
+        return {"colour": 3}
+
+    def extract(self, images):
+        return {"colour": images.float().mean((2, 3)) / 255}
+
+    def describe(self):
+        return {"colour_weights": "none"}
+
+    def resize(self):
+        return "colour 1"
+
+    def rows_source(self, kind):
+        return "colour-rows"
+
+    def note(self):
+        return "a toy extractor: compare its values with nothing published"
+'''
+
+TOY_METRIC = '''
+from facegan.metrics.features import Needs
+
+NEEDS = Needs(rows=frozenset({"colour"}))
+REAL_NEEDS = Needs(rows=frozenset({"colour"}))
+
+
+def compute(fake, real):
+    return {"colour_gap": float((fake.rows["colour"].mean(0) - real.rows["colour"].mean(0)).abs().sum())}
+'''
+
+
+def test_an_extractor_is_one_module_and_one_table_line(tmp_path, monkeypatch, small_shards):
+    """A toy extractor (one module) and its metric (one module), each registered by one line: the
+    feature pass, the cache, the record's note, protocol and _nonstandard key all follow."""
+    from facegan.metrics import extractors
+
+    (tmp_path / "toy_colour.py").write_text(TOY_EXTRACTOR)
+    (tmp_path / "toy_colour_metric.py").write_text(TOY_METRIC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import toy_colour
+
+    monkeypatch.setitem(extractors.TABLE, "colour", lambda s: toy_colour.MeanColour(s.weights.get("colour"), s.device))
+    monkeypatch.setitem(registry.METRICS, "colour", registry.Metric("toy_colour_metric", "colour",
+                                                                    {"colour_gap": True}, "colour_gap"))
+    built = score.build_extractors(["colour"], None, None, "cpu")
+    assert list(built.by_name) == ["colour"]  # only what the metric reads: no Inception loaded
+    g, _ = exports.load_generator(tiny_generator(tmp_path / "g.safetensors"))
+    real = load_shardset(small_shards)
+    record = score.score_generator(built, ["colour"], g, real, 8, batch_size=4, num_workers=0,
+                                   cache_dir=tmp_path / "cache")
+    fake = torch.cat(list(sampling.generate_uint8(g, sampling.latents(8, g.z_dim, 0), 4))).float().mean((0, 2, 3))
+    reals = torch.cat([b["image"] for b in eval_loader(small_shards, 8, num_workers=0, uint8=True)])
+    expected = float((fake / 255 - reals.float().mean((0, 2, 3)) / 255).abs().sum())
+    assert record["colour_gap_nonstandard"] == pytest.approx(expected, rel=1e-5)
+    assert record["note"] == "a toy extractor: compare its values with nothing published"
+    assert "colour 1 px" in record["resize"] and record["colour_weights"] == "none"
+    assert len(list((tmp_path / "cache").glob("real-*.npy"))) == 1  # its rows, cached under its own name
+    again = score.score_generator(built, ["colour"], g, real, 8, batch_size=4, num_workers=0,
+                                  cache_dir=tmp_path / "cache")
+    assert again["real_stats_cached"] is True and again["colour_gap_nonstandard"] == record["colour_gap_nonstandard"]
 
 
 def test_missing_vgg_weights_name_the_flag(tmp_path, standin, small_shards, capsys):

@@ -167,7 +167,7 @@ def test_it_learns(tmp_path, synthetic_shards, standin):
     assert reference["count"] == shardset.count == 16
 
     def fid(g):
-        record = score.score_generator(features.Extractors(inception), ["fid"], g.eval(), shardset, 16,
+        record = score.score_generator(features.Extractors({"inception": inception}), ["fid"], g.eval(), shardset, 16,
                                          batch_size=16, num_workers=0, cache_dir=tmp_path / "cache")
         return registry.value(record, "fid")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from facegan.metrics.features import Features, Needs
 
-NEEDS = Needs(rows=frozenset({"attr"}))
+NEEDS = Needs(rows=frozenset({"attributes"}))
 REAL_NEEDS = None  # no real set: the classifier was trained on one
 
 
@@ -25,12 +25,12 @@ def compute(fake: Features, real: Features | None) -> dict[str, float]:
     if not asked:
         raise ValueError("--metrics attr scores a conditional generator (trained with --condition) or one "
                          "trained on a balanced stream (--balance)")
-    hits = (fake.rows["attr"] == fake.attrs).float().mean(0)  # [K]
+    hits = (fake.rows["attributes"] == fake.attrs).float().mean(0)  # [K]
     return {"attr": float(hits.mean()), **{f"attr/{n}": float(h) for n, h in zip(fake.attr_names, hits)}}
 
 
 def balanced(fake: Features) -> dict[str, float]:
-    shares = fake.rows["attr"].mean(0)  # [K]: the classifier's verdicts, in the balanced names' order
+    shares = fake.rows["attributes"].mean(0)  # [K]: the classifier's verdicts, in the balanced names' order
     out, gaps = {}, []
     for name, share in zip(fake.attr_names, shares.tolist()):
         target = fake.balance["targets"][name]

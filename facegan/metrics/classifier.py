@@ -15,6 +15,7 @@ from torch import nn
 from facegan.data.attributes import available, check_names
 from facegan.data.shardset import load_shardset
 from facegan.data.stream import eval_loader, to_float
+from facegan.files import sha256_file
 from facegan.networks.exports import load_into, read_network_meta
 from facegan.progress import progress_bar
 
@@ -136,3 +137,52 @@ def train_classifier(shards: str | Path, names: list[str] | None = None, *, epoc
 def weak(meta: dict) -> list[str]:
     """The attributes the classifier reads with under WEAK held-out accuracy."""
     return [n for n, a in meta["accuracy"].items() if a < WEAK]
+
+
+class AttributeReader:
+    """The attribute classifier as an extractor (facegan.metrics.extractors): 0/1 verdicts on the
+    attributes `select`ed (a conditional generator's, or a balanced stream's), in that order. It is
+    the user's own network, so there is no standard one: its values never get _nonstandard."""
+
+    kinds = ("attributes",)
+    standard = True
+
+    def __init__(self, model: Classifier, meta: dict, sha256: str = ""):
+        self.model, self.meta, self.sha256 = model, meta, sha256
+        self.columns: list[int] = []
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, path: str | Path | None, device: str | torch.device = "cpu") -> AttributeReader:
+        if not path:
+            raise ValueError("--metrics attr needs --attr-classifier FILE (made by python -m facegan.attributes "
+                             "train SHARDS --out FILE)")
+        return cls(*load_classifier(path, device), sha256=sha256_file(path))
+
+    def select(self, names: list[str]) -> None:
+        """Read the classifier's outputs for `names`, in that order."""
+        known = self.model.attributes
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(f"the attribute classifier was not trained on {', '.join(missing)}; it knows "
+                             f"{', '.join(known)}")
+        self.columns = [known.index(n) for n in names]
+
+    def dims(self) -> dict[str, int]:
+        return {"attributes": len(self.columns)}
+
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"attributes": (self.model(images.to(self.device))[:, self.columns] > 0).float()}  # 0/1 as asked
+
+    def describe(self) -> dict:
+        return {}
+
+    def resize(self) -> None:
+        return None
+
+    def rows_source(self, kind: str) -> str:
+        return "attributes-rows"
+
+    def note(self) -> None:
+        return None

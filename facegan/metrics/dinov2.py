@@ -195,6 +195,26 @@ class DINOv2:
         return {"dinov2_model": self.model_name, "dinov2_weights": str(self.path),
                 "dinov2_weights_sha256": self.sha256, "dinov2_standard_weights": self.standard}
 
+    # The extractor protocol (facegan.metrics.extractors).
+    kinds = ("dinov2",)
+
+    def dims(self) -> dict[str, int]:
+        return {"dinov2": self.dim}
+
+    def extract(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"dinov2": self(images)}
+
+    def resize(self) -> str:
+        return f"{self.model_name} {INPUT_SIZE}"
+
+    def rows_source(self, kind: str) -> str:
+        return f"{self.model_name}-rows"  # the model too: ViT-S/B/L rows differ in width
+
+    def note(self) -> str | None:
+        return None if self.standard else (
+            f"DINOv2 weights not verified as Meta's {self.model_name} (their sha256 {self.sha256[:12]} is not "
+            "pinned): FD-DINOv2 (and precision/recall in DINOv2 space) here are not comparable to published ones")
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B,3,H,W] -> float32 [B,dim], through torch-fidelity's resize and normalisation."""

@@ -30,6 +30,7 @@ import torch
 
 from facegan.data.shardset import ShardSet
 from facegan.data.stream import eval_loader
+from facegan.metrics.extractors import Extractors
 from facegan.metrics.inception import EXTRACTOR, FEATURE, Inception
 from facegan.networks.sampling import generate_uint8, latent_attributes, latents
 from facegan.progress import progress_bar
@@ -81,59 +82,7 @@ class Moments:
 
 
 # ---------------------------------------------------------------------------------------------
-# Extractors and what a pass keeps.
-
-
-class Extractors:
-    """Inception (pool3 features and logits from one forward) and, where a metric needs them,
-    VGG16 (fc2 features) and DINOv2 (the CLS token). Calling it on uint8 images gives the kinds
-    asked for."""
-
-    def __init__(self, inception: Inception | None, vgg=None, attr=None, device: str | torch.device | None = None,
-                 dinov2=None):
-        self.inception, self.vgg, self.dinov2 = inception, vgg, dinov2  # no Inception where only attr is measured
-        self.attr, self.attr_meta = attr if attr is not None else (None, None)  # (classifier, its metadata)
-        self.attr_columns: list[int] = []  # the classifier's outputs for the generator's attributes, in its order
-        self.device = inception.device if inception is not None else torch.device(device or "cpu")
-
-    def dims(self) -> dict[str, int]:
-        dims = {"pool": FEATURE_DIM, "logits": self.inception.num_logits} if self.inception is not None else {}
-        if self.vgg is not None:
-            dims["vgg"] = self.vgg.dim
-        if self.dinov2 is not None:
-            dims["dinov2"] = self.dinov2.dim
-        if self.attr is not None:
-            dims["attr"] = len(self.attr_columns)
-        return dims
-
-    def select_attributes(self, names: list[str]) -> None:
-        """Read the classifier's outputs for `names` (a conditional generator's attributes)."""
-        known = self.attr.attributes
-        missing = [n for n in names if n not in known]
-        if missing:
-            raise ValueError(f"the attribute classifier was not trained on {', '.join(missing)}; it knows "
-                             f"{', '.join(known)}")
-        self.attr_columns = [known.index(n) for n in names]
-
-    def __call__(self, images: torch.Tensor, kinds: set[str]) -> dict[str, torch.Tensor]:
-        out = {}
-        if kinds & {"pool", "logits"}:
-            if self.inception is None:
-                raise ValueError("a metric needs Inception features, but no Inception was given")
-            out["pool"], out["logits"] = self.inception.features(images)
-        if "vgg" in kinds:
-            if self.vgg is None:
-                raise ValueError("a metric needs VGG16 features, but no VGG16 was given")
-            out["vgg"] = self.vgg(images)
-        if "dinov2" in kinds:
-            if self.dinov2 is None:
-                raise ValueError("a metric needs DINOv2 features, but no DINOv2 was given")
-            out["dinov2"] = self.dinov2(images)
-        if "attr" in kinds:
-            if self.attr is None:
-                raise ValueError("a metric needs the attribute classifier, but none was given")
-            out["attr"] = (self.attr(images)[:, self.attr_columns] > 0).float()  # 0/1 as asked
-        return out
+# What a pass keeps.
 
 
 @dataclass(frozen=True)
@@ -288,11 +237,8 @@ def stats_key(shardset: ShardSet, inception: Inception) -> str:
 
 def _rows_source(extractors: Extractors, kind: str) -> tuple[str, str]:
     """(what made a kind of rows, its weights' sha256): part of their cache key."""
-    if kind == "vgg":
-        return "vgg-rows", extractors.vgg.sha256
-    if kind == "dinov2":  # the model too: ViT-S/B/L rows differ in width
-        return f"{extractors.dinov2.model_name}-rows", extractors.dinov2.sha256
-    return f"{kind}-rows", extractors.inception.sha256
+    extractor = extractors.of_kind(kind)
+    return extractor.rows_source(kind), extractor.sha256
 
 
 def _cache_files(cache: Path, data: dict, extractors: Extractors, needs: Needs) -> dict[str, Path]:
@@ -383,9 +329,9 @@ def shard_stats(inception: Inception, shardset: ShardSet, *, batch_size: int = 1
                 rank: int = 0, world_size: int = 1, reduce: Reduce = _identity,
                 cache_dir: str | Path | None = None, progress: bool = False) -> tuple[Stats, bool]:
     """Pool3 statistics of every sample of a shard set, cached. Returns (stats, cache_hit)."""
-    features, hit = real_features(Extractors(inception), shardset, Needs(moments=True), batch_size=batch_size,
-                                  num_workers=num_workers, rank=rank, world_size=world_size, reduce=reduce,
-                                  cache_dir=cache_dir, progress=progress)
+    features, hit = real_features(Extractors({"inception": inception}), shardset, Needs(moments=True),
+                                  batch_size=batch_size, num_workers=num_workers, rank=rank, world_size=world_size,
+                                  reduce=reduce, cache_dir=cache_dir, progress=progress)
     return features.stats, hit
 
 
@@ -394,6 +340,6 @@ def generator_stats(inception: Inception, g: torch.nn.Module, num: int, z_dim: i
                     progress: bool = False) -> Stats:
     """Pool3 statistics of `num` generated images; rank r makes images [num*r/W, num*(r+1)/W)."""
     batches = generated_batches(g, num, z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
-    return extract(Extractors(inception), batches, num, Needs(moments=True), reduce=reduce, progress=progress,
-                   desc="generated").stats
+    return extract(Extractors({"inception": inception}), batches, num, Needs(moments=True), reduce=reduce,
+                   progress=progress, desc="generated").stats
 

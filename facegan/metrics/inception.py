@@ -120,6 +120,26 @@ class Inception:
 
     num_logits = 1008  # torch-fidelity's InceptionV3 head: 1008 classes, as TensorFlow's 2015 graph
 
+    # The extractor protocol (facegan.metrics.extractors).
+    kinds = ("pool", "logits")
+
+    def dims(self) -> dict[str, int]:
+        return {"pool": int(FEATURE), "logits": self.num_logits}
+
+    def extract(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        pool, logits = self.features(images)
+        return {"pool": pool, "logits": logits}
+
+    def resize(self) -> str:
+        return "Inception 299"
+
+    def rows_source(self, kind: str) -> str:
+        return f"{kind}-rows"
+
+    def note(self) -> str | None:
+        return None if self.standard else ("not torch-fidelity's standard Inception weights: FID, KID and IS here "
+                                           "are not comparable to published ones")
+
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 [B,3,H,W] in 0..255 -> (pool3 float32 [B,2048], logits float32 [B,1008]), from one

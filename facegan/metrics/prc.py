@@ -15,8 +15,8 @@ from torch_fidelity.metric_prc import (
 
 from facegan.metrics.features import Features, Needs
 
-NEEDS = Needs(rows=frozenset({"vgg"}))
-REAL_NEEDS = Needs(rows=frozenset({"vgg"}))
+NEEDS = Needs(rows=frozenset({"vgg16"}))
+REAL_NEEDS = Needs(rows=frozenset({"vgg16"}))
 NEIGHBOURHOOD, BATCH = 3, 10000  # torch-fidelity's defaults
 
 
@@ -30,4 +30,4 @@ def precision_recall(fake, real) -> dict[str, float]:
 
 
 def compute(fake: Features, real: Features) -> dict[str, float]:
-    return precision_recall(fake.rows["vgg"], real.rows["vgg"])
+    return precision_recall(fake.rows["vgg16"], real.rows["vgg16"])

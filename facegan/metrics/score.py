@@ -19,9 +19,9 @@ import torch_fidelity
 from facegan.data.shardset import ShardSet
 from facegan.metrics import dinov2
 from facegan.metrics import fid as _fid
-from facegan.metrics.classifier import WEAK, load_classifier, weak
+from facegan.metrics.classifier import WEAK, weak
+from facegan.metrics.extractors import TABLE, Extractors, Settings
 from facegan.metrics.features import (
-    Extractors,
     Features,
     Needs,
     Reduce,
@@ -31,13 +31,9 @@ from facegan.metrics.features import (
     generated_batches,
     real_features,
 )
-from facegan.metrics.inception import Inception
 from facegan.metrics.registry import METRICS, NONSTANDARD, metric
-from facegan.metrics.vgg import VGG16
 from facegan.networks.common import attributes
 from facegan.networks.sampling import latent_attributes
-
-INCEPTION_SIZE, VGG_SIZE = 299, 224  # what torch-fidelity resizes to for each
 
 
 def metric_module(name: str) -> ModuleType:
@@ -56,43 +52,25 @@ def needs(names: list[str]) -> tuple[Needs, Needs | None]:
     return fake, real
 
 
-def uses_vgg(names: list[str]) -> bool:
-    return any(metric(n).extractor == "vgg16" for n in names)
-
-
-def uses_inception(names: list[str]) -> bool:
-    return any(metric(n).extractor == "inception" for n in names)
-
-
-def uses_dinov2(names: list[str]) -> bool:
-    return any(metric(n).extractor == "dinov2" for n in names)
+def extractor_names(names: list[str]) -> list[str]:
+    """The extractors `names` read their features from, in the table's order."""
+    used = {metric(n).extractor for n in names}
+    return [name for name in TABLE if name in used] + sorted(used - set(TABLE))
 
 
 def build_extractors(names: list[str], inception_weights: str | Path | None, vgg_weights: str | Path | None,
                      device: str | torch.device, attr_classifier: str | Path | None = None,
-                     dinov2_weights: str | Path | None = None, dinov2_model: str = dinov2.DEFAULT) -> Extractors:
-    """Each network a metric needs, and only those (attr alone needs neither Inception nor VGG16);
-    weights are checked at once."""
-    inception = vgg = attr = dino = None
-    if uses_inception(names):
-        inception = Inception(inception_weights, device)
-    if uses_vgg(names):
-        vgg = VGG16(vgg_weights, device)
-    if uses_dinov2(names):
-        dino = dinov2.DINOv2(dinov2_weights, device, dinov2_model)
-    if "attr" in names:
-        if not attr_classifier:
-            raise ValueError("--metrics attr needs --attr-classifier FILE (made by python -m facegan.attributes "
-                             "train SHARDS --out FILE)")
-        attr = load_classifier(attr_classifier, device)
-    return Extractors(inception, vgg, attr, device, dino)
+                     dinov2_weights: str | Path | None = None, dinov2_model: str = dinov2.DEFAULT,
+                     weights: dict[str, str | Path | None] | None = None) -> Extractors:
+    """Each extractor a metric needs, and only those (attr alone needs neither Inception nor VGG16);
+    weights are checked at once. `weights` gives another extractor's file by its name."""
+    settings = Settings(device, {"inception": inception_weights, "vgg16": vgg_weights, "dinov2": dinov2_weights,
+                                 "attributes": attr_classifier, **(weights or {})}, dinov2_model)
+    return Extractors.build(extractor_names(names), settings)
 
 
 def _standard(extractors: Extractors, name: str) -> bool:
-    extractor = metric(name).extractor
-    if extractor == "attributes":  # the user's own classifier: there is no standard one
-        return True
-    return {"vgg16": extractors.vgg, "dinov2": extractors.dinov2}.get(extractor, extractors.inception).standard
+    return extractors.get(metric(name).extractor).standard
 
 
 def compute(names: list[str], extractors: Extractors, fake: Features, real: Features | None) -> dict[str, float]:
@@ -110,25 +88,22 @@ def planned_keys(names: list[str], extractors: Extractors) -> list[str]:
             for name in names for k in metric(name).lower_is_better]
 
 
+def _used(extractors: Extractors, names: list[str]) -> list:
+    return [extractors.get(n) for n in extractor_names(names) if extractors.get(n) is not None]
+
+
 def describe_extractors(extractors: Extractors, names: list[str]) -> dict:
+    """What each extractor the metrics used says of its weights (Inception's whenever it is here)."""
     info = extractors.inception.describe() if extractors.inception is not None else {}
-    if extractors.vgg is not None and uses_vgg(names):
-        info.update(extractors.vgg.describe())
-    if extractors.dinov2 is not None and uses_dinov2(names):
-        info.update(extractors.dinov2.describe())
+    for extractor in _used(extractors, names):
+        info.update(extractor.describe())
     return info
 
 
 def protocol(names: list[str], extractors: Extractors, reference: dict | None) -> dict:
     """How the values were measured, beside the extractors' weights: the maths' version, how each
     extractor resizes, and which reference set (its content hash, or its listing's)."""
-    sizes = []
-    if uses_inception(names):
-        sizes.append(f"Inception {INCEPTION_SIZE}")
-    if uses_vgg(names):
-        sizes.append(f"VGG16 {VGG_SIZE}")
-    if uses_dinov2(names):
-        sizes.append(f"{extractors.dinov2.model_name} {dinov2.INPUT_SIZE}")
+    sizes = [size for extractor in _used(extractors, names) if (size := extractor.resize())]
     out = {"torch_fidelity": torch_fidelity.__version__}
     if sizes:
         out["resize"] = f"torch-fidelity's TF1-compatible bilinear, uint8 in, to {', '.join(sizes)} px"
@@ -142,23 +117,14 @@ def make_record(names: list[str], extractors: Extractors, values: dict[str, floa
     """One measurement: the values, the counts, the weights that produced them, the protocol
     (`reference`: features.data_key of the real set), and the notes and warnings they need."""
     record = {**values, **counts, **describe_extractors(extractors, names), **protocol(names, extractors, reference)}
-    notes = []
-    if extractors.inception is not None and not extractors.inception.standard and uses_inception(names):
-        notes.append("not torch-fidelity's standard Inception weights: FID, KID and IS here are not "
-                     "comparable to published ones")
-    if extractors.vgg is not None and not extractors.vgg.standard and uses_vgg(names):
-        notes.append("not the standard VGG16 weights: precision and recall here are not comparable to "
-                     "published ones")
-    if extractors.dinov2 is not None and not extractors.dinov2.standard and uses_dinov2(names):
-        notes.append(f"DINOv2 weights not verified as Meta's {extractors.dinov2.model_name} (their sha256 "
-                     f"{extractors.dinov2.sha256[:12]} is not pinned): FD-DINOv2 (and precision/recall in DINOv2 "
-                     "space) here are not comparable to published ones")
+    notes = [note for extractor in _used(extractors, names) if (note := extractor.note())]
     if notes:
         record["note"] = "; ".join(notes)
     warnings = []
-    if "attr" in names and extractors.attr_meta is not None:
-        record["attr_classifier_accuracy"] = extractors.attr_meta["accuracy"]
-        if weak_ones := weak(extractors.attr_meta):
+    reader = extractors.get("attributes")
+    if "attr" in names and reader is not None:
+        record["attr_classifier_accuracy"] = reader.meta["accuracy"]
+        if weak_ones := weak(reader.meta):
             warnings.append(f"the attribute classifier reads {', '.join(weak_ones)} with under {WEAK:.0%} held-out "
                             "accuracy: those attr scores are unreliable")
     if "fid" in names and (w := _fid.warning(counts)) is not None:
@@ -196,7 +162,7 @@ def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module
         if not attributes(g) and balance is None:
             raise ValueError("--metrics attr scores a conditional generator (trained with --condition) or one "
                              "trained on a balanced stream (--balance)")
-        extractors.select_attributes(attributes(g) or balance["names"])
+        extractors.get("attributes").select(attributes(g) or balance["names"])
     batches = generated_batches(g, num, g.z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
     fake = extract(extractors, batches, num, fake_needs, reduce=reduce, progress=progress, desc="generated")
     fake.attrs, fake.attr_names = latent_attributes(g, num, seed), attributes(g) or (balance or {}).get("names", [])

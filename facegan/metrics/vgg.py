@@ -93,6 +93,25 @@ class VGG16:
         return {"vgg16_weights": str(self.path), "vgg16_weights_sha256": self.sha256,
                 "vgg16_standard_weights": self.standard}
 
+    # The extractor protocol (facegan.metrics.extractors).
+    kinds = ("vgg16",)
+
+    def dims(self) -> dict[str, int]:
+        return {"vgg16": self.dim}
+
+    def extract(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"vgg16": self(images)}
+
+    def resize(self) -> str:
+        return "VGG16 224"
+
+    def rows_source(self, kind: str) -> str:
+        return "vgg-rows"  # the name from before one vocabulary: rows cached then are still found
+
+    def note(self) -> str | None:
+        return None if self.standard else ("not the standard VGG16 weights: precision and recall here are not "
+                                           "comparable to published ones")
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B,3,H,W] -> float32 [B,4096]; torch-fidelity resizes to 224 itself."""

@@ -14,12 +14,14 @@ from tqdm import tqdm
 
 from facegan import files, networks
 from facegan.metrics import registry
-from facegan.networks import exports, sampling
+from facegan.networks import sampling
 from facegan.training import stop
 from facegan.training.budget import TimeBudget
 from facegan.training.config import TrainConfig
-from facegan.training.health import Diverged, NonFiniteLoss
+from facegan.training.evaluation import Evaluation
+from facegan.training.health import Diverged, NonFiniteLoss, Reading
 from facegan.training.models import Models
+from facegan.training.outputs import Exporter, Reporter
 from facegan.training.state import UNBOUNDED, RunState, save_run
 from facegan.training.step import GANStep
 from facegan.watch.trackers import Trackers
@@ -62,38 +64,33 @@ class Progress:
 
 
 class Upkeep:
-    """The per-step upkeep phase, like EDM's tick: log, sample grid, FID, checkpoint, stop."""
+    """The per-step upkeep phase, like EDM's tick: log, sample grid, measure, checkpoint, stop. It
+    decides when; each job is its own: the health reading (once per tick), Evaluation (metrics and
+    the best measurement), Exporter (networks and artifacts), Reporter (metrics.jsonl, trackers,
+    the report page)."""
 
     def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, step: GANStep, state: RunState,
                  data, resolution: int, resumed: bool, tracking: Trackers):
         """`data`: the loop's RealBatches, whose position each checkpoint saves."""
         self.cfg, self.acc, self.m, self.gan_step, self.state, self.data = cfg, acc, models, step, state, data
         self.run_dir, self.resolution = Path(cfg.run_dir), resolution
-        # Load the extractors' weights now: a wrong path fails in seconds, not at the first measurement.
-        self.trackers, self.metric_names = tracking, cfg.metrics
-        self.score = self.extractors = None
-        if cfg.eval_every:
-            # Here, not at the top: scoring loads torch-fidelity and torchvision (~3 s per process),
-            # which a run without --eval-every never needs.
-            from facegan.metrics import score  # torch-fidelity, torchvision
-
-            self.score = score
-            self.extractors = score.build_extractors(self.metric_names, cfg.inception_weights or None,
-                                                     cfg.vgg16_weights or None, acc.device, cfg.attr_classifier or None,
-                                                     cfg.dinov2_weights or None, cfg.dinov2_model)
-        keys = score.planned_keys(self.metric_names, self.extractors) if cfg.eval_every else []
+        self.trackers = tracking
+        self.evaluation = Evaluation(cfg, acc)
+        keys = self.evaluation.planned_keys()
         tracking.declare(keys, [k for k in keys if registry.ranked(k)])
-        self.best_by = cfg.best_by or registry.metric(self.metric_names[0]).headline
+        self.exporter = Exporter(self.run_dir, tracking, cfg.wandb_artifacts, acc.is_main_process)
+        self.reporter = Reporter(self.run_dir, tracking, acc.is_main_process)
         self.fixed_z = torch.randn(cfg.num_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
-        names = networks.attributes(models.sampler)  # a conditional run's grid rows show attribute settings
-        self.fixed_attrs = sampling.grid_settings(len(names), cfg.num_samples, sampling.grid_columns(cfg.num_samples)) \
-            if names else None
+        # A conditional run's grid rows show attribute settings; [N, 0] for an unconditional one.
+        self.fixed_attrs = sampling.grid_settings(len(networks.attributes(models.sampler)), cfg.num_samples,
+                                                  sampling.grid_columns(cfg.num_samples))
         self.stop = stop.StopSignal(self.run_dir, announce=acc.is_main_process)
         self.progress = Progress(acc, state.step, self.planned_steps())
         self.tick_time, self.tick_nimg = time.perf_counter(), state.nimg
         self.last_saved = state.step if resumed else -1
         self.checkpoint_due = False  # a checkpoint held back by an unhealthy step, taken at the next healthy one
         self.warned_since: int | None = None  # the streak of unhealthy steps already warned about
+        self.reading: tuple[int, Reading] | None = None  # (step, the health reading taken at it)
         self.clock = TimeBudget(cfg, state)
 
     def planned_steps(self) -> int | None:
@@ -156,25 +153,16 @@ class Upkeep:
             self.export()
         if step % self.cfg.sample_every:  # decided from the step alone: every rank joins its check
             self.sample_grid()
-        if self.acc.is_main_process and self.cfg.live_report:
-            self.write_report(live=False)
+        if self.cfg.live_report:
+            self.reporter.page(live=False)
         if self.state.nimg >= self.state.total_nimg:  # its planned end (not the clock's): the session ends
             self.trackers.ended()
-
-    def write_report(self, live: bool) -> None:
-        """RUN/report/index.html (main process); a report that fails is a warning, not a stopped run."""
-        from facegan.watch import run_report  # matplotlib: loaded by the first report, not at start-up
-
-        try:
-            run_report.write_report(self.run_dir, live=live)
-        except Exception as e:  # noqa: BLE001 - a figure or a file: the run goes on
-            print(f"facegan: warning: the report could not be written ({type(e).__name__}: {e})", file=sys.stderr)
 
     def close(self) -> None:
         self.stop.restore()
         self.progress.close()
 
-    # The parts.
+    # The jobs.
 
     def kimg(self) -> float:  # thousands of real images shown, all ranks together
         return self.state.nimg / 1000
@@ -188,7 +176,7 @@ class Upkeep:
                   "img/s": speed, **self.gan_step.learning_rates(), **self.gan_step.aug_logs(),
                   **self.timing(speed)}
         self.tick_time, self.tick_nimg = now, self.state.nimg
-        self.append_metrics({**record, "time": round(time.time(), 3)})  # wall-clock time: the trackers stamp their own
+        self.reporter.metrics_line({**record, "time": round(time.time(), 3)})  # the trackers stamp their own
         self.trackers.log(record, record["step"], self.state.nimg)
         return record
 
@@ -207,19 +195,19 @@ class Upkeep:
             out["mem/peak_gb"] = torch.cuda.max_memory_allocated(self.acc.device) / 2**30
         return out
 
-    def append_metrics(self, record: dict) -> None:
-        if self.acc.is_main_process:
-            path = self.run_dir / "metrics.jsonl"
-            with files.writing(path), open(path, "a") as f:
-                f.write(files.strict_json(record) + "\n")  # an inf sec/kimg or NaN value: null
+    def health(self) -> Reading:
+        """Every rank: the latest step's health reading, taken once per step (one all-reduce of two
+        numbers), however many jobs of the tick ask for it."""
+        if self.reading is None or self.reading[0] != self.state.step:
+            self.reading = (self.state.step, self.gan_step.health.read(lambda t: self.acc.reduce(t, "max")))
+        return self.reading[1]
 
     def healthy(self, ending: bool = False) -> bool:
         """Every rank: whether the latest step is healthy (facegan.training.health). A non-finite loss
         raises NonFiniteLoss naming its first step; losses beyond the plausible range raise
         Diverged once they last --divergence-steps steps, or at once when the run is `ending`
         (nothing of an unhealthy step is saved); a shorter excursion is warned about once."""
-        watch = self.gan_step.health
-        reading = watch.read(lambda t: self.acc.reduce(t, "max"))
+        watch, reading = self.gan_step.health, self.health()
         if reading.first_bad >= 0:
             raise NonFiniteLoss(f"non-finite loss at step {reading.first_bad}; stopping without saving. Lower the "
                                 "learning rates or use --mixed-precision no/bf16")
@@ -249,54 +237,28 @@ class Upkeep:
             self.trackers.log_grid(pixels.numpy(), step, self.state.nimg)
 
     def measure(self) -> None:
-        """--metrics of the sampler (EMA-G when enabled), each rank extracting features for its
-        share; the best G by --best-by is exported. The latents, the shard reader and the
-        extractors use their own RNGs: training is unchanged. Skipped at an unhealthy step."""
+        """--metrics of the sampler, every rank its share (Evaluation); the best G by --best-by is
+        exported; the line, the trackers and the report follow. Skipped at an unhealthy step."""
         if not self.healthy():
             return
-        cfg, acc, state = self.cfg, self.acc, self.state
-        started = time.perf_counter()
-        if acc.is_main_process:  # a measurement takes minutes: say so before, not only after
-            print(f"facegan: measuring {','.join(self.metric_names)} at step {state.step} on {cfg.eval_samples} "
+        cfg, state, main = self.cfg, self.state, self.acc.is_main_process
+        if main:  # a measurement takes minutes: say so before, not only after
+            print(f"facegan: measuring {','.join(self.evaluation.names)} at step {state.step} on {cfg.eval_samples} "
                   "generated images...", file=sys.stderr, flush=True)
-        record = self.score.score_generator(
-            self.extractors, self.metric_names, self.m.sampler, self.data.shardset, cfg.eval_samples, seed=cfg.seed,
-            batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
-            world_size=acc.num_processes, reduce=lambda t: acc.reduce(t, "sum"),
-            cache_dir=cfg.eval_cache or None, progress=acc.is_main_process and sys.stderr.isatty(),
-            balance=self.data.balance.to_json() if self.data.balance is not None else None)
-        self.tick_time += time.perf_counter() - started  # measuring does not count against img/s
+        balance = self.data.balance.to_json() if self.data.balance is not None else None
+        record, seconds = self.evaluation.measure(self.m.sampler, self.data.shardset, balance)
+        self.tick_time += seconds  # measuring does not count against img/s
         step = state.step
-        key = registry.value_key(record, self.best_by)
-        value = record[key]
-        values = {k: record[k] for k in registry.value_keys(record)}
-        state.eval = {"step": step, **values}
-        best = state.best
-        if best is None or best["key"] != key or registry.improves(self.metric_names, self.best_by, value,
-                                                                  best["value"]):
-            state.best = {"by": self.best_by, "key": key, "step": step, "value": value}
-            if acc.is_main_process:
-                path = self.run_dir / "generator-best.safetensors"
-                exports.export_generator(self.m.sampler, path, step=step, ema=self.m.ema is not None, metrics=record)
-                if cfg.wandb_artifacts:
-                    counts = {k: record[k] for k in ("num_generated", "num_real") if k in record}
-                    self.trackers.log_generator(path, "best", step, state.nimg, {**values, **counts})
+        if self.evaluation.take_best(state, record, step):
+            self.exporter.best(self.m.sampler, step, state.nimg, self.m.ema is not None, record)
         entry = {"step": step, "kimg": self.kimg(), **record}
-        self.append_metrics(entry)
-        if acc.is_main_process:
-            print(f"facegan: {self.score.describe(entry)} ({clock(time.perf_counter() - started)})", file=sys.stderr,
-                  flush=True)
+        self.reporter.metrics_line(entry)
+        if main:
+            print(f"facegan: {self.evaluation.describe(entry)} ({clock(seconds)})", file=sys.stderr, flush=True)
             if cfg.live_report:
-                self.write_report(live=True)
-        bests = state.bests  # every value's best, for the trackers' summaries
-        improved = {k: v for k, v in values.items() if registry.ranked(k)
-                    and registry.improves(self.metric_names, k, v, bests.get(k, {}).get("value"))}
-        bests.update({k: {"value": v, "step": step} for k, v in improved.items()})
-        self.trackers.improved(improved, step, state.nimg)
-        # Numbers only: the weights' file and hash, the notes and the protocol stay in metrics.jsonl.
-        logged = {f"metrics/{k}": v for k, v in values.items()}
-        self.trackers.log({**logged, "metrics/num_generated": record["num_generated"], "kimg": self.kimg()}, step,
-                          state.nimg)
+                self.reporter.page(live=True)
+        improved = self.evaluation.improved_values(state, record, step)
+        self.reporter.measurement(record, improved, step, state.nimg)
 
     def checkpoint(self, ending: bool = False) -> None:
         """Save the resumable state, the stream's position included, and export G and D. The
@@ -312,16 +274,10 @@ class Upkeep:
         self.last_saved = self.state.step
 
     def export(self) -> None:
-        if self.acc.is_main_process:
-            d = self.m.unwrapped()[1]
-            step, nimg = self.state.step, self.state.nimg
-            manifest = self.data.shardset.manifest  # how its faces were cropped: facegan.project crops targets alike
-            data = {"crop": manifest.get("crop"), "size": manifest.get("size")}
-            if self.data.balance is not None:  # what the stream showed: the attr metric compares against it
-                info = self.data.balance.to_json()
-                data["balance"] = {k: info[k] for k in ("names", "targets", "data", "stream")}
-            exports.export_generator(self.m.sampler, self.run_dir / "generator.safetensors", step=step, nimg=nimg,
-                                     ema=self.m.ema is not None, data=data)
-            exports.export_discriminator(d, self.run_dir / "discriminator.safetensors", step=step)
-            if self.cfg.wandb_artifacts:
-                self.trackers.log_generator(self.run_dir / "generator.safetensors", "latest", step, nimg)
+        manifest = self.data.shardset.manifest  # how its faces were cropped: facegan.project crops targets alike
+        data = {"crop": manifest.get("crop"), "size": manifest.get("size")}
+        if self.data.balance is not None:  # what the stream showed: the attr metric compares against it
+            info = self.data.balance.to_json()
+            data["balance"] = {k: info[k] for k in ("names", "targets", "data", "stream")}
+        self.exporter.latest(self.m.sampler, self.m.unwrapped()[1], self.state.step, self.state.nimg,
+                             self.m.ema is not None, data)
