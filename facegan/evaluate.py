@@ -22,7 +22,9 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from facegan.cli import DefaultsHelp, OneLineErrors
+from facegan.data.balance import Shares
 from facegan.data.shardset import ShardSet, ShardSetError, load_shardset
+from facegan.distribution import Dist
 from facegan.files import strict_json
 from facegan.metrics import dinov2, features, registry, score
 from facegan.metrics.dinov2 import DINOv2WeightsError
@@ -97,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
     acc = Accelerator(cpu=use_cpu(args.cpu))
-    rank, world = acc.process_index, acc.num_processes
-    common = {"batch_size": args.batch_size, "rank": rank, "world_size": world,
-              "reduce": lambda t: acc.reduce(t, "sum"), "progress": acc.is_main_process}
+    common = {"batch_size": args.batch_size, "dist": Dist.of(acc), "progress": acc.is_main_process}
     cache_dir = "" if args.no_cache else args.cache_dir
     try:
         # The inputs first: a wrong path is one line before any weights are loaded (or downloaded).
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.generator:
             record = score.score_generator(extractors, names, g.to(acc.device), real, args.num_samples,
                                              seed=args.seed, num_workers=args.num_workers, cache_dir=cache_dir,
-                                             balance=(meta.get("data") or {}).get("balance"), **common)
+                                             balance=balance_of(meta, args.generator), **common)
             record = {"generator": args.generator, "data": args.data[0], "metrics": names, **record}
         else:
             record = score_sets(extractors, names, real, args, cache_dir, common)
@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prog}: warning: {record['warning']}", file=sys.stderr)
         print(strict_json(record), flush=True)
     return 0
+
+
+def balance_of(meta: dict, where: str) -> Shares | None:
+    """The balanced stream an export's generator was trained on (its data.balance), or None."""
+    saved = (meta.get("data") or {}).get("balance")
+    return Shares.from_json(saved, where) if saved is not None else None
 
 
 def score_sets(extractors, names: list[str], real, args, cache_dir, common: dict) -> dict:

@@ -161,7 +161,7 @@ def test_attr_metric_reports_generated_data_and_target_shares(tmp_path, glasses1
     extractors = Extractors({"attributes": classifier.AttributeReader(model, {"attributes": model.attributes,
                                                                             "accuracy": {}})})
     record = score.score_generator(extractors, ["attr"], g, load_shardset(glasses10), 16, seed=2, num_workers=0,
-                                   balance=meta["data"]["balance"])
+                                   balance=balancing.Shares.from_json(meta["data"]["balance"], str(gen)))
     images = torch.cat(list(sampling.generate_uint8(g, sampling.latents(16, g.z_dim, 2), 16)))
     generated = float(classifier.predict(model, images)[:, 1].mean())
     assert record["attr_generated/Eyeglasses"] == pytest.approx(generated)

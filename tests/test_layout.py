@@ -12,7 +12,8 @@ from .conftest import REPO
 PACKAGE = REPO / "facegan"
 # Bottom to top: a module may import its own wing and the wings below it, never one above.
 WINGS = [
-    ("helpers", ["facegan.version", "facegan.files", "facegan.progress", "facegan.cli", "facegan.runtime"]),
+    ("helpers", ["facegan.version", "facegan.files", "facegan.progress", "facegan.cli", "facegan.runtime",
+                 "facegan.distribution"]),
     ("data", ["facegan.data"]),
     ("networks", ["facegan.networks"]),
     ("metrics", ["facegan.metrics"]),

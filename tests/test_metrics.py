@@ -30,6 +30,7 @@ from facegan import evaluate, networks, report, sample
 from facegan.data.shardset import load_shardset
 from facegan.data.sources.synthetic import render_face
 from facegan.data.stream import eval_loader
+from facegan.distribution import Dist
 from facegan.metrics import features, fid, registry, score
 from facegan.metrics.inception import Inception
 from facegan.networks import exports, sampling
@@ -382,7 +383,7 @@ def test_shard_indices_are_manifest_order_for_any_split(small_shards):
     single = torch.cat([images for images, _ in features.shard_batches(shardset, num_workers=0)])
     seen = {}
     for rank in range(2):
-        for images, index in features.shard_batches(shardset, batch_size=5, num_workers=2, rank=rank, world_size=2):
+        for images, index in features.shard_batches(shardset, batch_size=5, num_workers=2, dist=Dist(rank, 2)):
             for image, i in zip(images, index.tolist()):
                 assert i not in seen
                 seen[i] = image

@@ -83,6 +83,33 @@ def label(names: tuple[str, ...], cell: tuple[int, ...]) -> str:
 
 
 @dataclass(frozen=True)
+class Shares:
+    """What a balanced stream shows, per attribute (in `names` order): the target share, the
+    data's and the stream's. What the attr metric scores an unconditional generator against and
+    what its export records; a dict only in files (`to_json`, `from_json`)."""
+
+    names: tuple[str, ...]
+    targets: dict[str, float]
+    data: dict[str, float]
+    stream: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"names": list(self.names), "targets": self.targets, "data": self.data, "stream": self.stream}
+
+    @classmethod
+    def from_json(cls, saved: object, where: str) -> Shares:
+        """The shares a file holds; one line naming `where` when they are not readable."""
+        try:
+            names = tuple(saved["names"])
+            parts = [{n: float(saved[part][n]) for n in names} for part in ("targets", "data", "stream")]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where}: its balance record is not readable ({type(e).__name__}: {e})") from None
+        if not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{where}: its balance record names no attributes")
+        return cls(names, *parts)
+
+
+@dataclass(frozen=True)
 class Balance:
     """The cells of `names`, their sample counts and target shares; weights follow."""
 
@@ -111,10 +138,12 @@ class Balance:
         return {n: sum(weights[c] * k for c, k in self.counts.items() if c[i]) / total
                 for i, n in enumerate(self.names)}
 
+    def shares(self) -> Shares:
+        return Shares(self.names, dict(self.targets), self.data_shares(), self.stream_shares())
+
     def to_json(self) -> dict:
         weights = self.weights()
-        return {"names": list(self.names), "targets": self.targets, "data": self.data_shares(),
-                "stream": self.stream_shares(),
+        return {**self.shares().to_json(),
                 "cells": [{"cell": label(self.names, c), "samples": n, "target": self.target(c),
                            "repeats": weights[c]} for c, n in sorted(self.counts.items())]}
 

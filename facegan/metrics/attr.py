@@ -33,8 +33,8 @@ def balanced(fake: Features) -> dict[str, float]:
     shares = fake.rows["attributes"].mean(0)  # [K]: the classifier's verdicts, in the balanced names' order
     out, gaps = {}, []
     for name, share in zip(fake.attr_names, shares.tolist()):
-        target = fake.balance["targets"][name]
+        target = fake.balance.targets[name]
         gaps.append(abs(share - target))
         out.update({f"attr/{name}": 1 - gaps[-1], f"attr_generated/{name}": share,
-                    f"attr_data/{name}": fake.balance["data"][name], f"attr_target/{name}": target})
+                    f"attr_data/{name}": fake.balance.data[name], f"attr_target/{name}": target})
     return {"attr": 1 - sum(gaps) / len(gaps), **out}

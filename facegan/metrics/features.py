@@ -12,8 +12,9 @@ Each rank extracts features for its share of the images. Two things come out of 
 Real sets (packed shards or an image folder) are the reference: their moments and rows are cached
 on disk under a key naming the data, the extractor and its weights (see `data_key`).
 
-Distributed code stays with the caller: `reduce` is a function that sums a tensor over ranks
-(`lambda t: accelerator.reduce(t, "sum")`), the identity in one process.
+Distributed code stays with the caller: a `Dist` (facegan/distribution.py) says this process's
+rank, the number of processes and how to sum a tensor over them (`Dist.of(accelerator)`); the
+default is one process.
 """
 
 from __future__ import annotations
@@ -28,21 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegan.data.balance import Shares
 from facegan.data.shardset import ShardSet
 from facegan.data.stream import eval_loader
+from facegan.distribution import ONE, Dist, Reduce, identity
 from facegan.metrics.extractors import Extractors
 from facegan.metrics.inception import EXTRACTOR, FEATURE, Inception
 from facegan.networks.sampling import generate_uint8, latent_attributes, latents
 from facegan.progress import progress_bar
 
 FEATURE_DIM = int(FEATURE)  # dimensions of the feature FID compares
-Reduce = Callable[[torch.Tensor], torch.Tensor]
 STATS_VERSION = 1  # bump when the way statistics are computed changes
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-
-
-def _identity(t: torch.Tensor) -> torch.Tensor:
-    return t
 
 
 def default_cache_dir() -> Path:
@@ -70,7 +68,7 @@ class Moments:
         self.packed[1:1 + self.dim] += f.sum(0)
         self.packed[1 + self.dim:].view(self.dim, self.dim).addmm_(f.T, f)
 
-    def stats(self, reduce: Reduce = _identity) -> Stats:
+    def stats(self, reduce: Reduce = identity) -> Stats:
         """Sum over ranks, then mean and unbiased covariance (np.cov's), on every rank."""
         total = reduce(self.packed.clone()).cpu().numpy()
         n, d = int(round(total[0])), self.dim
@@ -108,13 +106,13 @@ class Features:
     rows: dict[str, torch.Tensor] = field(default_factory=dict)  # kind -> float32 [count, dim], CPU
     attrs: torch.Tensor | None = None  # generated: the attributes asked of G, [count, K] (K = 0: unconditional)
     attr_names: list[str] = field(default_factory=list)
-    balance: dict | None = None  # an unconditional G's --balance: {"names", "targets", "data"} (attr.py)
+    balance: Shares | None = None  # an unconditional G's --balance stream: what attr.py scores it against
 
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (uint8 [B,3,H,W], global indices [B])
 
 
-def extract(extractors: Extractors, batches: Batches, total: int, needs: Needs, *, reduce: Reduce = _identity,
+def extract(extractors: Extractors, batches: Batches, total: int, needs: Needs, *, dist: Dist = ONE,
             progress: bool = False, desc: str = "features") -> Features:
     """One pass over this rank's batches of a set of `total` images; every rank gets the whole."""
     device = extractors.device
@@ -131,16 +129,12 @@ def extract(extractors: Extractors, batches: Batches, total: int, needs: Needs, 
                 matrix[index.to(device)] = features[kind].to(matrix.dtype)
             seen += images.shape[0]
             bar.update(images.shape[0])
-    count = int(reduce(torch.tensor([float(seen)], dtype=torch.float64, device=device)).item())
+    count = int(dist.reduce(torch.tensor([float(seen)], dtype=torch.float64, device=device)).item())
     if count != total:
         raise RuntimeError(f"{desc}: read {count} images, expected {total}")
     # Summing zero-filled matrices over ranks is exact: every row is written by one rank only.
-    return Features(count, moments.stats(reduce) if moments is not None else None,
-                    {kind: reduce(matrix).cpu() for kind, matrix in rows.items()})
-
-
-def _rank_range(n: int, rank: int, world: int) -> range:
-    return range(n * rank // world, n * (rank + 1) // world)
+    return Features(count, moments.stats(dist.reduce) if moments is not None else None,
+                    {kind: dist.reduce(matrix).cpu() for kind, matrix in rows.items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,9 +142,9 @@ def _rank_range(n: int, rank: int, world: int) -> range:
 
 
 def generated_batches(g: torch.nn.Module, num: int, z_dim: int, *, seed: int = 0, batch_size: int = 100,
-                      rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                      dist: Dist = ONE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Rank r makes images [num*r/W, num*(r+1)/W) of the `num` latents drawn from `seed`."""
-    share = _rank_range(num, rank, world_size)
+    share = dist.part(num)
     z = latents(num, z_dim, seed)[share.start:share.stop]
     c = latent_attributes(g, num, seed)[share.start:share.stop]  # [n, K]; K = 0 for an unconditional G
     start = share.start
@@ -188,21 +182,21 @@ def _folder_batches(files: list[Path], batch_size: int) -> Iterator[torch.Tensor
         yield torch.stack(batch)
 
 
-def folder_batches(files: list[Path], *, batch_size: int = 100, rank: int = 0,
-                   world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def folder_batches(files: list[Path], *, batch_size: int = 100,
+                   dist: Dist = ONE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Rank r reads files [N*r/W, N*(r+1)/W) of the sorted list, as RGB uint8 at their own size."""
-    share = _rank_range(len(files), rank, world_size)
+    share = dist.part(len(files))
     start = share.start
     for images in _folder_batches(files[share.start:share.stop], batch_size):
         yield images, torch.arange(start, start + images.shape[0])
         start += images.shape[0]
 
 
-def shard_batches(shardset: ShardSet, *, batch_size: int = 100, num_workers: int = 2, rank: int = 0,
-                  world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def shard_batches(shardset: ShardSet, *, batch_size: int = 100, num_workers: int = 2,
+                  dist: Dist = ONE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every sample once across ranks and workers, with its index in manifest order."""
-    for batch in eval_loader(shardset, batch_size, num_workers=num_workers, rank=rank, world_size=world_size,
-                             uint8=True):
+    for batch in eval_loader(shardset, batch_size, num_workers=num_workers, rank=dist.rank,
+                             world_size=dist.world_size, uint8=True):
         yield batch["image"], batch["index"]
 
 
@@ -289,8 +283,8 @@ def _load_cached(files: dict[str, Path], count: int) -> Features | None:
 
 
 def real_features(extractors: Extractors, data: ShardSet | list[Path], needs: Needs, *, batch_size: int = 100,
-                  num_workers: int = 2, rank: int = 0, world_size: int = 1, reduce: Reduce = _identity,
-                  cache_dir: str | Path | None = None, progress: bool = False) -> tuple[Features, bool]:
+                  num_workers: int = 2, dist: Dist = ONE, cache_dir: str | Path | None = None,
+                  progress: bool = False) -> tuple[Features, bool]:
     """A real set's features (shards, or a sorted list of image files), each image read exactly
     once across ranks. Returns (features, cache_hit). `cache_dir=None` uses the default; pass ""
     to turn caching off."""
@@ -300,18 +294,17 @@ def real_features(extractors: Extractors, data: ShardSet | list[Path], needs: Ne
     cached = _load_cached(files, count) if files else None
     # Every rank must take the same branch (a rank that computes while another does not would
     # wait forever in reduce): use the cache only when every rank found it.
-    hits = reduce(torch.tensor([float(cached is not None), 1.0], dtype=torch.float64, device=extractors.device))
+    hits = dist.reduce(torch.tensor([float(cached is not None), 1.0], dtype=torch.float64, device=extractors.device))
     if hits[0] == hits[1]:
         return cached, True
     if isinstance(data, ShardSet):
-        batches = shard_batches(data, batch_size=batch_size, num_workers=num_workers, rank=rank,
-                                world_size=world_size)
+        batches = shard_batches(data, batch_size=batch_size, num_workers=num_workers, dist=dist)
         desc = f"real {data.root.name}"
     else:
-        batches = folder_batches(data, batch_size=batch_size, rank=rank, world_size=world_size)
+        batches = folder_batches(data, batch_size=batch_size, dist=dist)
         desc = f"images {Path(key['folder']).name}"
-    features = extract(extractors, batches, count, needs, reduce=reduce, progress=progress, desc=desc)
-    if files and rank == 0:
+    features = extract(extractors, batches, count, needs, dist=dist, progress=progress, desc=desc)
+    if files and dist.rank == 0:
         meta = {"data": key, **(extractors.inception.describe() if extractors.inception is not None else {})}
         for kind, path in files.items():
             if kind == "moments":
@@ -326,20 +319,18 @@ def real_features(extractors: Extractors, data: ShardSet | list[Path], needs: Ne
 
 
 def shard_stats(inception: Inception, shardset: ShardSet, *, batch_size: int = 100, num_workers: int = 2,
-                rank: int = 0, world_size: int = 1, reduce: Reduce = _identity,
-                cache_dir: str | Path | None = None, progress: bool = False) -> tuple[Stats, bool]:
+                dist: Dist = ONE, cache_dir: str | Path | None = None, progress: bool = False) -> tuple[Stats, bool]:
     """Pool3 statistics of every sample of a shard set, cached. Returns (stats, cache_hit)."""
     features, hit = real_features(Extractors({"inception": inception}), shardset, Needs(moments=True),
-                                  batch_size=batch_size, num_workers=num_workers, rank=rank, world_size=world_size,
-                                  reduce=reduce, cache_dir=cache_dir, progress=progress)
+                                  batch_size=batch_size, num_workers=num_workers, dist=dist, cache_dir=cache_dir,
+                                  progress=progress)
     return features.stats, hit
 
 
 def generator_stats(inception: Inception, g: torch.nn.Module, num: int, z_dim: int, *, seed: int = 0,
-                    batch_size: int = 100, rank: int = 0, world_size: int = 1, reduce: Reduce = _identity,
-                    progress: bool = False) -> Stats:
+                    batch_size: int = 100, dist: Dist = ONE, progress: bool = False) -> Stats:
     """Pool3 statistics of `num` generated images; rank r makes images [num*r/W, num*(r+1)/W)."""
-    batches = generated_batches(g, num, z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
-    return extract(Extractors({"inception": inception}), batches, num, Needs(moments=True), reduce=reduce,
+    batches = generated_batches(g, num, z_dim, seed=seed, batch_size=batch_size, dist=dist)
+    return extract(Extractors({"inception": inception}), batches, num, Needs(moments=True), dist=dist,
                    progress=progress, desc="generated").stats
 

@@ -16,7 +16,9 @@ from types import ModuleType
 import torch
 import torch_fidelity
 
+from facegan.data.balance import Shares
 from facegan.data.shardset import ShardSet
+from facegan.distribution import ONE, Dist
 from facegan.metrics import dinov2
 from facegan.metrics import fid as _fid
 from facegan.metrics.classifier import WEAK, weak
@@ -24,8 +26,6 @@ from facegan.metrics.extractors import TABLE, Extractors, Settings
 from facegan.metrics.features import (
     Features,
     Needs,
-    Reduce,
-    _identity,
     data_key,
     extract,
     generated_batches,
@@ -145,9 +145,8 @@ def make_record(names: list[str], extractors: Extractors, values: dict[str, floa
 
 
 def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module, real: ShardSet | list[Path],
-                    num: int, *, seed: int = 0, batch_size: int = 100, num_workers: int = 2, rank: int = 0,
-                    world_size: int = 1, reduce: Reduce = _identity, cache_dir: str | Path | None = None,
-                    progress: bool = False, balance: dict | None = None) -> dict:
+                    num: int, *, seed: int = 0, batch_size: int = 100, num_workers: int = 2, dist: Dist = ONE,
+                    cache_dir: str | Path | None = None, progress: bool = False, balance: Shares | None = None) -> dict:
     """`names` of `num` images of G against a real set, as one record. `balance`: the balanced
     stream an unconditional G was trained on (its export's data.balance), which attr scores it
     against."""
@@ -155,17 +154,18 @@ def score_generator(extractors: Extractors, names: list[str], g: torch.nn.Module
     real_features_, hit = (None, None)
     if real_needs is not None:
         real_features_, hit = real_features(extractors, real, real_needs, batch_size=batch_size,
-                                            num_workers=num_workers, rank=rank, world_size=world_size,
-                                            reduce=reduce, cache_dir=cache_dir, progress=progress)
+                                            num_workers=num_workers, dist=dist, cache_dir=cache_dir,
+                                            progress=progress)
     balance = None if attributes(g) else balance  # a conditional G is scored on what it was asked
     if "attr" in names:
         if not attributes(g) and balance is None:
             raise ValueError("--metrics attr scores a conditional generator (trained with --condition) or one "
                              "trained on a balanced stream (--balance)")
-        extractors.get("attributes").select(attributes(g) or balance["names"])
-    batches = generated_batches(g, num, g.z_dim, seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
-    fake = extract(extractors, batches, num, fake_needs, reduce=reduce, progress=progress, desc="generated")
-    fake.attrs, fake.attr_names = latent_attributes(g, num, seed), attributes(g) or (balance or {}).get("names", [])
+        extractors.get("attributes").select(attributes(g) or list(balance.names))
+    batches = generated_batches(g, num, g.z_dim, seed=seed, batch_size=batch_size, dist=dist)
+    fake = extract(extractors, batches, num, fake_needs, dist=dist, progress=progress, desc="generated")
+    fake.attrs = latent_attributes(g, num, seed)
+    fake.attr_names = attributes(g) or (list(balance.names) if balance is not None else [])
     fake.balance = balance
     counts = {"num_real": real_features_.count if real_features_ is not None else None, "num_generated": num}
     reference = data_key(real) if real_needs is not None else None

@@ -9,6 +9,8 @@ import time
 import torch
 from accelerate import Accelerator
 
+from facegan.data.balance import Shares
+from facegan.distribution import Dist
 from facegan.metrics import registry
 from facegan.training.config import TrainConfig
 from facegan.training.state import RunState
@@ -36,16 +38,15 @@ class Evaluation:
         """The record keys the measurements will have (what the trackers declare at start)."""
         return self.score.planned_keys(self.names, self.extractors) if self.score is not None else []
 
-    def measure(self, sampler: torch.nn.Module, shardset, balance: dict | None) -> tuple[dict, float]:
+    def measure(self, sampler: torch.nn.Module, shardset, balance: Shares | None) -> tuple[dict, float]:
         """Every rank: (the record, seconds it took). The latents, the shard reader and the
         extractors use their own RNGs: training is unchanged."""
         cfg, acc = self.cfg, self.acc
         started = time.perf_counter()
         record = self.score.score_generator(
             self.extractors, self.names, sampler, shardset, cfg.eval_samples, seed=cfg.seed,
-            batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, rank=acc.process_index,
-            world_size=acc.num_processes, reduce=lambda t: acc.reduce(t, "sum"), cache_dir=cfg.eval_cache or None,
-            progress=acc.is_main_process and sys.stderr.isatty(), balance=balance)
+            batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, dist=Dist.of(acc),
+            cache_dir=cfg.eval_cache or None, progress=acc.is_main_process and sys.stderr.isatty(), balance=balance)
         return record, time.perf_counter() - started
 
     def take_best(self, state: RunState, record: dict, step: int) -> bool:

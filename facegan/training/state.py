@@ -28,6 +28,20 @@ from facegan.training.models import Models
 UNBOUNDED = 2**62  # total_nimg of a run that only --max-minutes ends
 
 
+@dataclasses.dataclass(frozen=True)
+class AnnealPlan:
+    """--lr-decay-minutes' plan, made once (budget.py): from `start_nimg` (at G step `step`) the lr
+    decays to its floor at `end_nimg`, where the run ends."""
+
+    step: int
+    start_nimg: int
+    end_nimg: int
+
+    @property
+    def decay_kimg(self) -> float:
+        return (self.end_nimg - self.start_nimg) / 1000
+
+
 @dataclasses.dataclass
 class RunState:
     """What a run has done; saved in every checkpoint's state file, field by field."""
@@ -43,7 +57,7 @@ class RunState:
     bests: dict = dataclasses.field(default_factory=dict)  # every measured value's best: {key: {"value", "step"}}
     ada: dict | None = None  # ADA's controller (p, r_t and the sums pending since its last update)
     train_seconds: float = 0.0  # training time over every start of the run (budget.py)
-    anneal: dict | None = None  # --lr-decay-minutes' plan, once made: {"step", "start_nimg", "end_nimg"}
+    anneal: AnnealPlan | None = None  # --lr-decay-minutes' plan, once made
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -51,7 +65,10 @@ class RunState:
     @classmethod
     def from_dict(cls, saved: dict) -> RunState:
         """The fields a state file has (an older one may lack some: they keep their defaults)."""
-        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+        state = cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+        if isinstance(state.anneal, dict):  # the file holds the plan's fields
+            state.anneal = AnnealPlan(**state.anneal)
+        return state
 
 
 def fingerprint(*modules: torch.nn.Module) -> str:

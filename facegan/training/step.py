@@ -30,7 +30,7 @@ from facegan.training.losses import GANLoss, Pass
 from facegan.training.models import Models
 from facegan.training.path_length import PathLength
 from facegan.training.schedules import Schedule
-from facegan.training.state import UNBOUNDED, RunState
+from facegan.training.state import UNBOUNDED, AnnealPlan, RunState
 
 
 class Stats:
@@ -92,12 +92,12 @@ class GANStep:
         o = self.options
         return o.batch_size * o.accumulate * o.d_steps * self.acc.num_processes
 
-    def set_learning_rates(self, nimg: int, total_nimg: int, anneal: dict | None = None) -> None:
+    def set_learning_rates(self, nimg: int, total_nimg: int, anneal: AnnealPlan | None = None) -> None:
         """`anneal`: a plan of --lr-decay-minutes, which decays from its start to `total_nimg`;
         before it, a run that only the clock ends (UNBOUNDED) stays at the warmed-up base lr."""
         for net, schedule in self.options.schedules.items():
             if anneal is not None:
-                schedule = dataclasses.replace(schedule, decay_kimg=(anneal["end_nimg"] - anneal["start_nimg"]) / 1000)
+                schedule = dataclasses.replace(schedule, decay_kimg=anneal.decay_kimg)
             lr = schedule.lr(nimg, math.inf if total_nimg >= UNBOUNDED else total_nimg)
             for group in self.optimizers[net].param_groups:
                 group["lr"] = lr

@@ -22,7 +22,7 @@ from facegan.training.evaluation import Evaluation
 from facegan.training.health import Diverged, NonFiniteLoss, Reading
 from facegan.training.models import Models
 from facegan.training.outputs import Exporter, Reporter
-from facegan.training.state import UNBOUNDED, RunState, save_run
+from facegan.training.state import UNBOUNDED, AnnealPlan, RunState, save_run
 from facegan.training.step import GANStep
 from facegan.watch.trackers import Trackers
 
@@ -133,7 +133,7 @@ class Upkeep:
         end = self.clock.planned_end(state)
         if self.acc.num_processes > 1:
             end = int(self.acc.reduce(torch.tensor([end], dtype=torch.float64, device=self.acc.device), "min")[0])
-        state.anneal = {"step": state.step, "start_nimg": state.nimg, "end_nimg": end}
+        state.anneal = AnnealPlan(state.step, state.nimg, end)
         state.total_nimg = end
         self.progress.bar.total = self.planned_steps()
         if self.acc.is_main_process:
@@ -245,7 +245,7 @@ class Upkeep:
         if main:  # a measurement takes minutes: say so before, not only after
             print(f"facegan: measuring {','.join(self.evaluation.names)} at step {state.step} on {cfg.eval_samples} "
                   "generated images...", file=sys.stderr, flush=True)
-        balance = self.data.balance.to_json() if self.data.balance is not None else None
+        balance = self.data.balance.shares() if self.data.balance is not None else None
         record, seconds = self.evaluation.measure(self.m.sampler, self.data.shardset, balance)
         self.tick_time += seconds  # measuring does not count against img/s
         step = state.step
@@ -277,7 +277,6 @@ class Upkeep:
         manifest = self.data.shardset.manifest  # how its faces were cropped: facegan.project crops targets alike
         data = {"crop": manifest.get("crop"), "size": manifest.get("size")}
         if self.data.balance is not None:  # what the stream showed: the attr metric compares against it
-            info = self.data.balance.to_json()
-            data["balance"] = {k: info[k] for k in ("names", "targets", "data", "stream")}
+            data["balance"] = self.data.balance.shares().to_json()
         self.exporter.latest(self.m.sampler, self.m.unwrapped()[1], self.state.step, self.state.nimg,
                              self.m.ema is not None, data)
