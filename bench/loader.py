@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from facegan.data.pack import pack
+from facegan.data.samples import TrainSpec
 from facegan.data.sources.celeba import CelebASource
 from facegan.data.stream import train_loader
 
@@ -78,7 +79,7 @@ def main() -> None:
             for uint8 in (False, True):
                 # float: [-1,1] batches like the baseline's; uint8: what the training loop takes
                 # on GPU, converting on the device.
-                loader = train_loader(out, args.batch, num_workers=args.workers, uint8=uint8)
+                loader = train_loader(out, TrainSpec(args.batch), num_workers=args.workers, uint8=uint8)
                 ips = images_per_second(loader, args.batches, 10, lambda b: b["image"])
                 rows.append((f"facegan shards ({fmt}, {'uint8' if uint8 else 'float'})", ips, disk))
     n = len(list(args.celeba.glob("img_align_celeba/*.jpg")))

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from facegan.data.pack import pack
+from facegan.data.samples import TrainSpec
 from facegan.data.sources.celeba import CelebASource
 from facegan.data.stream import train_loader
 from facegan.training.loop import SEGMENT_IMAGES
@@ -24,7 +25,7 @@ DEFAULT_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cele
 
 def first_batch_seconds(shards: Path, batch: int, workers: int, skip: int) -> float:
     start = time.perf_counter()
-    stream = iter(train_loader(shards, batch, num_workers=workers, skip=skip, seed=1, uint8=True))
+    stream = iter(train_loader(shards, TrainSpec(batch, skip=skip, seed=1), num_workers=workers, uint8=True))
     next(stream)
     seconds = time.perf_counter() - start
     del stream  # shuts its workers down
@@ -32,7 +33,7 @@ def first_batch_seconds(shards: Path, batch: int, workers: int, skip: int) -> fl
 
 
 def stream_rate(shards: Path, batch: int, workers: int, batches: int) -> float:
-    stream = iter(train_loader(shards, batch, num_workers=workers, seed=1))
+    stream = iter(train_loader(shards, TrainSpec(batch, seed=1), num_workers=workers))
     for _ in range(4):  # workers started, queues filled
         next(stream)
     start = time.perf_counter()

@@ -29,9 +29,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from facegan.cli import OneLineErrors
+from facegan.data.decode import to_float
 from facegan.data.imaging import BadImage, crop_resize, open_rgb
 from facegan.data.pack import CELEBA_CROP
-from facegan.data.stream import to_float
 from facegan.files import probe_folder
 from facegan.metrics.vgg import FLAG as VGG_FLAG
 from facegan.metrics.vgg import VGGWeightsError

@@ -15,10 +15,12 @@ from facegan import pack as pack_cli
 from facegan import report
 from facegan.data import balance as balancing
 from facegan.data.pack import pack
+from facegan.data.samples import TrainSpec
 from facegan.data.shardset import load_shardset
 from facegan.data.sources.folder import FolderSource
 from facegan.data.sources.synthetic import SyntheticSource
 from facegan.data.stream import train_loader
+from facegan.distribution import Dist
 from facegan.metrics import classifier, score
 from facegan.metrics.features import Extractors
 from facegan.networks import exports, sampling
@@ -64,8 +66,8 @@ def test_plan_weights_and_the_stream_shows_the_targets(glasses10):
                                "(Eyeglasses=1, 6 images) is shown 5.00x per epoch")
 
     def loader(balance):
-        return train_loader(shardset, 8, seed=3, num_workers=2, rank=0, world_size=1, shuffle_buffer=100,
-                            with_meta=True, balance=balance)
+        return train_loader(shardset, TrainSpec(8, seed=3, shuffle_buffer=100, with_meta=True, balance=balance),
+                            dist=Dist(0, 1), num_workers=2)
 
     plain, _ = shares(loader(None), 100)
     balanced, keys = shares(loader(plan), 200)  # 1,600 images: the share's sd is 1.25 points

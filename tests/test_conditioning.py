@@ -14,6 +14,7 @@ from PIL import Image
 from facegan import networks, report, sample
 from facegan.data import attributes as conditioning
 from facegan.data.pack import pack
+from facegan.data.samples import TrainSpec
 from facegan.data.shardset import load_shardset
 from facegan.data.sources.synthetic import SMILE_MIN, SyntheticSource, face_attributes, face_factors
 from facegan.data.stream import eval_loader, train_loader
@@ -50,7 +51,8 @@ def test_attribute_stream_matches_the_json(tmp_path):
             seen[key] = row.tolist()
             assert row.tolist() == [float(meta["attributes"][n]) for n in names]
     assert len(seen) == 20
-    stream = iter(train_loader(shards, 8, num_workers=2, with_meta=True, attributes=names, shuffle_buffer=10))
+    stream = iter(train_loader(shards, TrainSpec(8, with_meta=True, attributes=tuple(names), shuffle_buffer=10),
+                               num_workers=2))
     for _ in range(4):  # more than an epoch, mirrored images included
         batch = next(stream)
         assert batch["attrs"].shape == (8, 3) and batch["attrs"].dtype == torch.float32

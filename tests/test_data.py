@@ -9,8 +9,11 @@ import shutil
 import pytest
 import torch
 
+from facegan.data.decode import to_float
+from facegan.data.samples import TrainSpec
 from facegan.data.shardset import MANIFEST, ShardSetError, load_shardset
-from facegan.data.stream import eval_loader, to_float, train_loader
+from facegan.data.stream import eval_loader, train_loader
+from facegan.distribution import Dist
 
 ALL_KEYS = [f"{i:06d}" for i in range(103)]
 
@@ -20,13 +23,13 @@ def _take(loader, n):
 
 
 def test_decode_shapes_and_ranges(synthetic_shards):
-    batch = _take(train_loader(synthetic_shards, 8, num_workers=0, with_meta=True), 1)[0]
+    batch = _take(train_loader(synthetic_shards, TrainSpec(8, with_meta=True), num_workers=0), 1)[0]
     x = batch["image"]
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
     assert -1.0 <= x.min() < -0.5 and 0.5 < x.max() <= 1.0
     assert len(batch["key"]) == 8 and all(k in ALL_KEYS for k in batch["key"])
     assert [m["index"] for m in batch["meta"]] == [int(k) for k in batch["key"]]
-    raw = _take(train_loader(synthetic_shards, 8, num_workers=0, uint8=True), 1)[0]["image"]
+    raw = _take(train_loader(synthetic_shards, TrainSpec(8), num_workers=0, uint8=True), 1)[0]["image"]
     assert raw.dtype == torch.uint8 and torch.equal(to_float(raw), x)
     assert (to_float(raw) - (raw.float() / 127.5 - 1)).abs().max() < 1e-6
 
@@ -36,7 +39,7 @@ def test_eval_exactly_once_over_two_ranks(synthetic_shards, workers, batch):
     keys = []
     per_rank = []
     for rank in range(2):
-        loader = eval_loader(synthetic_shards, batch, num_workers=workers, rank=rank, world_size=2)
+        loader = eval_loader(synthetic_shards, batch, num_workers=workers, dist=Dist(rank, 2))
         got = [k for b in loader for k in b["key"]]
         per_rank.append(len(got))
         keys += got
@@ -57,11 +60,11 @@ def test_train_streams_differ_per_rank_and_are_endless(synthetic_shards):
     # No shuffle buffer, so the first batches come from the first epoch's shards: 2 ranks x 2
     # workers take disjoint slices of its shard permutation (each at least 13 samples).
     for per_message, batches in ((1, 2), (3, 1)):  # 2 batches: one from each worker
-        streams = [train_loader(synthetic_shards, 8, num_workers=2, rank=r, world_size=2, seed=3,
-                                shuffle_buffer=1, batches_per_message=per_message) for r in range(2)]
+        streams = [train_loader(synthetic_shards, TrainSpec(8, seed=3, shuffle_buffer=1),
+                                dist=Dist(r, 2), num_workers=2, batches_per_message=per_message) for r in range(2)]
         first = [set(k for b in _take(s, batches) for k in b["key"]) for s in streams]
         assert len(first[0]) == len(first[1]) == 8 * batches and not first[0] & first[1]
-    streams = [train_loader(synthetic_shards, 8, num_workers=2, rank=r, world_size=2, seed=3) for r in range(2)]
+    streams = [train_loader(synthetic_shards, TrainSpec(8, seed=3), dist=Dist(r, 2), num_workers=2) for r in range(2)]
     assert [b["key"] for b in _take(streams[0], 3)] != [b["key"] for b in _take(streams[1], 3)]
     batches = _take(streams[1], 40)  # 40 x 8 = 320 samples from 103: it never runs dry
     assert len(batches) == 40 and all(b["image"].shape[0] == 8 for b in batches)
@@ -69,8 +72,8 @@ def test_train_streams_differ_per_rank_and_are_endless(synthetic_shards):
 
 def test_train_stream_is_deterministic(synthetic_shards):
     def run(seed, segment=0):
-        loader = train_loader(synthetic_shards, 8, num_workers=2, seed=seed, segment=segment,
-                              rank=1, world_size=2)
+        loader = train_loader(synthetic_shards, TrainSpec(8, seed=seed, segment=segment),
+                              dist=Dist(1, 2), num_workers=2)
         return _take(loader, 6)
 
     a, b, c, d = run(0), run(0), run(1), run(0, segment=1)
@@ -87,8 +90,8 @@ def test_a_skipped_stream_goes_on_where_the_unbroken_one_is(synthetic_shards, wo
     whole messages and a message taken in part, each worker's turn rotated (what a resume
     mid-segment needs). Past an epoch too: 103 faces are 20 batches of 5."""
     def run(skip, n):
-        loader = train_loader(synthetic_shards, 5, num_workers=workers, seed=4, segment=2, skip=skip,
-                              batches_per_message=per_message, shuffle_buffer=20)
+        loader = train_loader(synthetic_shards, TrainSpec(5, seed=4, segment=2, skip=skip, shuffle_buffer=20),
+                              num_workers=workers, batches_per_message=per_message)
         return [(b["key"], b["image"]) for b in _take(loader, n)]
 
     unbroken = run(0, 30)
@@ -102,8 +105,8 @@ def test_batches_per_message_only_regroups_each_workers_batches(synthetic_shards
     """Workers send 3 batches per message: the same batches as one per message, bitwise, in each
     worker's order; with 2 workers they alternate 3 at a time instead of 1 at a time."""
     def run(workers, per_message, n):
-        loader = train_loader(synthetic_shards, 5, num_workers=workers, seed=2, with_meta=True,
-                              batches_per_message=per_message)
+        loader = train_loader(synthetic_shards, TrainSpec(5, seed=2, with_meta=True),
+                              num_workers=workers, batches_per_message=per_message)
         return _take(loader, n)
 
     def same(xs, ys):
@@ -119,7 +122,7 @@ def test_batches_per_message_only_regroups_each_workers_batches(synthetic_shards
     assert all(b["image"].shape == (5, 3, 32, 32) and len(b["key"]) == 5 for b in grouped)
     for workers in (0, 2):  # also refused where there are no workers to group for
         with pytest.raises(ValueError, match="batches_per_message must be at least 1, got 0"):
-            train_loader(synthetic_shards, 5, num_workers=workers, batches_per_message=0)
+            train_loader(synthetic_shards, TrainSpec(5), num_workers=workers, batches_per_message=0)
 
 
 def test_hflip(synthetic_shards):
@@ -128,7 +131,7 @@ def test_hflip(synthetic_shards):
 
     def flips(hflip):
         n = 0
-        for b in _take(train_loader(synthetic_shards, 10, num_workers=0, hflip=hflip), 5):
+        for b in _take(train_loader(synthetic_shards, TrainSpec(10, hflip=hflip), num_workers=0), 5):
             for k, img in zip(b["key"], b["image"]):
                 if torch.equal(img, reference[k]):
                     continue
@@ -144,10 +147,10 @@ def test_missing_manifest_and_resolution(tmp_path, synthetic_shards):
     copy = tmp_path / "copy"
     shutil.copytree(synthetic_shards, copy)
     with pytest.raises(ShardSetError, match="shards are 32 px but 64 px was asked"):
-        train_loader(copy, 8, expect_size=64)
+        train_loader(copy, TrainSpec(8), expect_size=64)
     (copy / MANIFEST).unlink()
     with pytest.raises(ShardSetError, match=r"manifest\.json: no manifest"):
-        train_loader(copy, 8)
+        train_loader(copy, TrainSpec(8))
 
 
 def test_truncated_shard_is_refused(tmp_path, synthetic_shards):
@@ -192,7 +195,7 @@ def test_changed_shard_in_a_worker_is_one_line(tmp_path, synthetic_shards, loade
     lines): the error that reaches train.py / evaluate.py must be the one line naming the shard."""
     copy, shard = _flip_a_byte(synthetic_shards, tmp_path)
     if loader == "train":
-        batches = train_loader(copy, 8, num_workers=2, shuffle_buffer=10, batches_per_message=1)
+        batches = train_loader(copy, TrainSpec(8, shuffle_buffer=10), num_workers=2, batches_per_message=1)
     else:
         batches = eval_loader(copy, 8, num_workers=2)
     with pytest.raises(ShardSetError) as caught:
@@ -235,8 +238,8 @@ def test_process_holding_a_live_loader_exits(tmp_path, synthetic_shards):
 
     from .conftest import REPO
 
-    code = ("import sys; from facegan.data.stream import train_loader; "
-            f"IT = iter(train_loader({str(synthetic_shards)!r}, 8, num_workers=2)); next(IT); print('held')")
+    code = ("import sys; from facegan.data.stream import TrainSpec, train_loader; "
+            f"IT = iter(train_loader({str(synthetic_shards)!r}, TrainSpec(8), num_workers=2)); next(IT); print('held')")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout == "held\n", res.stderr[-2000:]
     node = "tests/test_data.py::test_changed_shard_in_a_worker_is_one_line[eval]"

@@ -424,12 +424,13 @@ def test_256_px_from_pack_to_every_d(tmp_path):
     """256 px end to end in shape: packed shards at 256 px stream 256 px batches that D of every
     arch scores (training there is not measured on this CPU)."""
     from facegan.data.pack import pack
+    from facegan.data.samples import TrainSpec
     from facegan.data.sources.synthetic import SyntheticSource
     from facegan.data.stream import train_loader
 
     shards = tmp_path / "s256"
     assert pack(SyntheticSource(4, seed=0, size=256), shards, size=256, shard_size=2, progress=False)["size"] == 256
-    batch = next(iter(train_loader(shards, 2, num_workers=0)))["image"]
+    batch = next(iter(train_loader(shards, TrainSpec(2), num_workers=0)))["image"]
     assert batch.shape == (2, 3, 256, 256)
     for arch in networks.ARCHS:
         d = networks.build("discriminator", networks.make_specs(arch, 256, 16, 4, 4, {})[1]).eval()

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.data.attributes import available, check_names
+from facegan.data.decode import to_float
 from facegan.data.shardset import load_shardset
-from facegan.data.stream import eval_loader, to_float
+from facegan.data.stream import eval_loader
 from facegan.files import sha256_file
 from facegan.networks.exports import load_into, read_network_meta
 from facegan.progress import progress_bar

@@ -195,8 +195,7 @@ def folder_batches(files: list[Path], *, batch_size: int = 100,
 def shard_batches(shardset: ShardSet, *, batch_size: int = 100, num_workers: int = 2,
                   dist: Dist = ONE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every sample once across ranks and workers, with its index in manifest order."""
-    for batch in eval_loader(shardset, batch_size, num_workers=num_workers, rank=dist.rank,
-                             world_size=dist.world_size, uint8=True):
+    for batch in eval_loader(shardset, batch_size, dist=dist, num_workers=num_workers, uint8=True):
         yield batch["image"], batch["index"]
 
 

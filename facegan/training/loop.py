@@ -21,8 +21,11 @@ from facegan import files
 from facegan.data import attributes as conditioning
 from facegan.data import balance as balancing
 from facegan.data.balance import Balance
+from facegan.data.decode import to_float
+from facegan.data.samples import TrainSpec
 from facegan.data.shardset import ShardSet, load_shardset, shared_shards_warning
-from facegan.data.stream import to_float, train_loader
+from facegan.data.stream import train_loader
+from facegan.distribution import Dist
 from facegan.runtime import make_accelerator, process_warnings, resolve_precision
 from facegan.training import checkpoint as ckpt
 from facegan.training.ada import AdaController
@@ -66,11 +69,11 @@ class RealBatches:
     def open(self, segment: int, taken: int = 0) -> None:
         cfg, acc = self.cfg, self.acc
         self.segment, self.taken = segment, taken
-        self.stream = iter(train_loader(
-            self.shardset, cfg.batch_size, seed=cfg.seed, segment=segment, skip=taken, hflip=cfg.hflip,
-            num_workers=cfg.num_workers, rank=acc.process_index, world_size=acc.num_processes,
-            shuffle_buffer=cfg.shuffle_buffer, uint8=True, pin_memory=acc.device.type == "cuda",
-            attributes=list(cfg.condition) or None, balance=self.balance))
+        spec = TrainSpec(cfg.batch_size, attributes=cfg.condition or None, seed=cfg.seed, segment=segment, skip=taken,
+                         hflip=cfg.hflip, shuffle_buffer=cfg.shuffle_buffer, balance=self.balance)
+        self.stream = iter(train_loader(self.shardset, spec, dist=Dist(acc.process_index, acc.num_processes),
+                                        num_workers=cfg.num_workers, uint8=True,
+                                        pin_memory=acc.device.type == "cuda"))
 
     def position(self) -> tuple[int, int]:
         """(segment, batches taken from it): what a checkpoint saves and open() takes back."""

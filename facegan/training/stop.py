@@ -20,7 +20,7 @@ class StopSignal:
     """Remembers SIGTERM / SIGUSR1 (SLURM preemption) and Ctrl-C (SIGINT), or finds RUN_DIR/STOP
     (what a launcher writes when signalling the right processes through its process tree is
     unreliable); the loop finishes its step, saves and exits. A second Ctrl-C aborts at once.
-    Loader workers ignore these signals (facegan.data.stream.ignore_stop_signals): the save is ours."""
+    Loader workers ignore these signals (facegan.data.loader.ignore_stop_signals): the save is ours."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
