@@ -162,7 +162,9 @@ def config_from_args(argv: list[str] | None = None, resolution: int | None = Non
     return cfg, args
 
 
-def main(argv=None) -> int:
+def main(argv=None, hooks=None) -> int:
+    """The command: exit 0 when trained, 1 for a failed run, 2 for bad input, 130 for a second
+    Ctrl-C. `hooks` (facegan.training.loop.Hooks) go to train(), for tests and notebooks."""
     try:
         cfg, args = config_from_args(argv)
         if args.dry_run:
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
     from facegan.training.loop import train  # Accelerate, webdataset, torchvision
 
     try:
-        train(cfg)  # validates cfg first
+        train(cfg, hooks)  # validates cfg first
     except ConfigError as e:
         print(f"facegan/train.py: error: {e}", file=sys.stderr)
         return 2

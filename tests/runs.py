@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -16,7 +15,7 @@ from pathlib import Path
 from facegan import networks
 from facegan.runtime import make_accelerator
 from facegan.training.config import TrainConfig
-from facegan.training.loop import make_loss, make_models, make_step
+from facegan.training.loop import Hooks, make_loss, make_models, make_step
 from facegan.training.presets import DEMO
 
 from .conftest import REPO
@@ -60,39 +59,28 @@ WRAPPED_TRAIN = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from facegan.training import loop as training_loop
-from facegan.training import step as gan_step
 from facegan.training import stop
 {patch}
-real_step = gan_step.GANStep.__call__
-def step(self, batches, state):
-    real_step(self, batches, state)
-    after_step(state.step)
-gan_step.GANStep.__call__ = step
 from facegan.train import main
-sys.exit(main(sys.argv[1:]))
+from facegan.training.loop import Hooks
+sys.exit(main(sys.argv[1:], Hooks(after_step=lambda state: after_step(state.step))))
 """
 
 
-@contextlib.contextmanager
-def sigterm_at_step(monkeypatch, step: int = 1):
-    """Inside, the training step sends this process SIGTERM once it has taken `step` steps: the
-    run saves at its next signal check and exits, as under a preemption."""
-    from facegan.training.step import GANStep
+def sigterm_at(step: int = 1) -> Hooks:
+    """The loop's hooks for a run that sends its own process SIGTERM once it has taken `step`
+    steps: it saves at its next signal check and exits, as under a preemption."""
 
-    real_step = GANStep.__call__
-
-    def taking(self, batches, state):
-        real_step(self, batches, state)
+    def after(state):
         if state.step == step:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(GANStep, "__call__", taking)
-        yield
+    return Hooks(after_step=after)
 
 
 def wrapped_train(tmp_path: Path, patch: str) -> list[str]:
-    """A command that runs train.py's main with `patch` applied; `patch` defines after_step(step)."""
+    """A command that runs train.py's main with `patch` applied; `patch` defines after_step(step),
+    which the loop's Hooks call after every step."""
     script = tmp_path / "wrapped_train.py"
     script.write_text(WRAPPED_TRAIN.format(repo=str(REPO), patch=patch))
     return [sys.executable, str(script)]

@@ -29,7 +29,7 @@ from facegan.train import main as train_main
 from facegan.training import loop as training_loop
 from facegan.training.loop import train
 
-from .runs import _flags, sha, sigterm_at_step, tiny
+from .runs import _flags, sha, sigterm_at, tiny
 
 
 def skewed(folder: Path, share: float, num: int = 60) -> Path:
@@ -120,13 +120,12 @@ def test_balanced_run_resumes_exactly_and_exports_its_stream(tmp_path, glasses10
     monkeypatch.setattr(training_loop, "SEGMENT_IMAGES", 160)
     flags = {"max-steps": 24, "log-every": 4, "sample-every": 100, "num-workers": 2, "balance": "Eyeglasses"}
 
-    def start(run, **kw):
-        train(config_from_args(_flags(glasses10, run, **flags, **kw))[0])
+    def start(run, hooks=None, **kw):
+        train(config_from_args(_flags(glasses10, run, **flags, **kw))[0], hooks)
 
     start(tmp_path / "one", **{"ckpt-every": 1000})
     assert "facegan: balanced stream (2 cells): Eyeglasses 10.0% -> 50.0%" in capsys.readouterr().err
-    with sigterm_at_step(monkeypatch):
-        start(tmp_path / "two", **{"ckpt-every": 3})
+    start(tmp_path / "two", sigterm_at(1), **{"ckpt-every": 3})
     start(tmp_path / "two", **{"ckpt-every": 3})
     for net in ("generator", "discriminator"):
         assert sha(tmp_path / "two" / f"{net}.safetensors") == sha(tmp_path / "one" / f"{net}.safetensors")

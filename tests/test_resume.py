@@ -20,8 +20,7 @@ from facegan.train import config_from_args
 from facegan.training import checkpoint as ckpt
 from facegan.training import loop as training_loop
 from facegan.training import stop
-from facegan.training.loop import train
-from facegan.training.step import GANStep
+from facegan.training.loop import Hooks, train
 
 from .runs import (
     TORCHRUN,
@@ -31,7 +30,7 @@ from .runs import (
     env,
     read_wandb,
     sha,
-    sigterm_at_step,
+    sigterm_at,
     tensorboard_runs,
     tiny,
     wrapped_train,
@@ -71,10 +70,13 @@ def test_resume_is_bitwise_exact(tmp_path, synthetic_shards, monkeypatch, recipe
     one = tiny(synthetic_shards, tmp_path / "one", **extra)
     train(one)
     two = tiny(synthetic_shards, tmp_path / "two", **extra)
-    with monkeypatch.context() as patch:  # preempted at step 4: saves and exits (the schedule keeps its length)
+    def ask_to_stop(state):  # at step 4, as `touch RUN/STOP` would
+        if state.step == 4:
+            (tmp_path / "two" / stop.STOP_FILE).touch()
+
+    with monkeypatch.context() as patch:  # it saves at step 4 and exits (the schedule keeps its length)
         patch.setattr(stop, "SIGNAL_CHECK_EVERY", 4)
-        patch.setattr(stop.StopSignal, "agreed", lambda self, acc, *clock: (True, *(False for _ in clock)))
-        train(two)
+        train(two, Hooks(after_step=ask_to_stop))
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "two")] == ["step-000000004"]
     train(two)
     assert sha(tmp_path / "one" / "generator.safetensors") == sha(tmp_path / "two" / "generator.safetensors")
@@ -108,13 +110,12 @@ def test_the_result_does_not_depend_on_when_the_run_stopped(tmp_path, synthetic_
     monkeypatch.setattr(training_loop, "SEGMENT_IMAGES", 160)
     flags = {"max-steps": 30, "log-every": 5, "sample-every": 100, "num-workers": 2}
 
-    def start(run, **kw):
-        train(config_from_args(_flags(synthetic_shards, run, **flags, **kw))[0])
+    def start(run, hooks=None, **kw):
+        train(config_from_args(_flags(synthetic_shards, run, **flags, **kw))[0], hooks)
 
     start(tmp_path / "one", **{"ckpt-every": 1000})
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "one")] == ["step-000000030"]
-    with sigterm_at_step(monkeypatch):
-        start(tmp_path / "two", **{"ckpt-every": 3})
+    start(tmp_path / "two", sigterm_at(1), **{"ckpt-every": 3})
     assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "two")][-1] == "step-000000010"
     start(tmp_path / "two", **{"ckpt-every": 3})
     kill = ("training_loop.SEGMENT_IMAGES = 160\n"
@@ -149,25 +150,20 @@ def test_time_budgeted_anneal_is_planned_once_and_resumes_exactly(tmp_path, synt
     --lr-final over the next 30 steps and ends the run by images at step 60. Stopped after the plan
     (step 40) or before it (step 20, its 20 s kept in the checkpoint), the resumed runs make the
     same plan and end with the same bits."""
-    from facegan.training import budget
-
     clock = StepClock()
-    monkeypatch.setattr(budget, "time", clock)
-    real_step = GANStep.__call__
     stop_at = {"step": None}
 
-    def step(self, batches, state):
-        real_step(self, batches, state)
+    def after_step(state):
         clock.now += 1.0
         if state.step == stop_at["step"]:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(GANStep, "__call__", step)
+    hooks = Hooks(after_step=after_step, now=clock.monotonic)
     flags = {"max-steps": 0, "max-minutes": 1, "lr-decay-minutes": 0.5, "lr-schedule": "linear", "lr-final": 0.1,
              "log-every": 5, "sample-every": 100, "ckpt-every": 1000, "num-workers": 2}
 
     def start(run):
-        train(config_from_args(_flags(synthetic_shards, run, **flags))[0])
+        train(config_from_args(_flags(synthetic_shards, run, **flags))[0], hooks)
 
     start(tmp_path / "one")
     state = ckpt.read_state(ckpt.complete_checkpoints(tmp_path / "one")[-1])

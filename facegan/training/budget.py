@@ -16,24 +16,26 @@ Without `--lr-decay-minutes`, `--max-minutes` is the budget of each start, as be
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from facegan.training.config import TrainConfig
 from facegan.training.state import RunState
 
 
 class TimeBudget:
-    def __init__(self, cfg: TrainConfig, state: RunState):
-        self.minutes, self.decay_minutes = cfg.max_minutes, cfg.lr_decay_minutes
-        self.started, self.start_nimg = time.monotonic(), state.nimg
+    def __init__(self, cfg: TrainConfig, state: RunState, now: Callable[[], float] = time.monotonic):
+        """`now`: the clock in seconds (time.monotonic; the loop's Hooks may give another)."""
+        self.minutes, self.decay_minutes, self.now = cfg.max_minutes, cfg.lr_decay_minutes, now
+        self.started, self.start_nimg = now(), state.nimg
         self.spent_before = state.train_seconds  # training time of the run's earlier starts
 
     def spent(self) -> float:
         """Seconds of training: the run's over all starts."""
-        return self.spent_before + time.monotonic() - self.started
+        return self.spent_before + self.now() - self.started
 
     def budget_spent(self) -> float:
         """Seconds counted against --max-minutes: the run's with --lr-decay-minutes, else this start's."""
-        return self.spent() if self.decay_minutes else time.monotonic() - self.started
+        return self.spent() if self.decay_minutes else self.now() - self.started
 
     def out_of_time(self, state: RunState) -> bool:
         """Past --max-minutes; never once the anneal is planned (it ends the run by images)."""
@@ -45,7 +47,7 @@ class TimeBudget:
 
     def planned_end(self, state: RunState) -> int:
         """Where the anneal should end, in images: the time left at this start's throughput."""
-        elapsed = time.monotonic() - self.started
+        elapsed = self.now() - self.started
         rate = (state.nimg - self.start_nimg) / elapsed if elapsed > 0 else 0.0
         left = max(self.minutes * 60 - self.spent(), 0.0)
         return state.nimg + round(rate * left)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -202,8 +204,17 @@ def announce_balance(acc: Accelerator, cfg: TrainConfig, balance: Balance, warni
         files.write_json_atomic(Path(cfg.run_dir) / "balance.json", balance.to_json())
 
 
-def train(cfg: TrainConfig) -> Path:
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+    """What a caller (a test, a notebook) may plug into a run, instead of patching its internals."""
+
+    after_step: Callable[[RunState], None] | None = None  # every rank, after each optimiser step
+    now: Callable[[], float] = time.monotonic  # the clock of --max-minutes and the anneal's plan, in seconds
+
+
+def train(cfg: TrainConfig, hooks: Hooks | None = None) -> Path:
     """Train until the image budget is spent (or a stop signal); return the exported generator's path."""
+    hooks = hooks or Hooks()
     cfg.validate()
     precision, precision_source = resolve_precision(cfg.mixed_precision, cfg.cpu)
     cfg = dataclasses.replace(cfg, mixed_precision=precision)
@@ -236,7 +247,7 @@ def train(cfg: TrainConfig) -> Path:
         tracking = True
         data = RealBatches(cfg, acc, shardset, balance)
         upkeep = Upkeep(cfg, acc, models, gan_step, state, data, shardset.size, resumed=resume_from is not None,
-                        tracking=run_trackers)
+                        tracking=run_trackers, now=hooks.now)
         acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it
 
         # Train.
@@ -244,6 +255,8 @@ def train(cfg: TrainConfig) -> Path:
         try:
             while state.nimg < state.total_nimg:
                 gan_step(data, state)
+                if hooks.after_step is not None:
+                    hooks.after_step(state)
                 if upkeep.tick():
                     break
             else:

@@ -70,8 +70,8 @@ class Upkeep:
     the report page)."""
 
     def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, step: GANStep, state: RunState,
-                 data, resolution: int, resumed: bool, tracking: Trackers):
-        """`data`: the loop's RealBatches, whose position each checkpoint saves."""
+                 data, resolution: int, resumed: bool, tracking: Trackers, now=time.monotonic):
+        """`data`: the loop's RealBatches, whose position each checkpoint saves; `now`: the run's clock."""
         self.cfg, self.acc, self.m, self.gan_step, self.state, self.data = cfg, acc, models, step, state, data
         self.run_dir, self.resolution = Path(cfg.run_dir), resolution
         self.trackers = tracking
@@ -91,7 +91,7 @@ class Upkeep:
         self.checkpoint_due = False  # a checkpoint held back by an unhealthy step, taken at the next healthy one
         self.warned_since: int | None = None  # the streak of unhealthy steps already warned about
         self.reading: tuple[int, Reading] | None = None  # (step, the health reading taken at it)
-        self.clock = TimeBudget(cfg, state)
+        self.clock = TimeBudget(cfg, state, now)
 
     def planned_steps(self) -> int | None:
         if self.state.total_nimg >= UNBOUNDED:  # only --max-minutes ends it
