@@ -17,6 +17,7 @@ from pathlib import Path
 
 from facegan.cli import OneLineErrors
 from facegan.data.attributes import parse_condition
+from facegan.files import probe_folder
 from facegan.metrics.classifier import KIND, train_classifier, weak
 from facegan.networks.exports import write_network
 
@@ -50,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: --epochs, --batch-size, --width and --max-images must be at least 1", file=sys.stderr)
         return 2
     try:
+        out = Path(args.out)
+        probe_folder(out.absolute().parent, "--out")  # before the training, not after it
         model, meta = train_classifier(args.shards, parse_condition(args.attributes) or None,
                                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
                                        max_images=args.max_images, seed=args.seed)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_network(model, out, KIND, meta)
     except ValueError as e:  # ShardSetError included
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 <= args.smoothing < 1:
         p.error(f"--smoothing {args.smoothing}: must be in [0, 1)")
+    if not 10 <= args.frame_ms <= 60_000:
+        p.error(f"--frame-ms {args.frame_ms}: must be in [10, 60000] (milliseconds per GIF frame)")
     try:
         written = write_report(args.run, args.smoothing, args.frame_ms)
     except (FileNotFoundError, ValueError) as e:

@@ -29,6 +29,7 @@ from PIL import Image
 from facegan import networks
 from facegan.cli import OneLineErrors
 from facegan.data import attributes as conditioning
+from facegan.files import probe_folder
 from facegan.networks import sampling
 from facegan.networks.exports import load_generator
 from facegan.networks.portable import TRUST, export_program
@@ -114,6 +115,16 @@ def check_flags(args: argparse.Namespace, num: int) -> None:
         raise ValueError(f"--out {args.out}: expected a .png" + (" or .gif" if args.interpolate else ""))
 
 
+def probe_output(args: argparse.Namespace) -> None:
+    """Make and probe where the output goes, before any work: one line for a folder under a
+    regular file, a regular file where a folder should be, or a folder that cannot be written."""
+    if args.images_dir:
+        probe_folder(args.images_dir, "--images-dir")
+    else:
+        flag, path = ("--out", args.out) if args.out else ("--export-program", args.export_program)
+        probe_folder(Path(path).absolute().parent, flag)
+
+
 def prepare(args: argparse.Namespace, prog: str, num: int) -> Job:
     """Load the generator and draw what the modes share; ValueError for anything it cannot do."""
     g, _ = load_generator(args.generator)
@@ -139,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     num = args.num if args.num is not None else default_num
     try:
         check_flags(args, num)
+        probe_output(args)
         job = prepare(args, prog, num)
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -148,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     job.g = job.g.to("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     if args.images_dir:
         return write_pngs(job)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     mode = next((name for name in PICTURES.values() if getattr(args, name)), "grid")
     return {"grid": write_grid, "interpolate": write_walk, "sweep": write_sweep, "style_mix": write_style_mix,
             "psi_sweep": write_psi_sweep}[mode](job)

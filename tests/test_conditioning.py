@@ -160,6 +160,9 @@ def test_attr_metric_scores_what_was_asked(tmp_path, small_shards, capsys):
     from facegan.networks.sampling import latent_attributes
 
     clf = tmp_path / "clf.safetensors"
+    (tmp_path / "file").write_text("")  # an --out under a regular file: one line, before any training
+    assert attributes.main(["train", str(small_shards), "--out", str(tmp_path / "file" / "c.safetensors")]) == 2
+    assert capsys.readouterr().err == f"facegan.attributes: error: --out {tmp_path / 'file'}: is a file, not a folder\n"
     assert attributes.main(["train", str(small_shards), "--out", str(clf), "--attributes", PAIR,
                             "--epochs", "2", "--width", "8"]) == 0
     printed = capsys.readouterr().out

@@ -612,6 +612,12 @@ def test_sample_cli_errors(tmp_path, capsys):
         (["--export-program", str(tmp_path / "g.pt2"), "--style-mix", "2x2"],
          "--export-program writes the generator itself; --style-mix makes a picture with --out"),
         (["--out", str(tmp_path / "x.png"), "--num", "0"], "--num and --batch-size must be at least 1"),
+        (["--out", str(tmp_path / "x.png"), "--truncation", "nan"], "--truncation nan: must be a positive finite"),
+        (["--out", str(tmp_path / "x.png"), "--truncation", "-1"], "--truncation -1.0: must be a positive finite"),
+        (["--out", str(tmp_path / "g.safetensors" / "x.png")], f"--out {tmp_path / 'g.safetensors'}: is a file"),
+        (["--export-program", str(tmp_path / "g.safetensors" / "sub" / "g.pt2")],
+         f"--export-program {tmp_path / 'g.safetensors' / 'sub'}: cannot write there ("),
+        (["--images-dir", str(tmp_path / "g.safetensors")], f"--images-dir {tmp_path / 'g.safetensors'}: is a file"),
     ]:
         assert sample.main([*base, *args]) == 2, args
         err = capsys.readouterr().err
@@ -619,13 +625,17 @@ def test_sample_cli_errors(tmp_path, capsys):
     assert not (tmp_path / "d").exists() and not (tmp_path / "g.pt2").exists()
 
 
-def test_report_cli(tmp_path, report_run):
+def test_report_cli(tmp_path, report_run, capsys):
     run = report_run
     assert report.main([str(run)]) == 0
     assert Image.open(run / "report" / "losses.png").size == (960, 540)
     gif = Image.open(run / "report" / "progress.gif")
     assert gif.n_frames == 4 and gif.size == Image.open(run / "samples" / "step-000000008.png").size
     assert report.main([str(tmp_path / "nowhere")]) == 2
+    for bad in ("-5", "0"):  # a negative frame time was an OverflowError from PIL
+        with pytest.raises(SystemExit):
+            report.main([str(run), "--frame-ms", bad])
+        assert f"--frame-ms {bad}: must be in [10, 60000]" in capsys.readouterr().err
 
 
 def test_report_of_a_hand_made_or_damaged_metrics_file_is_one_line(tmp_path, capsys):

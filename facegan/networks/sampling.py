@@ -30,8 +30,8 @@ def latents(num: int, z_dim: int, seed: int, truncation: float | None = None) ->
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(num, z_dim, generator=gen)
     if truncation is not None:
-        if truncation <= 0:
-            raise ValueError(f"truncation={truncation}: must be positive")
+        if not (math.isfinite(truncation) and truncation > 0):  # nan would pass `<= 0` and truncate nothing
+            raise ValueError(f"--truncation {truncation}: must be a positive finite number")
         while (outside := z.abs() > truncation).any():
             z[outside] = torch.randn(int(outside.sum()), generator=gen)
     return z
