@@ -5,6 +5,7 @@ says in a comment which heavy dependency that keeps unloaded; wing __init__ file
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from .conftest import REPO
@@ -123,6 +124,18 @@ def test_wing_faces_stay_docstrings_and_the_front_door_stays_small():
     assert not stray, f"facegan/ has top-level modules that are neither a command nor a helper: {stray}; the " \
         "library belongs in a wing"
     assert len(dict(WINGS)["helpers"]) <= 6, "the helpers grow: move what is not a helper into a wing"
+
+
+def test_components_get_their_section_of_the_config_not_trainconfig():
+    """Only the command, the config, its presets and the loop import TrainConfig (and state.py,
+    which stores it in checkpoints, until the run gets its own section); the others get a section,
+    a dataclass beside them that the loop fills (loop.section)."""
+    allowed = {"facegan.train", "facegan.training.config", "facegan.training.presets", "facegan.training.loop",
+               "facegan.training.state"}
+    users = {name for name, path in modules().items()
+             if re.search(r"^from facegan\.training\.config import .*\bTrainConfig\b", path.read_text(), re.M)}
+    assert users <= allowed, f"import TrainConfig outside the command and the loop: {sorted(users - allowed)}"
+    assert {"facegan.training.upkeep", "facegan.training.evaluation", "facegan.training.budget"}.isdisjoint(users)
 
 
 def test_the_layout_test_sees_a_wrong_import(tmp_path):

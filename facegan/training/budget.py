@@ -18,14 +18,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from facegan.training.config import TrainConfig
 from facegan.training.state import RunState
 
 
 class TimeBudget:
-    def __init__(self, cfg: TrainConfig, state: RunState, now: Callable[[], float] = time.monotonic):
-        """`now`: the clock in seconds (time.monotonic; the loop's Hooks may give another)."""
-        self.minutes, self.decay_minutes, self.now = cfg.max_minutes, cfg.lr_decay_minutes, now
+    def __init__(self, max_minutes: float, lr_decay_minutes: float, state: RunState,
+                 now: Callable[[], float] = time.monotonic):
+        """--max-minutes and --lr-decay-minutes (0: off); `now`: the clock in seconds
+        (time.monotonic; the loop's Hooks may give another)."""
+        self.minutes, self.decay_minutes, self.now = max_minutes, lr_decay_minutes, now
         self.started, self.start_nimg = now(), state.nimg
         self.spent_before = state.train_seconds  # training time of the run's earlier starts
 

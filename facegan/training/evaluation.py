@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -12,15 +13,33 @@ from accelerate import Accelerator
 from facegan.data.balance import Shares
 from facegan.distribution import Dist
 from facegan.metrics import registry
-from facegan.training.config import TrainConfig
 from facegan.training.state import RunState
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation's section of the config (the loop fills it from TrainConfig's flags of the same names)."""
+
+    eval_every: int = 0  # measure every N steps; 0 is off
+    metrics: tuple[str, ...] = ("fid",)  # what to measure (facegan.metrics.registry)
+    best_by: str = ""  # the value generator-best follows ("": the first metric's headline)
+    eval_samples: int = 10000  # generated images per measurement
+    eval_batch_size: int = 100
+    num_workers: int = 2  # loader workers for the real set
+    eval_cache: str = ""  # folder for cached real-data features ("": the default)
+    seed: int = 0  # of the latents measured
+    inception_weights: str = ""
+    vgg16_weights: str = ""
+    dinov2_weights: str = ""
+    dinov2_model: str = "dinov2-vit-l-14"
+    attr_classifier: str = ""
 
 
 class Evaluation:
     """The extractors (loaded at start: a wrong weights path fails in seconds, not at the first
     measurement) and one `measure` per --eval-every steps, on every rank."""
 
-    def __init__(self, cfg: TrainConfig, acc: Accelerator):
+    def __init__(self, cfg: EvalSettings, acc: Accelerator):
         self.cfg, self.acc, self.names = cfg, acc, cfg.metrics
         self.best_by = cfg.best_by or registry.metric(self.names[0]).headline
         self.score = self.extractors = None

@@ -32,16 +32,17 @@ from facegan.runtime import make_accelerator, process_warnings, resolve_precisio
 from facegan.training import checkpoint as ckpt
 from facegan.training.ada import AdaController
 from facegan.training.config import TrainConfig
+from facegan.training.evaluation import EvalSettings
 from facegan.training.health import Diverged, Health, NonFiniteLoss
 from facegan.training.lock import RunLock
 from facegan.training.losses import GANLoss, build_loss
 from facegan.training.models import ModelOptions, Models, build_models
 from facegan.training.path_length import PathLength
 from facegan.training.schedules import Schedule
-from facegan.training.state import UNBOUNDED, RunState, load_run, new_state, trim_metrics
+from facegan.training.state import UNBOUNDED, RunState, load_run, new_state, save_run, trim_metrics
 from facegan.training.step import GANStep, StepOptions
 from facegan.training.stop import STOP_FILE
-from facegan.training.upkeep import Upkeep
+from facegan.training.upkeep import Upkeep, UpkeepSettings
 from facegan.watch import trackers
 from facegan.watch.trackers import Trackers
 
@@ -96,6 +97,12 @@ class RealBatches:
         self.taken += 1
         images = to_float(batch["image"].to(self.acc.device, non_blocking=True))
         return (images, batch["attrs"].to(self.acc.device, non_blocking=True)) if "attrs" in batch else images
+
+
+def section(cls: type, cfg: TrainConfig):
+    """A component's section of the config (a dataclass defined beside it), filled from the
+    TrainConfig fields of the same names: the flags keep their names, the component sees only its own."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
 
 # The components, each given the parts of the config it uses (as EDM's training loop is given
@@ -246,8 +253,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> Path:
         run_trackers.start(cfg.wandb_project, cfg.run_name or Path(cfg.run_dir).name, cfg.to_dict())
         tracking = True
         data = RealBatches(cfg, acc, shardset, balance)
-        upkeep = Upkeep(cfg, acc, models, gan_step, state, data, shardset.size, resumed=resume_from is not None,
-                        tracking=run_trackers, now=hooks.now)
+        upkeep = Upkeep(section(UpkeepSettings, cfg), section(EvalSettings, cfg), acc, models, gan_step, state, data,
+                        resumed=resume_from is not None, tracking=run_trackers, now=hooks.now,
+                        save=lambda: save_run(Path(cfg.run_dir), acc, models, state, cfg, shardset.size, gan_step.ada))
         acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it
 
         # Train.

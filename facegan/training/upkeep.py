@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,12 +19,11 @@ from facegan.metrics import registry
 from facegan.networks import sampling
 from facegan.training import stop
 from facegan.training.budget import TimeBudget
-from facegan.training.config import TrainConfig
-from facegan.training.evaluation import Evaluation
+from facegan.training.evaluation import EvalSettings, Evaluation
 from facegan.training.health import Diverged, NonFiniteLoss, Reading
 from facegan.training.models import Models
 from facegan.training.outputs import Exporter, Reporter
-from facegan.training.state import UNBOUNDED, AnnealPlan, RunState, save_run
+from facegan.training.state import UNBOUNDED, AnnealPlan, RunState
 from facegan.training.step import GANStep
 from facegan.watch.trackers import Trackers
 
@@ -63,19 +64,42 @@ class Progress:
         self.bar.close()
 
 
+@dataclass(frozen=True)
+class UpkeepSettings:
+    """Upkeep's section of the config: when each job runs and what its lines say (the loop fills it
+    from TrainConfig's flags of the same names)."""
+
+    run_dir: str
+    log_every: int = 10
+    sample_every: int = 500
+    ckpt_every: int = 1000
+    num_samples: int = 64  # images in each fixed-latent grid
+    z_dim: int = 100
+    seed: int = 0  # of the grids' fixed latents
+    live_report: bool = True
+    max_minutes: float = 0.0
+    lr_decay_minutes: float = 0.0
+    lr_schedule: str = "constant"  # (the anneal's plan line names it)
+    lr_final: float = 0.0
+    loss: str = "bce"  # (the divergence guard's evidence names it)
+    wandb_artifacts: bool = False
+
+
 class Upkeep:
     """The per-step upkeep phase, like EDM's tick: log, sample grid, measure, checkpoint, stop. It
     decides when; each job is its own: the health reading (once per tick), Evaluation (metrics and
     the best measurement), Exporter (networks and artifacts), Reporter (metrics.jsonl, trackers,
     the report page)."""
 
-    def __init__(self, cfg: TrainConfig, acc: Accelerator, models: Models, step: GANStep, state: RunState,
-                 data, resolution: int, resumed: bool, tracking: Trackers, now=time.monotonic):
-        """`data`: the loop's RealBatches, whose position each checkpoint saves; `now`: the run's clock."""
+    def __init__(self, cfg: UpkeepSettings, evaluation: EvalSettings, acc: Accelerator, models: Models,
+                 step: GANStep, state: RunState, data, resumed: bool, tracking: Trackers,
+                 save: Callable[[], None], now: Callable[[], float] = time.monotonic):
+        """`data`: the loop's RealBatches, whose position each checkpoint saves; `save`: saves the
+        resumable state (state.save_run, which the loop binds); `now`: the run's clock."""
         self.cfg, self.acc, self.m, self.gan_step, self.state, self.data = cfg, acc, models, step, state, data
-        self.run_dir, self.resolution = Path(cfg.run_dir), resolution
+        self.run_dir, self.save = Path(cfg.run_dir), save
         self.trackers = tracking
-        self.evaluation = Evaluation(cfg, acc)
+        self.evaluation = Evaluation(evaluation, acc)
         keys = self.evaluation.planned_keys()
         tracking.declare(keys, [k for k in keys if registry.ranked(k)])
         self.exporter = Exporter(self.run_dir, tracking, cfg.wandb_artifacts, acc.is_main_process)
@@ -91,7 +115,7 @@ class Upkeep:
         self.checkpoint_due = False  # a checkpoint held back by an unhealthy step, taken at the next healthy one
         self.warned_since: int | None = None  # the streak of unhealthy steps already warned about
         self.reading: tuple[int, Reading] | None = None  # (step, the health reading taken at it)
-        self.clock = TimeBudget(cfg, state, now)
+        self.clock = TimeBudget(cfg.max_minutes, cfg.lr_decay_minutes, state, now)
 
     def planned_steps(self) -> int | None:
         if self.state.total_nimg >= UNBOUNDED:  # only --max-minutes ends it
@@ -105,7 +129,8 @@ class Upkeep:
         record = self.log() if step % cfg.log_every == 0 else None
         if step % cfg.sample_every == 0:
             self.sample_grid()
-        if cfg.eval_every and step % cfg.eval_every == 0:  # every rank takes part
+        every = self.evaluation.cfg.eval_every
+        if every and step % every == 0:  # every rank takes part
             self.measure()
         self.progress.update(record)
         signalled = out_of_time = plan_due = False
@@ -243,8 +268,8 @@ class Upkeep:
             return
         cfg, state, main = self.cfg, self.state, self.acc.is_main_process
         if main:  # a measurement takes minutes: say so before, not only after
-            print(f"facegan: measuring {','.join(self.evaluation.names)} at step {state.step} on {cfg.eval_samples} "
-                  "generated images...", file=sys.stderr, flush=True)
+            print(f"facegan: measuring {','.join(self.evaluation.names)} at step {state.step} on "
+                  f"{self.evaluation.cfg.eval_samples} generated images...", file=sys.stderr, flush=True)
         balance = self.data.balance.shares() if self.data.balance is not None else None
         record, seconds = self.evaluation.measure(self.m.sampler, self.data.shardset, balance)
         self.tick_time += seconds  # measuring does not count against img/s
@@ -269,7 +294,7 @@ class Upkeep:
             return
         self.state.segment, self.state.segment_batches = self.data.position()
         self.state.train_seconds = self.clock.spent()
-        save_run(self.run_dir, self.acc, self.m, self.state, self.cfg, self.resolution, self.gan_step.ada)
+        self.save()
         self.export()
         self.last_saved = self.state.step
 
