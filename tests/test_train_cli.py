@@ -229,18 +229,22 @@ def test_config_arch_options_are_read_as_the_flags_are(tmp_path, synthetic_shard
 
 
 def test_every_section_is_made_of_trainconfig_fields_of_the_same_type():
-    """A component's section (evaluation's, upkeep's) is filled from the TrainConfig fields of the
-    same names: a renamed or retyped field is caught here, not at the first measurement."""
+    """A component's section (evaluation's, upkeep's, saving and resuming's) is filled from the
+    TrainConfig fields of the same names: a renamed or retyped field is caught here, not at run time."""
     import typing
 
     from facegan.training.evaluation import EvalSettings
     from facegan.training.loop import section
+    from facegan.training.state import RunSettings
     from facegan.training.upkeep import UpkeepSettings
 
     flat = typing.get_type_hints(TrainConfig)
-    for cls in (EvalSettings, UpkeepSettings):
+    for cls in (EvalSettings, UpkeepSettings, RunSettings):
         for name, kind in typing.get_type_hints(cls).items():
-            assert flat.get(name) == kind, (cls.__name__, name, kind, flat.get(name))
+            if name != "config":  # RunSettings.config: the whole config as a checkpoint records it
+                assert flat.get(name) == kind, (cls.__name__, name, kind, flat.get(name))
+    run = section(RunSettings, STRONG, config=STRONG.to_dict())
+    assert (run.keep, run.ema, run.config["lr_g"]) == (STRONG.keep, STRONG.ema, STRONG.lr_g)
     cfg = dataclasses.replace(STRONG, run_dir="r", eval_every=5, metrics=("fid", "kid"), live_report=False)
     assert section(EvalSettings, cfg).metrics == ("fid", "kid") and section(EvalSettings, cfg).eval_every == 5
     assert section(UpkeepSettings, cfg).run_dir == "r" and section(UpkeepSettings, cfg).live_report is False

@@ -39,7 +39,7 @@ from facegan.training.losses import GANLoss, build_loss
 from facegan.training.models import ModelOptions, Models, build_models
 from facegan.training.path_length import PathLength
 from facegan.training.schedules import Schedule
-from facegan.training.state import UNBOUNDED, RunState, load_run, new_state, save_run, trim_metrics
+from facegan.training.state import UNBOUNDED, RunSettings, RunState, load_run, new_state, save_run, trim_metrics
 from facegan.training.step import GANStep, StepOptions
 from facegan.training.stop import STOP_FILE
 from facegan.training.upkeep import Upkeep, UpkeepSettings
@@ -99,10 +99,11 @@ class RealBatches:
         return (images, batch["attrs"].to(self.acc.device, non_blocking=True)) if "attrs" in batch else images
 
 
-def section(cls: type, cfg: TrainConfig):
+def section(cls: type, cfg: TrainConfig, **given):
     """A component's section of the config (a dataclass defined beside it), filled from the
-    TrainConfig fields of the same names: the flags keep their names, the component sees only its own."""
-    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+    TrainConfig fields of the same names (`given`: its fields that are not flags): the flags keep
+    their names, the component sees only its own."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if f.name not in given}, **given)
 
 
 # The components, each given the parts of the config it uses (as EDM's training loop is given
@@ -241,11 +242,12 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> Path:
         loss.check_discriminator(models.unwrapped()[1])
         gan_step = make_step(cfg, acc, models, loss)
         resume_from, notes = _claim_run(acc, cfg, lock)
+        run = section(RunSettings, cfg, config=cfg.to_dict())  # what saving and resuming read
         if resume_from is not None:
-            state, more = load_run(resume_from, acc, models, cfg, shardset.size, gan_step.step_nimg(), gan_step.ada)
+            state, more = load_run(resume_from, acc, models, run, shardset.size, gan_step.step_nimg(), gan_step.ada)
             notes += more  # (load_run restored every rank's RNG states and ADA's controller too)
         else:
-            state = new_state(cfg, gan_step.step_nimg())
+            state = new_state(run, gan_step.step_nimg())
             set_seed(cfg.seed * acc.num_processes + acc.process_index)  # other z and augmentations per rank
         _announce(acc, cfg, state, shardset, notes, resume_from, f"{precision} ({precision_source})")
         if balance is not None:
@@ -255,7 +257,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> Path:
         data = RealBatches(cfg, acc, shardset, balance)
         upkeep = Upkeep(section(UpkeepSettings, cfg), section(EvalSettings, cfg), acc, models, gan_step, state, data,
                         resumed=resume_from is not None, tracking=run_trackers, now=hooks.now,
-                        save=lambda: save_run(Path(cfg.run_dir), acc, models, state, cfg, shardset.size, gan_step.ada))
+                        save=lambda: save_run(Path(cfg.run_dir), acc, models, state, run, shardset.size, gan_step.ada))
         acc.wait_for_everyone()  # no rank looks for the stop file before the main process removed it
 
         # Train.

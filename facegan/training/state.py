@@ -22,7 +22,6 @@ from facegan.cli import describe_error
 from facegan.networks import exports
 from facegan.training import checkpoint as ckpt
 from facegan.training.ada import AdaController
-from facegan.training.config import TrainConfig
 from facegan.training.models import Models
 
 UNBOUNDED = 2**62  # total_nimg of a run that only --max-minutes ends
@@ -81,15 +80,32 @@ def fingerprint(*modules: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def new_state(cfg: TrainConfig, step_nimg: int) -> RunState:
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What saving and resuming read of the config (the loop fills it from the flags of the same
+    names), and `config`: the whole config as the checkpoint records it, which a resume compares
+    with what it was saved with."""
+
+    max_steps: int = 0
+    max_kimg: float = 0.0
+    max_minutes: float = 0.0
+    keep: int = 3  # checkpoints kept
+    seed: int = 0
+    ema: bool = False
+    beta1: float = 0.5
+    beta2: float = 0.999
+    config: dict = dataclasses.field(default_factory=dict)
+
+
+def new_state(cfg: RunSettings, step_nimg: int) -> RunState:
     return RunState(total_nimg=total_nimg(cfg, 0, 0, step_nimg), length=length(cfg))
 
 
-def length(cfg: TrainConfig) -> dict:
+def length(cfg: RunSettings) -> dict:
     return {"max_steps": cfg.max_steps, "max_kimg": cfg.max_kimg}
 
 
-def total_nimg(cfg: TrainConfig, step: int, nimg: int, step_nimg: int) -> int:
+def total_nimg(cfg: RunSettings, step: int, nimg: int, step_nimg: int) -> int:
     """Where training stops, in images: --max-kimg, or the images of the steps left to --max-steps."""
     if cfg.max_kimg:
         return math.ceil(cfg.max_kimg * 1000)
@@ -100,7 +116,7 @@ def total_nimg(cfg: TrainConfig, step: int, nimg: int, step_nimg: int) -> int:
     raise ValueError("set --max-steps, --max-kimg or --max-minutes")
 
 
-def save_run(run_dir: Path, acc: Accelerator, models: Models, state: RunState, cfg: TrainConfig,
+def save_run(run_dir: Path, acc: Accelerator, models: Models, state: RunState, cfg: RunSettings,
              resolution: int, ada: AdaController | None = None) -> Path:
     """Every rank takes part; the folder appears complete or not at all. ADA's pending sums of
     every rank go into the record (the controller's `state()` is collective)."""
@@ -122,7 +138,7 @@ def save_run(run_dir: Path, acc: Accelerator, models: Models, state: RunState, c
             raise RuntimeError(f"step {state.step}: parameters differ across ranks ({prints}); DDP lost sync")
         if acc.is_main_process:
             record = {**state.to_dict(), "world_size": acc.num_processes, "rank_param_sha256": prints,
-                      "config": cfg.to_dict(), "resolution": resolution,
+                      "config": cfg.config, "resolution": resolution,
                       "specs": {"generator": g.spec, "discriminator": d.spec}}
             with files.writing(tmp):
                 if models.ema is not None:
@@ -136,7 +152,7 @@ def save_run(run_dir: Path, acc: Accelerator, models: Models, state: RunState, c
     return final
 
 
-def _architecture_change(saved: dict, models: Models, cfg: TrainConfig) -> str | None:
+def _architecture_change(saved: dict, models: Models, cfg: RunSettings) -> str | None:
     """What differs between the saved networks and this config's, as 'X, not Y'; None if nothing."""
     for kind, net in zip(("generator", "discriminator"), models.unwrapped()):
         old, new = saved["specs"][kind], net.spec
@@ -153,7 +169,7 @@ def _architecture_change(saved: dict, models: Models, cfg: TrainConfig) -> str |
     return None
 
 
-def load_run(path: Path, acc: Accelerator, models: Models, cfg: TrainConfig, resolution: int,
+def load_run(path: Path, acc: Accelerator, models: Models, cfg: RunSettings, resolution: int,
              step_nimg: int, ada: AdaController | None = None) -> tuple[RunState, list[str]]:
     """Restore every rank from checkpoint `path` (ADA's controller too); return the run state and
     notes for the user."""
@@ -182,8 +198,8 @@ def load_run(path: Path, acc: Accelerator, models: Models, cfg: TrainConfig, res
             group["betas"] = (cfg.beta1, cfg.beta2)
     for name in ("lr_g", "lr_d", "beta1", "beta2", "lr_schedule", "lr_schedule_g", "lr_schedule_d",
                  "lr_decay_kimg", "lr_decay_minutes", "lr_final", "warmup_kimg", "warmup_kimg_g", "warmup_kimg_d"):
-        if saved["config"].get(name) != getattr(cfg, name):
-            notes.append(f"{name} changed from {saved['config'].get(name)} to {getattr(cfg, name)}; applied")
+        if saved["config"].get(name) != cfg.config.get(name):
+            notes.append(f"{name} changed from {saved['config'].get(name)} to {cfg.config.get(name)}; applied")
     state = RunState.from_dict(saved)
     if ada is not None and state.ada is not None:
         ada.load(state.ada, acc.is_main_process)
