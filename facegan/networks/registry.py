@@ -47,9 +47,10 @@ MAX_PARAMETERS = 2**30  # a network asking for more (4 GiB in float32) is refuse
 AT_LEAST_ONE = ("resolution", "z_dim", "width")  # spec kwargs for which 0 means nothing
 
 
-def check_value(where: str, value: object, kind: object) -> None:
-    """One line where a spec kwarg or arch option has another type than its annotation (an int
-    is no bool, a float is finite) or an int outside [0, MAX_INT] (at least 1 for AT_LEAST_ONE)."""
+def check_value(name: str, value: object, kind: object, where: str = "") -> None:
+    """One line (`where` + `name`=value) where a spec kwarg or arch option has another type than
+    its annotation (an int is no bool, a float is finite) or an int outside [0, MAX_INT] (at
+    least 1 for AT_LEAST_ONE)."""
     if kind is bool:
         ok, wanted = isinstance(value, bool), "true or false"
     elif kind is int:
@@ -60,10 +61,10 @@ def check_value(where: str, value: object, kind: object) -> None:
     else:
         return
     if not ok:
-        raise ValueError(f"{where}={value!r}: expected {wanted}")
-    low = 1 if where.split()[-1] in AT_LEAST_ONE else 0
+        raise ValueError(f"{where}{name}={value!r}: expected {wanted}")
+    low = 1 if name in AT_LEAST_ONE else 0
     if kind is int and not low <= value <= MAX_INT:
-        raise ValueError(f"{where}={value}: must be in [{low}, {MAX_INT}]")
+        raise ValueError(f"{where}{name}={value}: must be in [{low}, {MAX_INT}]")
 
 
 def check_options(arch: str, options: dict, where: str = "option") -> None:
@@ -74,7 +75,7 @@ def check_options(arch: str, options: dict, where: str = "option") -> None:
         if name not in hints:
             raise ValueError(f"{where} {name!r} is not an option of arch {arch} "
                              f"(its options: {', '.join(hints) or 'none'})")
-        check_value(f"{where} {name}", value, hints[name])
+        check_value(name, value, hints[name], f"{where} ")
 
 
 def arch_module(arch: str) -> ModuleType:
@@ -164,7 +165,7 @@ def _bind(cls: type, kind: str, arch: str, kwargs: dict) -> inspect.BoundArgumen
     bound.apply_defaults()
     hints = typing.get_type_hints(cls.__init__)
     for name, value in kwargs.items():
-        check_value(f"{kind} of arch {arch}: {name}", value, hints.get(name))
+        check_value(name, value, hints.get(name), f"{kind} of arch {arch}: ")
     return bound
 
 
@@ -192,25 +193,24 @@ def build(kind: str, spec: dict) -> nn.Module:
     cls = getattr(arch_module(arch), KINDS[kind], None)
     if cls is None:
         raise ValueError(f"arch {arch!r}: {ARCHS[arch]} defines no {KINDS[kind]}")
-    base = {"generator": GeneratorNet, "discriminator": DiscriminatorNet}[kind]
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ValueError(f"arch {arch!r}: {ARCHS[arch]}.{KINDS[kind]} must subclass facegan.networks.{base.__name__} "
-                         f"(the one way to call a {kind}: {'G(z, c)' if kind == 'generator' else 'D(x, c)'})")
-    resolution = _bind(cls, kind, arch, kwargs).arguments.get("resolution")
-    if resolution not in RESOLUTIONS:
-        raise ValueError(f"{kind} of arch {arch}: resolution {resolution} is not supported; "
+    interface = {"generator": GeneratorNet, "discriminator": DiscriminatorNet}[kind]
+    if not (isinstance(cls, type) and issubclass(cls, interface)):
+        raise ValueError(f"arch {arch!r}: {ARCHS[arch]}.{KINDS[kind]} must subclass facegan.networks."
+                         f"{interface.__name__} (the one way to call a {kind}: "
+                         f"{'G(z, c)' if kind == 'generator' else 'D(x, c)'})")
+    arguments = _bind(cls, kind, arch, kwargs).arguments
+    if arguments.get("resolution") not in RESOLUTIONS:
+        raise ValueError(f"{kind} of arch {arch}: resolution {arguments.get('resolution')} is not supported; "
                          f"choose one of {RESOLUTIONS}")
     condition = _condition(kind, spec)
     if condition is not None and kind == "generator":  # the arch's G takes the attributes as K more inputs
-        kwargs = {**kwargs, "z_dim": _bind(cls, kind, arch, kwargs).arguments["z_dim"] + len(condition[0])}
+        kwargs = {**kwargs, "z_dim": arguments["z_dim"] + len(condition[0])}
     _check_size(cls, kind, arch, kwargs)
-    if condition is None:
-        module = cls(**kwargs)
-    elif kind == "generator":
-        base = cls(**kwargs)
-        module = conditional.ConditionalGenerator(base, *condition)
-    else:
-        module = conditional.ProjectionDiscriminator(cls(**kwargs), condition[0])
+    module = cls(**kwargs)
+    if condition is not None and kind == "generator":
+        module = conditional.ConditionalGenerator(module, *condition)
+    elif condition is not None:
+        module = conditional.ProjectionDiscriminator(module, condition[0])
     module.spec = copy.deepcopy(spec)
     return module
 
