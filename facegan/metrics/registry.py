@@ -95,6 +95,11 @@ def value_keys(record: dict) -> list[str]:
     return keys
 
 
+def values(record: dict) -> dict[str, float]:
+    """Every metric value of `record` by its key, in registry order (no counts, weights or notes)."""
+    return {k: record[k] for k in value_keys(record)}
+
+
 def ranked(key: str) -> bool:
     """Whether a value has a best worth keeping: not a spread (kid_std, is_std), which says how
     sure another value is, not how good the generator is."""

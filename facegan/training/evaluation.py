@@ -73,7 +73,7 @@ class Evaluation:
         it or ranks by another key); True when it is the new best."""
         key = registry.value_key(record, self.best_by)
         value = record[key]
-        state.eval = {"step": step, **{k: record[k] for k in registry.value_keys(record)}}
+        state.eval = {"step": step, **registry.values(record)}
         best = state.best
         if best is None or best["key"] != key or registry.improves(self.names, self.best_by, value, best["value"]):
             state.best = {"by": self.best_by, "key": key, "step": step, "value": value}
@@ -82,8 +82,7 @@ class Evaluation:
 
     def improved_values(self, state: RunState, record: dict, step: int) -> dict[str, float]:
         """Every ranked value that beat its own best (the trackers' summaries), recorded in `state`."""
-        values = {k: record[k] for k in registry.value_keys(record)}
-        improved = {k: v for k, v in values.items() if registry.ranked(k)
+        improved = {k: v for k, v in registry.values(record).items() if registry.ranked(k)
                     and registry.improves(self.names, k, v, state.bests.get(k, {}).get("value"))}
         state.bests.update({k: {"value": v, "step": step} for k, v in improved.items()})
         return improved

@@ -40,8 +40,7 @@ class Exporter:
         exports.export_generator(sampler, path, step=step, ema=ema, metrics=record)
         if self.artifacts:
             counts = {k: record[k] for k in ("num_generated", "num_real") if k in record}
-            values = {k: record[k] for k in registry.value_keys(record)}
-            self.trackers.log_generator(path, "best", step, nimg, {**values, **counts})
+            self.trackers.log_generator(path, "best", step, nimg, {**registry.values(record), **counts})
 
 
 class Reporter:
@@ -61,7 +60,7 @@ class Reporter:
         """A measurement's numbers to the trackers: the weights' file and hash, the notes and the
         protocol stay in metrics.jsonl."""
         self.trackers.improved(improved, step, nimg)
-        logged = {f"metrics/{k}": record[k] for k in registry.value_keys(record)}
+        logged = {f"metrics/{k}": v for k, v in registry.values(record).items()}
         self.trackers.log({**logged, "metrics/num_generated": record["num_generated"], "kimg": nimg / 1000}, step,
                           nimg)
 
