@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 from safetensors import SafetensorError
 
 from facegan.cli import first_line
@@ -23,6 +24,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def is_number(value: object) -> bool:
+    """An int or float (numpy's too) and not a bool: what a metrics line or a tracker may plot."""
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 def finite_or_null(value: object) -> object:

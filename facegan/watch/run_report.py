@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from facegan.files import probe_folder
+from facegan.files import is_number, probe_folder
 from facegan.metrics import registry
 from facegan.version import __version__
 from facegan.watch.page import copy_grids, write_page
@@ -52,18 +52,14 @@ def read_metrics(path: Path) -> list[dict]:
     return records
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _record_problem(record: object) -> str | None:
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not an object"
     for key in ("step", "kimg"):
-        if not _number(record.get(key)):
+        if not is_number(record.get(key)):
             return f"{key} is {record.get(key)!r}, not a number"
     drawn = [k for k in record if k.startswith(PLOTTED)] + registry.value_keys(record)
-    wrong = [k for k in drawn if record[k] is not None and not _number(record[k])]
+    wrong = [k for k in drawn if record[k] is not None and not is_number(record[k])]
     return f"{wrong[0]} is {record[wrong[0]]!r}, not a number" if wrong else None
 
 

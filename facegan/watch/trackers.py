@@ -23,6 +23,7 @@ import numpy as np
 from accelerate import Accelerator
 
 from facegan.cli import first_line
+from facegan.files import is_number
 
 TRACKERS = ("wandb", "tensorboard")
 TENSORBOARD_DIR = "tensorboard"  # in the run folder
@@ -49,10 +50,6 @@ def accelerate_trackers(names: tuple[str, ...]) -> tuple[str, ...]:
 def flat_config(config: dict) -> dict:
     """TensorBoard's hparams take scalars and strings only: anything else as JSON text."""
     return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in config.items()}
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 class TensorBoardWriter:
