@@ -73,15 +73,16 @@ class ShardLoader(DataLoader):
         # Its own generator: creating an iterator must not draw from the global torch RNG, which
         # the training loop's exact resume depends on (the streams are seeded explicitly).
         super().__init__(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                         prefetch_factor=max(2, -(-PREFETCH_BATCHES // stream.group)) if num_workers > 0 else None,
+                         prefetch_factor=max(2, -(-PREFETCH_BATCHES // stream.spec.group)) if num_workers > 0 else None,
                          generator=torch.Generator().manual_seed(0), worker_init_fn=ignore_stop_signals)
         self.uint8 = uint8
 
     def __iter__(self):
         # Workers hand over uint8: 4x less to copy between processes than float (bench/RESULTS.md,
         # its "data.py" section); float conversion happens here, or on the GPU when uint8 is asked.
-        size = self.dataset.batch_size
-        drop = getattr(self.dataset, "skip", 0) % self.dataset.group  # of a message taken in part
+        spec = self.dataset.spec
+        drop = getattr(spec, "skip", 0) % spec.group  # the batches of a message a resume took in part
+        size = spec.batch_size
         batches = super().__iter__()
         _WORKERS.update(getattr(batches, "_workers", []))  # (private: see shut_down)
         try:

@@ -95,7 +95,6 @@ class _ShardStream(IterableDataset):
         if spec.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {spec.batch_size}")
         self.shardset, self.spec, self.dist = shardset, spec, dist
-        self.batch_size, self.group = spec.batch_size, spec.group  # what the loader splits messages by
         self.attributes = list(spec.attributes) if spec.attributes else None
 
     def _attrs(self, sample: dict) -> list[float] | None:
@@ -118,7 +117,7 @@ class _ShardStream(IterableDataset):
         """`group` consecutive batches per item: one item is one message from a loader worker to
         the main process, which pays a fixed cost per message (a socket handshake for the shared
         memory, unpickling, the DataLoader's bookkeeping); ShardLoader splits it again."""
-        size = self.batch_size * self.group
+        size = self.spec.batch_size * self.spec.group
         # webdataset's own batching and shuffle functions are private (`_batched`, `_shuffle`): the
         # public pipeline stages wrap them in its DataPipeline, which our per-reader split, skip and
         # seeded RNGs would have to fight. These two are plain generators over samples.
@@ -150,15 +149,15 @@ class TrainStream(_ShardStream):
         super().__init__(shardset, spec, dist)
         if spec.skip < 0:
             raise ValueError(f"skip must not be negative, got {spec.skip}")
-        self.skip = spec.skip  # what the loader drops of a message taken in part
 
     def _role(self) -> tuple[int, int, int]:
         """(the worker this one stands for, workers, samples that worker already sent)."""
         worker, workers = self._workers()
-        taken = self.skip // self.group  # messages taken whole
+        spec = self.spec
+        taken = spec.skip // spec.group  # messages taken whole
         role = (worker + taken) % workers
         sent = taken // workers + (role < taken % workers)
-        return role, workers, sent * self.group * self.batch_size
+        return role, workers, sent * spec.group * spec.batch_size
 
     def _shards(self, reader: int, readers: int) -> Iterator[Shard]:
         """Each epoch, one permutation shared by all readers; each takes its own slice of it."""
