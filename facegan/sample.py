@@ -175,8 +175,7 @@ def write_program(job: Job) -> int:
 
 def write_pngs(job: Job) -> int:
     """--images-dir: --num PNGs named 000000.png, ... (for other FID tools)."""
-    out = Path(job.args.images_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(job.args.images_dir)  # (made by probe_output)
     bar = progress_bar(job.num, "sampling")
     index = 0
     for batch in generate_uint8(job.g, job.z, job.args.batch_size, job.attrs, job.args.psi):

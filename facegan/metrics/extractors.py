@@ -125,7 +125,11 @@ class Extractors:
         return {k: v for e in self.by_name.values() for k, v in e.dims().items()}
 
     def __call__(self, images: torch.Tensor, kinds: set[str]) -> dict[str, torch.Tensor]:
+        needed = {}  # each extractor once, however many of its kinds are asked for
+        for kind in sorted(kinds):
+            extractor = self.of_kind(kind)
+            needed[id(extractor)] = extractor
         out: dict[str, torch.Tensor] = {}
-        for extractor in {id(self.of_kind(k)): self.of_kind(k) for k in sorted(kinds)}.values():
+        for extractor in needed.values():
             out.update(extractor.extract(images))
         return {k: v for k, v in out.items() if k in kinds}
