@@ -18,21 +18,22 @@ from facegan.training.state import RunState
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Evaluation's section of the config (the loop fills it from TrainConfig's flags of the same names)."""
+    """Evaluation's section of the config: the loop fills it from TrainConfig's flags of the same
+    names (no defaults here: TrainConfig's are the only ones)."""
 
-    eval_every: int = 0  # measure every N steps; 0 is off
-    metrics: tuple[str, ...] = ("fid",)  # what to measure (facegan.metrics.registry)
-    best_by: str = ""  # the value generator-best follows ("": the first metric's headline)
-    eval_samples: int = 10000  # generated images per measurement
-    eval_batch_size: int = 100
-    num_workers: int = 2  # loader workers for the real set
-    eval_cache: str = ""  # folder for cached real-data features ("": the default)
-    seed: int = 0  # of the latents measured
-    inception_weights: str = ""
-    vgg16_weights: str = ""
-    dinov2_weights: str = ""
-    dinov2_model: str = "dinov2-vit-l-14"
-    attr_classifier: str = ""
+    eval_every: int  # measure every N steps; 0 is off
+    metrics: tuple[str, ...]  # what to measure (facegan.metrics.registry)
+    best_by: str  # the value generator-best follows ("": the first metric's headline)
+    eval_samples: int  # generated images per measurement
+    eval_batch_size: int
+    num_workers: int  # loader workers for the real set
+    eval_cache: str  # folder for cached real-data features ("": the default)
+    seed: int  # of the latents measured
+    inception_weights: str
+    vgg16_weights: str
+    dinov2_weights: str
+    dinov2_model: str
+    attr_classifier: str
 
 
 class Evaluation:

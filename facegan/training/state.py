@@ -83,18 +83,18 @@ def fingerprint(*modules: torch.nn.Module) -> str:
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """What saving and resuming read of the config (the loop fills it from the flags of the same
-    names), and `config`: the whole config as the checkpoint records it, which a resume compares
-    with what it was saved with."""
+    names; no defaults of its own: TrainConfig's are the only ones), and `config`: the whole config
+    as the checkpoint records it, which a resume compares with what it was saved with."""
 
-    max_steps: int = 0
-    max_kimg: float = 0.0
-    max_minutes: float = 0.0
-    keep: int = 3  # checkpoints kept
-    seed: int = 0
-    ema: bool = False
-    beta1: float = 0.5
-    beta2: float = 0.999
-    config: dict = dataclasses.field(default_factory=dict)
+    max_steps: int
+    max_kimg: float
+    max_minutes: float
+    keep: int  # checkpoints kept
+    seed: int
+    ema: bool
+    beta1: float
+    beta2: float
+    config: dict
 
 
 def new_state(cfg: RunSettings, step_nimg: int) -> RunState:

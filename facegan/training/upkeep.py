@@ -67,22 +67,22 @@ class Progress:
 @dataclass(frozen=True)
 class UpkeepSettings:
     """Upkeep's section of the config: when each job runs and what its lines say (the loop fills it
-    from TrainConfig's flags of the same names)."""
+    from TrainConfig's flags of the same names; no defaults here: TrainConfig's are the only ones)."""
 
     run_dir: str
-    log_every: int = 10
-    sample_every: int = 500
-    ckpt_every: int = 1000
-    num_samples: int = 64  # images in each fixed-latent grid
-    z_dim: int = 100
-    seed: int = 0  # of the grids' fixed latents
-    live_report: bool = True
-    max_minutes: float = 0.0
-    lr_decay_minutes: float = 0.0
-    lr_schedule: str = "constant"  # (the anneal's plan line names it)
-    lr_final: float = 0.0
-    loss: str = "bce"  # (the divergence guard's evidence names it)
-    wandb_artifacts: bool = False
+    log_every: int
+    sample_every: int
+    ckpt_every: int
+    num_samples: int  # images in each fixed-latent grid
+    z_dim: int
+    seed: int  # of the grids' fixed latents
+    live_report: bool
+    max_minutes: float
+    lr_decay_minutes: float
+    lr_schedule: str  # (the anneal's plan line names it)
+    lr_final: float
+    loss: str  # (the divergence guard's evidence names it)
+    wandb_artifacts: bool
 
 
 class Upkeep:
