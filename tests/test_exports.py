@@ -134,6 +134,16 @@ def test_an_export_whose_spec_is_wrong_is_one_line_everywhere(tmp_path, capsys, 
     assert evaluate.main(["--generator", str(path), "--data", str(tmp_path / "real"), "--metrics", "fid"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+    from facegan import edit, project  # the toolbox's commands load the generator first, before any work
+
+    assert project.main(["--generator", str(path), "--target", str(tmp_path / "real" / "a.png"), "--out",
+                         str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert edit.main(["apply", "--generator", str(path), "--directions", str(path), "--edit", "A=1", "--out",
+                      str(tmp_path / "e.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
 
 
 def test_export_metadata_nested_thousands_deep_is_one_line(tmp_path, capsys):
